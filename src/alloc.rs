@@ -1,0 +1,152 @@
+//! The log allocator of one shard: a circular byte region where items are
+//! appended at the head and reclaimed at the tail (see `eviction.rs`).
+//!
+//! Positions `head`, `tail` and the sweep cursor are *logical* byte counts
+//! that only grow; the physical offset is `pos % data_size`. A record never
+//! straddles the end of the region: if it does not fit, the rest of the region
+//! is skipped (with a wrap marker when at least a header fits there). So free
+//! space is always one contiguous run and nothing ever fragments.
+//!
+//! Record = 32-byte header, key, value, padding to 8 bytes.
+
+use crate::error::{Error, Result};
+use crate::layout::{rec_size, REC_HDR};
+use std::sync::atomic::AtomicU8;
+
+pub const KIND_LIVE: u8 = 1;
+pub const KIND_DEAD: u8 = 2;
+pub const KIND_WRAP: u8 = 3;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecHdr {
+    pub kind: u8,
+    pub enc: u8,
+    pub visited: u8,
+    pub _pad: u8,
+    pub rec_len: u32,
+    pub key_len: u32,
+    pub val_len: u32,
+    pub expires: u64,
+    pub hash: u64,
+}
+const _: () = assert!(std::mem::size_of::<RecHdr>() as u64 == REC_HDR);
+
+/// The data region of one shard. All offsets passed in are physical.
+#[derive(Clone, Copy)]
+pub struct Log {
+    data: *mut u8,
+    size: u64,
+}
+
+impl Log {
+    /// # Safety
+    /// `data..data+size` must be a mapped, writable, 8-aligned region that
+    /// outlives this value, and only be mutated under the shard lock.
+    pub unsafe fn new(data: *mut u8, size: u64) -> Log {
+        Log { data, size }
+    }
+
+    #[inline]
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Physical offset of a logical position.
+    #[inline]
+    pub fn phys(&self, pos: u64) -> u64 {
+        pos % self.size
+    }
+
+    /// Read a record header, checking that it lies inside the region.
+    #[inline]
+    pub fn hdr(&self, off: u64) -> Result<RecHdr> {
+        if off % 8 != 0 || off.checked_add(REC_HDR).is_none_or(|e| e > self.size) {
+            return Err(Error::Corrupt("record offset out of bounds"));
+        }
+        // SAFETY: bounds checked above; RecHdr is plain old data, any bytes are valid.
+        Ok(unsafe { std::ptr::read(self.data.add(off as usize).cast::<RecHdr>()) })
+    }
+
+    /// Check a header found through the index or at the tail describes a
+    /// well-formed live record that fits in the region.
+    #[inline]
+    pub fn check_live(&self, off: u64, h: &RecHdr) -> Result<()> {
+        if h.kind != KIND_LIVE
+            || h.rec_len as u64 != rec_size(h.key_len as u64, h.val_len as u64)
+            || off + h.rec_len as u64 > self.size
+        {
+            return Err(Error::Corrupt("malformed record"));
+        }
+        Ok(())
+    }
+
+    pub fn write_hdr(&self, off: u64, h: &RecHdr) {
+        debug_assert!(off + REC_HDR <= self.size);
+        // SAFETY: callers only write at offsets returned by the allocator (in bounds).
+        unsafe { std::ptr::write(self.data.add(off as usize).cast::<RecHdr>(), *h) }
+    }
+
+    pub fn set_kind(&self, off: u64, kind: u8) {
+        // SAFETY: off was validated by `hdr` (off + REC_HDR <= size).
+        unsafe { *self.data.add(off as usize) = kind }
+    }
+
+    pub fn set_expires(&self, off: u64, expires: u64) {
+        // SAFETY: off validated by `hdr`; field at +16 is 8-aligned inside the header.
+        unsafe { std::ptr::write(self.data.add(off as usize + 16).cast::<u64>(), expires) }
+    }
+
+    /// The visited byte, set on hits without any list manipulation.
+    #[inline]
+    pub fn visited(&self, off: u64) -> &AtomicU8 {
+        // SAFETY: off validated by `hdr`; AtomicU8 has no alignment requirement.
+        unsafe { &*self.data.add(off as usize + 2).cast::<AtomicU8>() }
+    }
+
+    /// Key bytes of a record that passed `check_live`.
+    #[inline]
+    pub fn key(&self, off: u64, h: &RecHdr) -> &[u8] {
+        // SAFETY: check_live proved off + rec_len (>= header + key) is in bounds.
+        unsafe { std::slice::from_raw_parts(self.data.add((off + REC_HDR) as usize), h.key_len as usize) }
+    }
+
+    /// Value bytes of a record that passed `check_live`.
+    #[inline]
+    pub fn value(&self, off: u64, h: &RecHdr) -> &[u8] {
+        let start = off + REC_HDR + h.key_len as u64;
+        // SAFETY: check_live proved the whole record is in bounds.
+        unsafe { std::slice::from_raw_parts(self.data.add(start as usize), h.val_len as usize) }
+    }
+
+    /// Writable bytes at `off..off+len` of space the allocator handed out.
+    #[inline]
+    pub fn bytes_mut(&self, off: u64, len: u64) -> *mut u8 {
+        debug_assert!(off + len <= self.size);
+        // SAFETY (of the add): callers pass allocator-returned ranges, in bounds.
+        unsafe { self.data.add(off as usize) }
+    }
+
+    /// Copy a record within the region (moving a survivor to the head).
+    pub fn move_record(&self, from: u64, to: u64, len: u64) {
+        debug_assert!(from + len <= self.size && to + len <= self.size);
+        // SAFETY: both ranges are in bounds (validated record; allocated space); `copy` allows overlap.
+        unsafe { std::ptr::copy(self.data.add(from as usize), self.data.add(to as usize), len as usize) }
+    }
+
+    /// Bytes to skip at the end of the region before an `n`-byte record can be
+    /// placed at logical position `head`.
+    #[inline]
+    pub fn skip_for(&self, head: u64, n: u64) -> u64 {
+        let phys = self.phys(head);
+        if self.size - phys < n { self.size - phys } else { 0 }
+    }
+
+    /// Mark `skip` bytes at logical `head` as unusable (wrap).
+    pub fn write_wrap(&self, head: u64, skip: u64) {
+        if skip >= REC_HDR {
+            let h = RecHdr { kind: KIND_WRAP, rec_len: skip as u32, ..Default::default() };
+            self.write_hdr(self.phys(head), &h);
+        }
+    }
+}

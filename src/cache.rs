@@ -1,0 +1,273 @@
+//! `ShmCache`: a segment plus its shards; hashing keys to shards, taking
+//! locks with a bounded wait, wiping a shard found corrupt, batch operations
+//! with one lock pass per shard.
+
+use crate::clock;
+use crate::error::{Error, Result};
+use crate::layout::{Config, Geometry, SegHeader};
+use crate::segment::{self, Segment};
+use crate::shard::{SetMode, Shard, ShardGuard, Ttl};
+use crate::stats::{Stats, N_COUNTERS};
+use std::time::Duration;
+
+pub struct ShmCache {
+    shards: Vec<Shard>,
+    geo: Geometry,
+    seed: u64,
+    lock_timeout: Duration,
+    // Last field: unmapped after the shards (which point into it) are gone.
+    seg: Segment,
+}
+
+/// Which waits are allowed when taking a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Fail with `Error::WouldBlock` if busy.
+    No,
+    /// Wait up to the cache's lock timeout.
+    Bounded,
+}
+
+impl ShmCache {
+    /// Attach to (or create) the cache named `location`.
+    pub fn open(location: &str, cfg: &Config, lock_timeout: Duration) -> Result<ShmCache> {
+        let name = segment::segment_name(location)?;
+        Self::open_named(&name, cfg, lock_timeout)
+    }
+
+    pub fn open_named(name: &str, cfg: &Config, lock_timeout: Duration) -> Result<ShmCache> {
+        if lock_timeout.is_zero() || lock_timeout > Duration::from_secs(60) {
+            return Err(Error::Config {
+                option: "LOCK_TIMEOUT",
+                message: format!("{lock_timeout:?}; must be more than 0 and at most 60 seconds"),
+            });
+        }
+        let geo = Geometry::compute(cfg)?;
+        let seg = Segment::open(
+            name,
+            geo.total_size,
+            |h: &SegHeader| h.check(&geo, name),
+            |base| {
+                // SAFETY: base is the fresh, zeroed, exclusively held mapping of total_size bytes.
+                let h = unsafe { &mut *base.cast::<SegHeader>() };
+                h.write_geometry(&geo);
+                h.hash_seed = seed_from_os();
+                h.created_ms = clock::now_ms();
+                h.creator_pid = std::process::id() as u64;
+                for i in 0..geo.nshards {
+                    // SAFETY: each shard range lies inside the mapping per Geometry; nobody else attached yet.
+                    unsafe {
+                        let s = Shard::new(base.add(geo.shard_offset(i) as usize), &geo);
+                        s.init().expect("pthread_mutex_init on fresh memory");
+                    }
+                }
+            },
+        )?;
+        let seed = seg.header().hash_seed;
+        let shards = (0..geo.nshards)
+            // SAFETY: the segment maps geo.total_size bytes, validated against the header.
+            .map(|i| unsafe { Shard::new(seg.base().add(geo.shard_offset(i) as usize), &geo) })
+            .collect();
+        Ok(ShmCache { shards, geo, seed, lock_timeout, seg })
+    }
+
+    pub fn geometry(&self) -> &Geometry {
+        &self.geo
+    }
+    pub fn name(&self) -> &str {
+        self.seg.name()
+    }
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+    pub fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
+    }
+
+    #[inline]
+    pub fn hash(&self, key: &[u8]) -> u64 {
+        xxhash_rust::xxh3::xxh3_64_with_seed(key, self.seed)
+    }
+
+    #[inline]
+    pub fn shard_of(&self, hash: u64) -> usize {
+        (((hash >> 32) * self.geo.nshards) >> 32) as usize
+    }
+
+    /// Run `f` on the shard owning `hash` under its lock. If `f` finds the
+    /// shard corrupt, the shard is wiped and `f` runs once more on the clean
+    /// shard, so callers see a miss rather than damage.
+    #[inline]
+    pub fn with_shard<R>(&self, hash: u64, wait: Wait, mut f: impl FnMut(&mut ShardGuard) -> Result<R>) -> Result<R> {
+        self.with_shard_index(self.shard_of(hash), wait, &mut f)
+    }
+
+    pub fn with_shard_index<R>(&self, idx: usize, wait: Wait, f: &mut impl FnMut(&mut ShardGuard) -> Result<R>) -> Result<R> {
+        let timeout = match wait {
+            Wait::No => None,
+            Wait::Bounded => Some(self.lock_timeout),
+        };
+        let mut g = self.shards[idx].lock(timeout)?;
+        match f(&mut g) {
+            Err(Error::Corrupt(_)) => {
+                g.wipe();
+                f(&mut g)
+            }
+            r => r,
+        }
+    }
+
+    // ---- single-key operations (waiting up to the lock timeout) ----
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<(u8, Vec<u8>)>> {
+        let (h, now) = (self.hash(key), clock::now_ms());
+        self.with_shard(h, Wait::Bounded, |g| g.get(key, h, now, |e, v| (e, v.to_vec())))
+    }
+
+    pub fn set(&self, key: &[u8], enc: u8, value: &[u8], expires: u64) -> Result<bool> {
+        let (h, now, max) = (self.hash(key), clock::now_ms(), self.geo.max_item_size);
+        self.with_shard(h, Wait::Bounded, |g| g.set(key, h, enc, value, expires, SetMode::Set, now, max))
+    }
+
+    pub fn add(&self, key: &[u8], enc: u8, value: &[u8], expires: u64) -> Result<bool> {
+        let (h, now, max) = (self.hash(key), clock::now_ms(), self.geo.max_item_size);
+        self.with_shard(h, Wait::Bounded, |g| g.set(key, h, enc, value, expires, SetMode::Add, now, max))
+    }
+
+    pub fn delete(&self, key: &[u8]) -> Result<bool> {
+        let (h, now) = (self.hash(key), clock::now_ms());
+        self.with_shard(h, Wait::Bounded, |g| g.delete(key, h, now))
+    }
+
+    pub fn touch(&self, key: &[u8], expires: u64) -> Result<bool> {
+        let (h, now) = (self.hash(key), clock::now_ms());
+        self.with_shard(h, Wait::Bounded, |g| g.touch(key, h, expires, now))
+    }
+
+    pub fn incr(&self, key: &[u8], delta: i64) -> Result<i64> {
+        let (h, now) = (self.hash(key), clock::now_ms());
+        self.with_shard(h, Wait::Bounded, |g| g.incr(key, h, delta, now))
+    }
+
+    pub fn contains(&self, key: &[u8]) -> Result<bool> {
+        let (h, now) = (self.hash(key), clock::now_ms());
+        self.with_shard(h, Wait::Bounded, |g| g.contains(key, h, now))
+    }
+
+    pub fn ttl(&self, key: &[u8]) -> Result<Ttl> {
+        let (h, now) = (self.hash(key), clock::now_ms());
+        self.with_shard(h, Wait::Bounded, |g| g.ttl(key, h, now))
+    }
+
+    /// Group the positions of `keys` by shard so a batch takes each lock once.
+    pub fn plan<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<(usize, u64, usize)> {
+        let mut plan: Vec<(usize, u64, usize)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let h = self.hash(k.as_ref());
+                (self.shard_of(h), h, i)
+            })
+            .collect();
+        plan.sort_unstable_by_key(|p| p.0);
+        plan
+    }
+
+    /// Run `f(guard, hash, position)` for every planned key, one lock pass per
+    /// shard. A shard whose lock times out yields `Err(LockTimeout)` for its keys
+    /// through `on_err`.
+    pub fn batch(
+        &self,
+        plan: &[(usize, u64, usize)],
+        mut f: impl FnMut(&mut ShardGuard, u64, usize) -> Result<()>,
+        mut on_err: impl FnMut(usize, &Error),
+    ) {
+        for group in plan.chunk_by(|a, b| a.0 == b.0) {
+            let r = self.with_shard_index(group[0].0, Wait::Bounded, &mut |g: &mut ShardGuard| {
+                for &(_, h, i) in group {
+                    f(g, h, i)?;
+                }
+                Ok(())
+            });
+            if let Err(e) = r {
+                for &(_, _, i) in group {
+                    on_err(i, &e);
+                }
+            }
+        }
+    }
+
+    pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<(u8, Vec<u8>)>>> {
+        let now = clock::now_ms();
+        let mut out = vec![None; keys.len()];
+        let mut err = None;
+        self.batch(
+            &self.plan(keys),
+            |g, h, i| {
+                out[i] = g.get(keys[i].as_ref(), h, now, |e, v| (e, v.to_vec()))?;
+                Ok(())
+            },
+            |_, e| err = Some(e.clone()),
+        );
+        match err {
+            Some(Error::LockTimeout) | None => Ok(out),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Drop every item in every shard.
+    pub fn clear(&self) -> Result<()> {
+        for i in 0..self.shards.len() {
+            self.with_shard_index(i, Wait::Bounded, &mut |g: &mut ShardGuard| {
+                g.wipe();
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats {
+            segment_size: self.geo.total_size,
+            shards: self.geo.nshards,
+            ..Stats::default()
+        };
+        for sh in &self.shards {
+            s.items += sh.items();
+            s.bytes_used += sh.live_bytes();
+            s.bytes_capacity += sh.capacity();
+            for c in 0..N_COUNTERS {
+                s.counters[c] += sh.header().counters.get(c);
+            }
+        }
+        s.bytes_free = s.bytes_capacity.saturating_sub(s.bytes_used);
+        s
+    }
+
+    /// Check every shard's log against its index and counts (takes each lock).
+    pub fn verify(&self) -> Result<(u64, u64)> {
+        let (mut items, mut bytes) = (0, 0);
+        for sh in &self.shards {
+            let (i, b) = sh.lock(Some(self.lock_timeout))?.verify()?;
+            items += i;
+            bytes += b;
+        }
+        Ok((items, bytes))
+    }
+
+    /// Test/diagnostic access to a shard.
+    pub fn shard(&self, i: usize) -> &Shard {
+        &self.shards[i]
+    }
+}
+
+fn seed_from_os() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n == 8 {
+        u64::from_le_bytes(b)
+    } else {
+        clock::now_ms() ^ ((std::process::id() as u64) << 32)
+    }
+}

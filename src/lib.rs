@@ -1,0 +1,26 @@
+//! shmcache core: a cache in one POSIX shared-memory segment, shared by every
+//! process of a host. No Python here; `python.rs` (feature `python`) is the
+//! thin PyO3 layer.
+
+pub mod alloc;
+pub mod cache;
+pub mod clock;
+pub mod error;
+pub mod eviction;
+pub mod layout;
+pub mod lock;
+pub mod segment;
+pub mod shard;
+pub mod stats;
+pub mod table;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use cache::{ShmCache, Wait};
+pub use error::{Error, Result};
+pub use layout::Config;
+pub use shard::{SetMode, Ttl, ENC_BYTES, ENC_INT};
+pub use stats::{Counter, Stats};
+#[cfg(test)]
+mod core_tests;

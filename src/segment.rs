@@ -1,0 +1,260 @@
+//! A named POSIX shared-memory segment with no owner.
+//!
+//! Built on `rustix` (shm_open, fstat, flock, fallocate, mmap) rather than the
+//! `shared_memory` crate, whose creator unlinks the segment when it is dropped
+//! (a recycled Gunicorn worker would delete the cache under the others), which
+//! only `ftruncate`s (SIGBUS when /dev/shm fills) and which is unmaintained.
+//!
+//! Protocol (race-free when many processes start at once):
+//! 1. `shm_open(O_CREAT|O_RDWR, 0600)`; refuse it unless it is a regular file
+//!    owned by our effective uid with no group/other permission bits.
+//! 2. `flock(LOCK_SH)`: if the header says READY, validate it and stay attached
+//!    holding LOCK_SH (the crash-safe "someone is attached" marker).
+//! 3. Otherwise try `LOCK_EX|LOCK_NB`; the winner checks free space,
+//!    `fallocate`s the whole size, initialises, publishes READY, then
+//!    downgrades to LOCK_SH. Losers poll. A creator that dies releases its
+//!    flock, and the next process re-initialises.
+//!
+//! Nothing here ever unlinks the segment except [`destroy`].
+
+use crate::error::{Error, Result};
+use crate::layout::{SegHeader, HEADER_SIZE, LAYOUT_VERSION, STATE_READY};
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::fs::{FlockOperation, Mode};
+use std::ptr::NonNull;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+pub const SHM_DIR: &str = "/dev/shm";
+
+/// The shm name (`/shmcache-...`) for a LOCATION, unique per user and layout.
+pub fn segment_name(location: &str) -> Result<String> {
+    if location.is_empty() || location.len() > 200 || location.contains('\0') {
+        return Err(Error::Config {
+            option: "LOCATION",
+            message: format!("{location:?}; must be a non-empty name of at most 200 characters without NUL"),
+        });
+    }
+    // Only [A-Za-z0-9_-] survive into the readable part: no '/', no '..'.
+    let slug: String = location
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .take(48)
+        .collect();
+    let h = xxhash_rust::xxh3::xxh3_64(location.as_bytes());
+    let uid = rustix::process::geteuid().as_raw();
+    Ok(format!("/shmcache-{uid}-{slug}-{h:016x}-v{LAYOUT_VERSION}"))
+}
+
+/// Remove a segment's name; processes attached keep their mapping until they
+/// exit. Returns false if it did not exist.
+pub fn destroy(name: &str) -> Result<bool> {
+    match rustix::shm::unlink(name) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::NOENT) => Ok(false),
+        Err(e) => Err(Error::os("shm_unlink", e)),
+    }
+}
+
+pub struct Segment {
+    fd: OwnedFd,
+    base: NonNull<u8>,
+    len: usize,
+    name: String,
+    inode: u64,
+}
+
+// SAFETY: the mapping is process-wide memory; all concurrent access to its
+// contents goes through atomics or the shard locks.
+unsafe impl Send for Segment {}
+unsafe impl Sync for Segment {}
+
+fn check_trusted(fd: &OwnedFd, name: &str) -> Result<rustix::fs::Stat> {
+    let st = rustix::fs::fstat(fd).map_err(|e| Error::os("fstat", e))?;
+    let euid = rustix::process::geteuid().as_raw();
+    let mode = st.st_mode as u32;
+    if mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(Error::Untrusted(format!("{SHM_DIR}{name} is not a regular file")));
+    }
+    if st.st_uid != euid {
+        return Err(Error::Untrusted(format!(
+            "{SHM_DIR}{name} is owned by uid {} but this process runs as uid {euid}; \
+             another user made it, and reading it could run their code",
+            st.st_uid
+        )));
+    }
+    if mode & 0o077 != 0 {
+        return Err(Error::Untrusted(format!(
+            "{SHM_DIR}{name} has mode {:o}, wider than 0600; other users could write it",
+            mode & 0o777
+        )));
+    }
+    Ok(st)
+}
+
+/// Copy of the header if the file is large enough and its header says READY.
+fn read_ready_header(fd: &OwnedFd, size: u64) -> Result<Option<SegHeader>> {
+    if size < HEADER_SIZE {
+        return Ok(None);
+    }
+    // SAFETY: mapping HEADER_SIZE bytes of a file at least that large; unmapped below.
+    let p = unsafe {
+        rustix::mm::mmap(std::ptr::null_mut(), HEADER_SIZE as usize, rustix::mm::ProtFlags::READ,
+            rustix::mm::MapFlags::SHARED, fd, 0)
+    }
+    .map_err(|e| Error::os("mmap", e))?;
+    // SAFETY: p is a readable mapping of HEADER_SIZE >= size_of::<SegHeader>() bytes.
+    let h: SegHeader = unsafe { std::ptr::read(p.cast::<SegHeader>()) };
+    // SAFETY: p/HEADER_SIZE is exactly the mapping made above.
+    unsafe { rustix::mm::munmap(p, HEADER_SIZE as usize) }.ok();
+    Ok(if h.state.load(Ordering::Acquire) == STATE_READY { Some(h) } else { None })
+}
+
+fn free_space() -> Result<u64> {
+    let s = rustix::fs::statvfs(SHM_DIR).map_err(|e| Error::os("statvfs", e))?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+impl Segment {
+    /// Attach to `name`, creating and initialising it with `init` if needed.
+    /// `check` validates an existing READY header. `init` receives the
+    /// zeroed mapping and must fill everything but `state`.
+    pub fn open(
+        name: &str,
+        len: u64,
+        check: impl Fn(&SegHeader) -> Result<()>,
+        init: impl FnOnce(*mut u8),
+    ) -> Result<Segment> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut init = Some(init);
+        'reopen: loop {
+            let fd = rustix::shm::open(name, rustix::shm::OFlags::CREATE | rustix::shm::OFlags::RDWR,
+                Mode::RUSR | Mode::WUSR)
+            .map_err(|e| Error::os("shm_open", e))?;
+            check_trusted(&fd, name)?;
+            loop {
+                rustix::fs::flock(&fd, FlockOperation::LockShared).map_err(|e| Error::os("flock", e))?;
+                let st = rustix::fs::fstat(&fd).map_err(|e| Error::os("fstat", e))?;
+                if let Some(h) = read_ready_header(&fd, st.st_size as u64)? {
+                    check(&h)?;
+                    return Self::map(fd, name, len, st.st_ino as u64);
+                }
+                rustix::fs::flock(&fd, FlockOperation::Unlock).map_err(|e| Error::os("flock", e))?;
+                match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+                    Ok(()) => {}
+                    Err(rustix::io::Errno::WOULDBLOCK) => {
+                        if Instant::now() > deadline {
+                            return Err(Error::os("flock (waiting for another process to create the segment)",
+                                rustix::io::Errno::TIMEDOUT));
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                        continue;
+                    }
+                    Err(e) => return Err(Error::os("flock", e)),
+                }
+                // We are the only process touching the file now. Make sure
+                // the name still refers to it (a failed creator may have
+                // unlinked it meanwhile).
+                let st = rustix::fs::fstat(&fd).map_err(|e| Error::os("fstat", e))?;
+                match rustix::fs::stat(format!("{SHM_DIR}{name}")) {
+                    Ok(s) if s.st_ino == st.st_ino => {}
+                    _ => continue 'reopen,
+                }
+                if read_ready_header(&fd, st.st_size as u64)?.is_some() {
+                    continue; // someone finished between our two locks
+                }
+                return Self::create(fd, name, len, st.st_size as u64, init.take().expect("init once"));
+            }
+        }
+    }
+
+    fn create(fd: OwnedFd, name: &str, len: u64, old_size: u64, init: impl FnOnce(*mut u8)) -> Result<Segment> {
+        // A half-made segment of a dead creator: start from zero.
+        if old_size != 0 {
+            rustix::fs::ftruncate(&fd, 0).map_err(|e| Error::os("ftruncate", e))?;
+        }
+        let fail = |fd: &OwnedFd, e: Error| {
+            let _ = rustix::fs::ftruncate(fd, 0);
+            let _ = rustix::shm::unlink(name);
+            e
+        };
+        let free = free_space()?;
+        if free < len {
+            return Err(fail(&fd, Error::NoSpace { requested: len, free, path: SHM_DIR.into() }));
+        }
+        // Reserve every page now: a full tmpfs then fails here with ENOSPC
+        // instead of killing a worker with SIGBUS on first touch later.
+        if let Err(e) = rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::empty(), 0, len) {
+            let err = if e == rustix::io::Errno::NOSPC {
+                Error::NoSpace { requested: len, free, path: SHM_DIR.into() }
+            } else {
+                Error::os("fallocate", e)
+            };
+            return Err(fail(&fd, err));
+        }
+        let st = rustix::fs::fstat(&fd).map_err(|e| Error::os("fstat", e))?;
+        let seg = Self::map(fd, name, len, st.st_ino as u64)?;
+        init(seg.base.as_ptr());
+        seg.header().state.store(STATE_READY, Ordering::Release);
+        rustix::fs::flock(&seg.fd, FlockOperation::LockShared).map_err(|e| Error::os("flock", e))?;
+        Ok(seg)
+    }
+
+    fn map(fd: OwnedFd, name: &str, len: u64, inode: u64) -> Result<Segment> {
+        let st = rustix::fs::fstat(&fd).map_err(|e| Error::os("fstat", e))?;
+        if (st.st_size as u64) < len {
+            return Err(Error::GeometryMismatch(format!(
+                "shared segment {name} is {} bytes, smaller than its header says ({len})",
+                st.st_size
+            )));
+        }
+        // SAFETY: fresh shared mapping of `len` bytes of a file at least that large,
+        // never truncated afterwards (nothing in this library shrinks a segment).
+        let p = unsafe {
+            rustix::mm::mmap(std::ptr::null_mut(), len as usize,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::SHARED, &fd, 0)
+        }
+        .map_err(|e| Error::os("mmap", e))?;
+        Ok(Segment {
+            fd,
+            base: NonNull::new(p.cast()).expect("mmap returned null"),
+            len: len as usize,
+            name: name.to_string(),
+            inode,
+        })
+    }
+
+    pub fn base(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn inode(&self) -> u64 {
+        self.inode
+    }
+    pub fn header(&self) -> &SegHeader {
+        // SAFETY: the mapping is at least HEADER_SIZE bytes and page-aligned.
+        unsafe { &*self.base.as_ptr().cast::<SegHeader>() }
+    }
+    /// Does the name in /dev/shm still point at the segment we mapped?
+    pub fn name_is_current(&self) -> bool {
+        matches!(rustix::fs::stat(format!("{SHM_DIR}{}", self.name)), Ok(s) if s.st_ino as u64 == self.inode)
+    }
+    /// True when no other process is attached (probe with LOCK_EX|LOCK_NB).
+    pub fn fd(&self) -> impl AsFd + '_ {
+        &self.fd
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: base/len is exactly our mapping; no references outlive the Segment.
+        unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), self.len) }.ok();
+        // Closing the fd releases our LOCK_SH. The name is never unlinked here.
+    }
+}

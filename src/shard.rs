@@ -1,0 +1,538 @@
+//! One shard: a crash domain with its own robust lock, index and log.
+//!
+//! Every structural change happens between `begin_write` (seq becomes odd) and
+//! the guard's drop (seq becomes even). A process that dies in between leaves
+//! seq odd; the next locker sees EOWNERDEAD and an odd seq and wipes this
+//! shard only. Any inconsistency found while reading shared memory is reported
+//! as `Error::Corrupt`, after which the caller wipes the shard.
+
+use crate::alloc::{Log, RecHdr, KIND_DEAD, KIND_LIVE};
+use crate::clock;
+use crate::error::{Error, Result};
+use crate::eviction::{self, Action, REINSERT_BUDGET};
+use crate::layout::{rec_size, Geometry, REC_HDR, SHARD_HEADER_SIZE};
+use crate::lock::{Acquired, LockError, MutexRef, MUTEX_SLOT};
+use crate::stats::{Counter, ShardCounters};
+use crate::table::Index;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Value encodings. The core treats them as opaque except `ENC_INT`.
+pub const ENC_BYTES: u8 = 0;
+pub const ENC_INT: u8 = 2;
+
+/// Items examined by the amortised expiry sweep on each write.
+const SWEEP_PER_WRITE: u32 = 4;
+
+#[repr(C, align(64))]
+pub struct ShardHeader {
+    mutex: [u8; MUTEX_SLOT],
+    /// Odd while a write is in progress.
+    seq: AtomicU64,
+    /// Incremented on every wipe.
+    generation: AtomicU64,
+    head: AtomicU64,
+    tail: AtomicU64,
+    cursor: AtomicU64,
+    items: AtomicU64,
+    live_bytes: AtomicU64,
+    pub counters: ShardCounters,
+}
+const _: () = assert!(std::mem::size_of::<ShardHeader>() as u64 <= SHARD_HEADER_SIZE);
+
+/// Test hook: when non-zero, a set sleeps this long half-way through copying
+/// its value, while holding the lock with the shard marked mid-write.
+static TEST_PAUSE_MS: AtomicU64 = AtomicU64::new(0);
+
+pub fn set_test_pause_ms(ms: u64) {
+    TEST_PAUSE_MS.store(ms, Relaxed);
+}
+
+/// This process's view of one shard: pointers computed from the validated
+/// local geometry, never read from shared memory.
+pub struct Shard {
+    hdr: *const ShardHeader,
+    mutex: MutexRef,
+    index: *const AtomicU64,
+    index_cap: usize,
+    log: Log,
+    max_items: u64,
+    reserve: u64,
+}
+
+// SAFETY: the shard's shared state is only touched through atomics or under its lock.
+unsafe impl Send for Shard {}
+unsafe impl Sync for Shard {}
+
+/// How `set` behaves when the key exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetMode {
+    Set,
+    /// Only if absent (or expired).
+    Add,
+}
+
+/// What `ttl` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    Missing,
+    Never,
+    /// Milliseconds left.
+    Ms(u64),
+}
+
+impl Shard {
+    /// # Safety
+    /// `base` must point at `geo.shard_size` mapped bytes (64-aligned) that
+    /// outlive the Shard.
+    pub unsafe fn new(base: *mut u8, geo: &Geometry) -> Shard {
+        let index = base.add(SHARD_HEADER_SIZE as usize);
+        let data = index.add(geo.index_cap as usize * 8);
+        Shard {
+            hdr: base.cast(),
+            mutex: MutexRef::new(base),
+            index: index.cast(),
+            index_cap: geo.index_cap as usize,
+            log: Log::new(data, geo.data_size),
+            max_items: geo.max_items(),
+            reserve: geo.reserve,
+        }
+    }
+
+    /// Initialise a zeroed shard (segment creation only).
+    ///
+    /// # Safety
+    /// No other process may use the shard yet.
+    pub unsafe fn init(&self) -> Result<()> {
+        self.mutex.init().map_err(|_| Error::Poisoned)
+    }
+
+    #[inline]
+    pub fn header(&self) -> &ShardHeader {
+        // SAFETY: hdr points into the live mapping (constructor contract), 64-aligned.
+        unsafe { &*self.hdr }
+    }
+
+    fn index(&self) -> Index<'_> {
+        // SAFETY: index_cap u64 slots follow the header inside the shard (Geometry).
+        Index::new(unsafe { std::slice::from_raw_parts(self.index, self.index_cap) })
+    }
+
+    pub fn items(&self) -> u64 {
+        self.header().items.load(Relaxed)
+    }
+    pub fn live_bytes(&self) -> u64 {
+        self.header().live_bytes.load(Relaxed)
+    }
+    pub fn capacity(&self) -> u64 {
+        self.log.size()
+    }
+    pub fn generation(&self) -> u64 {
+        self.header().generation.load(Relaxed)
+    }
+
+    /// Take the lock: without waiting (`timeout` None) or for at most `timeout`.
+    /// Repairs the shard if its previous owner died mid-write.
+    pub fn lock(&self, timeout: Option<Duration>) -> Result<ShardGuard<'_>> {
+        let r = match timeout {
+            None => self.mutex.try_lock(),
+            Some(t) => self.mutex.lock_timeout(t),
+        };
+        let how = match r {
+            Ok(a) => a,
+            Err(LockError::Busy) => return Err(Error::WouldBlock),
+            Err(LockError::Timeout) => {
+                self.header().counters.add(Counter::LockTimeouts, 1);
+                return Err(Error::LockTimeout);
+            }
+            Err(_) => return Err(Error::Poisoned),
+        };
+        let mut g = ShardGuard { shard: self, dirty: false };
+        if how == Acquired::OwnerDied {
+            let h = self.header();
+            h.counters.add(Counter::LockRecoveries, 1);
+            if h.seq.load(Relaxed) % 2 == 1 {
+                g.wipe();
+            }
+            self.mutex.mark_consistent();
+        }
+        if !g.sane() {
+            g.wipe();
+        }
+        Ok(g)
+    }
+}
+
+/// Proof that this thread holds the shard lock. Dropping it unlocks.
+pub struct ShardGuard<'a> {
+    shard: &'a Shard,
+    dirty: bool,
+}
+
+impl Drop for ShardGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() && self.dirty {
+            // A panic mid-write may have left the shard inconsistent.
+            self.wipe();
+        }
+        if self.dirty {
+            self.shard.header().seq.fetch_add(1, Relaxed);
+        }
+        self.shard.mutex.unlock();
+    }
+}
+
+impl<'a> ShardGuard<'a> {
+    #[inline]
+    fn h(&self) -> &'a ShardHeader {
+        self.shard.header()
+    }
+    #[inline]
+    fn log(&self) -> Log {
+        self.shard.log
+    }
+
+    fn begin_write(&mut self) {
+        if !self.dirty {
+            let h = self.h();
+            let s = h.seq.load(Relaxed);
+            // Make seq odd (it is even unless a wipe is pending).
+            h.seq.store(s | 1, Relaxed);
+            self.dirty = true;
+        }
+    }
+
+    /// Cheap consistency checks of the shard header.
+    fn sane(&self) -> bool {
+        let h = self.h();
+        let (head, tail) = (h.head.load(Relaxed), h.tail.load(Relaxed));
+        head >= tail
+            && head - tail <= self.log().size()
+            && h.items.load(Relaxed) <= self.shard.max_items
+            && h.live_bytes.load(Relaxed) <= head - tail
+            && (self.dirty || h.seq.load(Relaxed) % 2 == 0)
+    }
+
+    /// Drop every item of this shard. Counters survive.
+    pub fn wipe(&mut self) {
+        self.begin_write();
+        let h = self.h();
+        self.shard.index().clear();
+        for f in [&h.head, &h.tail, &h.cursor, &h.items, &h.live_bytes] {
+            f.store(0, Relaxed);
+        }
+        h.generation.fetch_add(1, Relaxed);
+        h.counters.add(Counter::ShardWipes, 1);
+    }
+
+    /// Find a live, well-formed record for `key`: (slot, offset, header).
+    fn lookup(&self, key: &[u8], hash: u64) -> Result<Option<(usize, u64, RecHdr)>> {
+        let log = self.log();
+        self.shard.index().find(hash, |slot, off| {
+            let rh = log.hdr(off)?;
+            log.check_live(off, &rh)?;
+            if rh.hash != hash {
+                return Err(Error::Corrupt("index tag does not match record"));
+            }
+            Ok((log.key(off, &rh) == key).then_some((slot, off, rh)))
+        })
+    }
+
+    /// Remove the live record at `off` (found at `slot`) from the shard.
+    fn unlink(&mut self, slot: usize, off: u64, rh: &RecHdr, why: Option<Counter>) -> Result<()> {
+        self.begin_write();
+        self.shard.index().remove(slot)?;
+        self.log().set_kind(off, KIND_DEAD);
+        let h = self.h();
+        h.items.fetch_sub(1, Relaxed);
+        h.live_bytes.fetch_sub(rh.rec_len as u64, Relaxed);
+        if let Some(c) = why {
+            h.counters.add(c, 1);
+        }
+        Ok(())
+    }
+
+    /// Look up `key`, dropping it if expired.
+    fn lookup_live(&mut self, key: &[u8], hash: u64, now: u64) -> Result<Option<(usize, u64, RecHdr)>> {
+        match self.lookup(key, hash)? {
+            Some((slot, off, rh)) if clock::expired(rh.expires, now) => {
+                self.unlink(slot, off, &rh, Some(Counter::Expirations))?;
+                Ok(None)
+            }
+            found => Ok(found),
+        }
+    }
+
+    /// Read `key`; `f` receives (encoding, value bytes) while the lock is held.
+    #[inline]
+    pub fn get<R>(&mut self, key: &[u8], hash: u64, now: u64, f: impl FnOnce(u8, &[u8]) -> R) -> Result<Option<R>> {
+        match self.lookup_live(key, hash, now)? {
+            Some((_, off, rh)) => {
+                let log = self.log();
+                let v = log.visited(off);
+                if v.load(Relaxed) == 0 {
+                    v.store(1, Relaxed);
+                }
+                self.h().counters.add(Counter::Hits, 1);
+                Ok(Some(f(rh.enc, log.value(off, &rh))))
+            }
+            None => {
+                self.h().counters.add(Counter::Misses, 1);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Present and not expired? Counts neither a hit nor a miss.
+    pub fn contains(&mut self, key: &[u8], hash: u64, now: u64) -> Result<bool> {
+        Ok(self.lookup_live(key, hash, now)?.is_some())
+    }
+
+    pub fn ttl(&mut self, key: &[u8], hash: u64, now: u64) -> Result<Ttl> {
+        Ok(match self.lookup_live(key, hash, now)? {
+            None => Ttl::Missing,
+            Some((_, _, rh)) if rh.expires == clock::NEVER => Ttl::Never,
+            Some((_, _, rh)) => Ttl::Ms(rh.expires - now),
+        })
+    }
+
+    pub fn delete(&mut self, key: &[u8], hash: u64, now: u64) -> Result<bool> {
+        match self.lookup_live(key, hash, now)? {
+            Some((slot, off, rh)) => {
+                self.unlink(slot, off, &rh, None)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Give a live key a new expiry. `expires` 0 = never.
+    pub fn touch(&mut self, key: &[u8], hash: u64, expires: u64, now: u64) -> Result<bool> {
+        match self.lookup_live(key, hash, now)? {
+            Some((_, off, _)) => {
+                self.begin_write();
+                self.log().set_expires(off, expires);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Add `delta` to an integer value in place; returns the new value.
+    pub fn incr(&mut self, key: &[u8], hash: u64, delta: i64, now: u64) -> Result<i64> {
+        let (_, off, rh) = self.lookup_live(key, hash, now)?.ok_or(Error::NotFound)?;
+        if rh.enc != ENC_INT || rh.val_len != 8 {
+            return Err(Error::NotInteger);
+        }
+        let log = self.log();
+        let cur = i64::from_le_bytes(log.value(off, &rh).try_into().expect("8 bytes"));
+        let new = cur.checked_add(delta).ok_or(Error::Overflow)?;
+        self.begin_write();
+        let at = off + REC_HDR + rh.key_len as u64;
+        // SAFETY: the 8 value bytes lie inside the record validated by lookup.
+        unsafe { std::ptr::copy_nonoverlapping(new.to_le_bytes().as_ptr(), log.bytes_mut(at, 8), 8) };
+        self.h().counters.add(Counter::Sets, 1);
+        Ok(new)
+    }
+
+    /// Store `key` -> (enc, value). Returns false only for `SetMode::Add`
+    /// when a live item exists. Evicts as needed; never fails for lack of room.
+    pub fn set(&mut self, key: &[u8], hash: u64, enc: u8, value: &[u8], expires: u64, mode: SetMode, now: u64, max_item: u64) -> Result<bool> {
+        let size = key.len() as u64 + value.len() as u64;
+        if size > max_item {
+            return Err(Error::TooLarge { size, max: max_item });
+        }
+        if mode == SetMode::Add && self.lookup_live(key, hash, now)?.is_some() {
+            return Ok(false);
+        }
+        self.begin_write();
+        let n = rec_size(key.len() as u64, value.len() as u64);
+        let off = self.alloc(n, now)?;
+        let log = self.log();
+        let rh = RecHdr {
+            kind: KIND_LIVE,
+            enc,
+            visited: 0,
+            _pad: 0,
+            rec_len: n as u32,
+            key_len: key.len() as u32,
+            val_len: value.len() as u32,
+            expires,
+            hash,
+        };
+        log.write_hdr(off, &rh);
+        let dst = log.bytes_mut(off + REC_HDR, n - REC_HDR);
+        // SAFETY: the allocator handed out n bytes at off; key+value fit in n - REC_HDR.
+        unsafe {
+            std::ptr::copy_nonoverlapping(key.as_ptr(), dst, key.len());
+            let vdst = dst.add(key.len());
+            let pause = TEST_PAUSE_MS.load(Relaxed);
+            if pause > 0 {
+                let half = value.len() / 2;
+                std::ptr::copy_nonoverlapping(value.as_ptr(), vdst, half);
+                std::thread::sleep(Duration::from_millis(pause));
+                std::ptr::copy_nonoverlapping(value.as_ptr().add(half), vdst.add(half), value.len() - half);
+            } else {
+                std::ptr::copy_nonoverlapping(value.as_ptr(), vdst, value.len());
+            }
+        }
+        let h = self.h();
+        match self.lookup(key, hash)? {
+            Some((slot, old, oldh)) => {
+                log.set_kind(old, KIND_DEAD);
+                h.live_bytes.fetch_sub(oldh.rec_len as u64, Relaxed);
+                self.shard.index().repoint(slot, hash, off);
+            }
+            None => {
+                self.shard.index().insert(hash, off)?;
+                h.items.fetch_add(1, Relaxed);
+            }
+        }
+        h.live_bytes.fetch_add(n, Relaxed);
+        h.counters.add(Counter::Sets, 1);
+        self.sweep(now, SWEEP_PER_WRITE)?;
+        Ok(true)
+    }
+
+    /// Find `n` contiguous bytes at the head, reclaiming from the tail.
+    fn alloc(&mut self, n: u64, now: u64) -> Result<u64> {
+        let log = self.log();
+        let size = log.size();
+        let mut budget = REINSERT_BUDGET;
+        // Each step reclaims or moves one record; a full lap is the most needed.
+        for _ in 0..(size / 8 + REINSERT_BUDGET as u64 + 2) {
+            let h = self.h();
+            let (head, tail) = (h.head.load(Relaxed), h.tail.load(Relaxed));
+            let skip = log.skip_for(head, n);
+            let free = size - (head - tail);
+            let index_full = h.items.load(Relaxed) >= self.shard.max_items;
+            if !index_full && free >= skip + n + self.shard.reserve {
+                log.write_wrap(head, skip);
+                h.head.store(head + skip + n, Relaxed);
+                return Ok(log.phys(head + skip));
+            }
+            self.reclaim_one(now, &mut budget, index_full)?;
+        }
+        Err(Error::Corrupt("allocator made no progress"))
+    }
+
+    /// Process the record at the tail: skip, expire, move or evict it.
+    fn reclaim_one(&mut self, now: u64, budget: &mut u32, force: bool) -> Result<()> {
+        let log = self.log();
+        let size = log.size();
+        let h = self.h();
+        let (head, tail) = (h.head.load(Relaxed), h.tail.load(Relaxed));
+        if head == tail {
+            return Err(Error::Corrupt("log empty but no room"));
+        }
+        let phys = log.phys(tail);
+        if size - phys < REC_HDR {
+            h.tail.store(tail + (size - phys), Relaxed);
+            return Ok(());
+        }
+        let rh = log.hdr(phys)?;
+        let len = rh.rec_len as u64;
+        if len < REC_HDR || len % 8 != 0 || phys + len > size || len > head - tail {
+            return Err(Error::Corrupt("bad record length at tail"));
+        }
+        if rh.kind == KIND_LIVE {
+            log.check_live(phys, &rh)?;
+            let visited = log.visited(phys).load(Relaxed) != 0;
+            let skip = log.skip_for(head, len);
+            let room = size - (head - tail) >= skip + len;
+            let slot = self.shard.index().slot_of(rh.hash, phys)?;
+            match eviction::decide(rh.expires, visited, now, *budget, room, force) {
+                Action::Reinsert => {
+                    *budget -= 1;
+                    log.write_wrap(head, skip);
+                    let to = log.phys(head + skip);
+                    log.move_record(phys, to, len);
+                    log.visited(to).store(0, Relaxed);
+                    self.shard.index().repoint(slot, rh.hash, to);
+                    h.head.store(head + skip + len, Relaxed);
+                }
+                Action::Expire => self.unlink(slot, phys, &rh, Some(Counter::Expirations))?,
+                Action::Evict => self.unlink(slot, phys, &rh, Some(Counter::Evictions))?,
+            }
+        } else if rh.kind != KIND_DEAD && !(rh.kind == crate::alloc::KIND_WRAP && phys + len == size) {
+            return Err(Error::Corrupt("unknown record kind at tail"));
+        }
+        h.tail.store(tail + len, Relaxed);
+        Ok(())
+    }
+
+    /// Examine a few records after the sweep cursor and drop expired ones,
+    /// so expired items are reclaimed even when nobody reads them.
+    fn sweep(&mut self, now: u64, count: u32) -> Result<()> {
+        let log = self.log();
+        let size = log.size();
+        let h = self.h();
+        let (head, tail) = (h.head.load(Relaxed), h.tail.load(Relaxed));
+        let mut cur = h.cursor.load(Relaxed);
+        if cur < tail || cur > head {
+            cur = tail;
+        }
+        for _ in 0..count {
+            if cur >= head {
+                cur = tail;
+                break;
+            }
+            let phys = log.phys(cur);
+            if size - phys < REC_HDR {
+                cur += size - phys;
+                continue;
+            }
+            let rh = log.hdr(phys)?;
+            let len = rh.rec_len as u64;
+            if len < REC_HDR || len % 8 != 0 || phys + len > size || len > head - cur {
+                return Err(Error::Corrupt("bad record length in sweep"));
+            }
+            if rh.kind == KIND_LIVE && clock::expired(rh.expires, now) {
+                log.check_live(phys, &rh)?;
+                let slot = self.shard.index().slot_of(rh.hash, phys)?;
+                self.unlink(slot, phys, &rh, Some(Counter::Expirations))?;
+            }
+            cur += len;
+        }
+        self.h().cursor.store(cur, Relaxed);
+        Ok(())
+    }
+
+    /// Walk the whole log and check it against the header and the index
+    /// (tests and diagnostics): returns (live items, live bytes).
+    pub fn verify(&self) -> Result<(u64, u64)> {
+        let log = self.log();
+        let size = log.size();
+        let h = self.h();
+        let (head, tail) = (h.head.load(Relaxed), h.tail.load(Relaxed));
+        let (mut items, mut bytes, mut cur) = (0u64, 0u64, tail);
+        while cur < head {
+            let phys = log.phys(cur);
+            if size - phys < REC_HDR {
+                cur += size - phys;
+                continue;
+            }
+            let rh = log.hdr(phys)?;
+            let len = rh.rec_len as u64;
+            if len < REC_HDR || len % 8 != 0 || phys + len > size {
+                return Err(Error::Corrupt("bad record length"));
+            }
+            if rh.kind == KIND_LIVE {
+                log.check_live(phys, &rh)?;
+                self.shard.index().slot_of(rh.hash, phys)?;
+                items += 1;
+                bytes += len;
+            }
+            cur += len;
+        }
+        if items != h.items.load(Relaxed) || bytes != h.live_bytes.load(Relaxed) {
+            return Err(Error::Corrupt("header counts disagree with the log"));
+        }
+        Ok((items, bytes))
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_atomic_u8_layout() {
+    const _: () = assert!(std::mem::size_of::<AtomicU8>() == 1);
+}
