@@ -1,0 +1,38 @@
+# Everything a fresh machine needs: `make test`, `make demo`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.deps-stamp
+ACT     := VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH
+
+.PHONY: all venv build test test-rust test-python test-django demo clean
+
+all: test
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python requirements-dev.txt
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(STAMP)
+
+# Build the extension into the venv (release mode: tests exercise real speed paths).
+build: $(STAMP)
+	$(ACT) $(BIN)/maturin develop --release -q
+
+test-rust:
+	cargo test --release
+
+test-python: build
+	$(ACT) $(BIN)/python -m pytest -q tests
+
+test: test-rust test-python
+
+demo: build
+	$(ACT) $(BIN)/python demo/run_demo.py
+
+clean:
+	rm -rf $(VENV) target

@@ -1,0 +1,286 @@
+"""Django cache backend: every worker process of the host shares one cache.
+
+    CACHES = {"default": {
+        "BACKEND": "shmcache.django.SharedMemoryCache",
+        "LOCATION": "mysite",
+        "OPTIONS": {"SIZE": "256MB"},
+    }}
+
+Every alias with the same LOCATION (whatever its KEY_PREFIX, VERSION or
+KEY_FUNCTION) sees one store. Integers are stored natively so incr/decr are
+atomic across workers; exact str and bytes as they are; everything else is
+pickled. A value that can no longer be unpickled is a miss and is dropped.
+A lock that cannot be had within LOCK_TIMEOUT makes a read a miss and a write
+a no-op (logged), never an error page; incr/decr raise instead, since they
+must not silently lose a count.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from typing import Any
+
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+
+from . import _core, attach
+from ._codec import decode, encode
+from ._options import (
+    DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_MAX_ITEM_SIZE,
+    DEFAULT_SIZE,
+    check_location,
+    parse_int,
+    parse_seconds,
+    parse_size,
+)
+
+log = logging.getLogger("shmcache")
+
+_KNOWN_OPTIONS = {"SIZE", "MAX_ITEM_SIZE", "SHARDS", "LOCK_TIMEOUT", "PICKLE_PROTOCOL"}
+# Understood by BaseCache for LocMem/file/db culling; eviction here is automatic.
+_IGNORED_OPTIONS = {"MAX_ENTRIES", "CULL_FREQUENCY"}
+
+_ShmCacheError = _core.ShmCacheError
+_LockTimeout = _core.LockTimeout
+_ValueTooLarge = _core.ValueTooLarge
+
+
+class SharedMemoryCache(BaseCache):
+    def __init__(self, location: str, params: dict) -> None:
+        super().__init__(params)
+        options = params.get("OPTIONS") or {}
+        unknown = set(options) - _KNOWN_OPTIONS - _IGNORED_OPTIONS
+        if unknown:
+            raise ValueError(
+                f"unknown OPTIONS for shmcache: {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(sorted(_KNOWN_OPTIONS))}"
+            )
+        self._location = check_location(location)
+        self._size = parse_size(options.get("SIZE", DEFAULT_SIZE), "SIZE")
+        self._max_item_size = parse_size(options.get("MAX_ITEM_SIZE", DEFAULT_MAX_ITEM_SIZE), "MAX_ITEM_SIZE")
+        self._shards = parse_int(options.get("SHARDS", 0), "SHARDS", 0, 1024)
+        self._lock_timeout = parse_seconds(options.get("LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT), "LOCK_TIMEOUT")
+        self._protocol = parse_int(
+            options.get("PICKLE_PROTOCOL", pickle.HIGHEST_PROTOCOL), "PICKLE_PROTOCOL", 0, pickle.HIGHEST_PROTOCOL
+        )
+        self._core = attach(self._location, self._size, self._max_item_size, self._shards, self._lock_timeout)
+
+    # ---- helpers ----
+
+    def _k(self, key: Any, version: int | None) -> bytes:
+        return self.make_and_validate_key(key, version=version).encode("utf-8", "surrogatepass")
+
+    def _seconds(self, timeout: Any) -> float | None:
+        """Relative seconds (None = never); <= 0 means do not keep."""
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = self.default_timeout
+        return None if timeout is None else float(timeout)
+
+    def _value(self, k: bytes, item: Any, default: Any) -> Any:
+        if item is None:
+            return default
+        try:
+            return decode(item[0], item[1])
+        except Exception as e:  # code changed between deploys, class gone, ...
+            log.warning("shmcache: dropping value of %r that cannot be loaded: %r", k, e)
+            self._try(self._core.delete, k)
+            return default
+
+    def _try(self, fn, *args, fallback=None):
+        """Run a core call; a lock timeout or a damaged segment is logged and
+        answered with `fallback` (a cache must not take the site down)."""
+        try:
+            return fn(*args)
+        except _ShmCacheError as e:
+            if isinstance(e, _ValueTooLarge):
+                raise
+            log.warning("shmcache %s: %s", self._location, e)
+            return fallback
+
+    def _store(self, k: bytes, value: Any, seconds: float | None, add: bool) -> bool:
+        enc, data = encode(value, self._protocol)
+        try:
+            return self._try(self._core.set, k, enc, data, seconds, add, fallback=False)
+        except _ValueTooLarge as e:
+            log.warning("shmcache: not storing %r: %s", k, e)
+            if not add:
+                self._try(self._core.delete, k)  # the old value must not look current
+            return False
+
+    # ---- the BaseCache API ----
+
+    def get(self, key, default=None, version=None):
+        k = self._k(key, version)
+        return self._value(k, self._try(self._core.get, k), default)
+
+    def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        k = self._k(key, version)
+        seconds = self._seconds(timeout)
+        if seconds is not None and seconds <= 0:
+            self._try(self._core.delete, k)
+            return
+        self._store(k, value, seconds, False)
+
+    def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        k = self._k(key, version)
+        seconds = self._seconds(timeout)
+        if seconds is not None and seconds <= 0:
+            # Nothing is kept; report what a store-then-expire would have.
+            return not self._try(self._core.has, k, fallback=True)
+        return self._store(k, value, seconds, True)
+
+    def get_or_set(self, key, default, timeout=DEFAULT_TIMEOUT, version=None):
+        val = self.get(key, self._missing_key, version=version)
+        if val is self._missing_key:
+            if callable(default):
+                default = default()
+            self.add(key, default, timeout=timeout, version=version)
+            # Another process may have won the add: return what is stored.
+            return self.get(key, default, version=version)
+        return val
+
+    def touch(self, key, timeout=DEFAULT_TIMEOUT, version=None):
+        k = self._k(key, version)
+        seconds = self._seconds(timeout)
+        if seconds is not None and seconds <= 0:
+            return bool(self._try(self._core.delete, k, fallback=False))
+        return bool(self._try(self._core.touch, k, seconds, fallback=False))
+
+    def delete(self, key, version=None):
+        return bool(self._try(self._core.delete, self._k(key, version), fallback=False))
+
+    def has_key(self, key, version=None):
+        return bool(self._try(self._core.has, self._k(key, version), fallback=False))
+
+    def incr(self, key, delta=1, version=None):
+        k = self._k(key, version)
+        try:
+            return self._core.incr(k, delta)
+        except KeyError:
+            raise ValueError(f"Key '{key}' not found") from None
+
+    def decr(self, key, delta=1, version=None):
+        return self.incr(key, -delta, version=version)
+
+    def get_many(self, keys, version=None):
+        keys = list(keys)
+        bkeys = [self._k(key, version) for key in keys]
+        items = self._try(self._core.get_many, bkeys, fallback=None) or [None] * len(keys)
+        out = {}
+        for key, k, item in zip(keys, bkeys, items):
+            if item is not None:
+                v = self._value(k, item, self._missing_key)
+                if v is not self._missing_key:
+                    out[key] = v
+        return out
+
+    def set_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
+        keys = list(data)
+        bkeys = [self._k(key, version) for key in keys]
+        seconds = self._seconds(timeout)
+        if seconds is not None and seconds <= 0:
+            self._try(self._core.delete_many, bkeys)
+            return []
+        items = [(k, *encode(data[key], self._protocol)) for key, k in zip(keys, bkeys)]
+        failed_ix = self._try(self._core.set_many, items, seconds, fallback=None)
+        if failed_ix is None:
+            return keys
+        if failed_ix:
+            log.warning("shmcache: %d key(s) not stored (too large or lock timeout)", len(failed_ix))
+            self._try(self._core.delete_many, [bkeys[i] for i in failed_ix])
+        return [keys[i] for i in failed_ix]
+
+    def delete_many(self, keys, version=None):
+        self._try(self._core.delete_many, [self._k(key, version) for key in keys])
+
+    def clear(self):
+        self._try(self._core.clear)
+
+    def incr_version(self, key, delta=1, version=None):
+        if version is None:
+            version = self.version
+        old = self._k(key, version)
+        new = self._k(key, version + delta)
+        item = self._try(self._core.get, old)
+        value = self._value(old, item, self._missing_key)
+        if value is self._missing_key:
+            raise ValueError(f"Key '{key}' not found")
+        ms = self._try(self._core.ttl_ms, old, fallback=-1)
+        seconds = None if ms < 0 else max(ms, 1) / 1000
+        self._store(new, value, seconds, False)
+        self._try(self._core.delete, old)
+        return version + delta
+
+    def decr_version(self, key, delta=1, version=None):
+        return self.incr_version(key, -delta, version)
+
+    def close(self, **kwargs):
+        """Called by Django after every request: nothing to do, the shared
+        mapping stays for the life of the process."""
+
+    # ---- beyond BaseCache ----
+
+    def ttl(self, key, version=None):
+        """Seconds left; None if it never expires; 0 if missing (django-redis style)."""
+        ms = self._try(self._core.ttl_ms, self._k(key, version), fallback=-2)
+        return None if ms == -1 else 0 if ms == -2 else ms / 1000
+
+    def stats(self) -> dict:
+        return self._core.stats()
+
+    # ---- async: the operations take microseconds, so no thread-pool hop ----
+
+    async def aget(self, key, default=None, version=None):
+        return self.get(key, default, version)
+
+    async def aset(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        return self.set(key, value, timeout, version)
+
+    async def aadd(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        return self.add(key, value, timeout, version)
+
+    async def aget_or_set(self, key, default, timeout=DEFAULT_TIMEOUT, version=None):
+        val = await self.aget(key, self._missing_key, version=version)
+        if val is self._missing_key:
+            if callable(default):
+                default = default()
+            await self.aadd(key, default, timeout=timeout, version=version)
+            return await self.aget(key, default, version=version)
+        return val
+
+    async def atouch(self, key, timeout=DEFAULT_TIMEOUT, version=None):
+        return self.touch(key, timeout, version)
+
+    async def adelete(self, key, version=None):
+        return self.delete(key, version)
+
+    async def ahas_key(self, key, version=None):
+        return self.has_key(key, version)
+
+    async def aincr(self, key, delta=1, version=None):
+        return self.incr(key, delta, version)
+
+    async def adecr(self, key, delta=1, version=None):
+        return self.decr(key, delta, version)
+
+    async def aget_many(self, keys, version=None):
+        return self.get_many(keys, version)
+
+    async def aset_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
+        return self.set_many(data, timeout, version)
+
+    async def adelete_many(self, keys, version=None):
+        return self.delete_many(keys, version)
+
+    async def aclear(self):
+        return self.clear()
+
+    async def aincr_version(self, key, delta=1, version=None):
+        return self.incr_version(key, delta, version)
+
+    async def adecr_version(self, key, delta=1, version=None):
+        return self.decr_version(key, delta, version)
+
+    async def aclose(self, **kwargs):
+        return self.close(**kwargs)

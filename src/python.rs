@@ -1,0 +1,320 @@
+//! The thin PyO3 layer: argument conversion, the GIL released around lock
+//! waits, core errors mapped to Python exceptions. No cache logic here.
+//!
+//! Lock discipline: every operation first tries the shard lock without
+//! waiting, with the GIL held (the common, uncontended case: the value is
+//! copied straight from shared memory into a new `bytes`). If the lock is
+//! busy, the GIL is released for a bounded wait and the whole operation runs
+//! detached, copying into a Rust buffer; the GIL is never awaited while a
+//! shard lock is held and a shard lock is never awaited with the GIL held.
+
+use crate::cache::{ShmCache, Wait};
+use crate::error::Error;
+use crate::layout::Config;
+use crate::shard::{SetMode, ShardGuard, Ttl, ENC_INT};
+use crate::{clock, segment, shard};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyKeyError, PyOverflowError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PyTuple};
+use std::time::Duration;
+
+create_exception!(_core, ShmCacheError, PyException, "Base class of shmcache errors.");
+create_exception!(_core, LockTimeout, ShmCacheError, "A shard lock was not obtained within LOCK_TIMEOUT.");
+create_exception!(_core, SegmentError, ShmCacheError, "The shared segment cannot be created or used.");
+create_exception!(_core, ValueTooLarge, ShmCacheError, "Key plus value exceed MAX_ITEM_SIZE.");
+
+fn to_py(e: Error) -> PyErr {
+    let msg = e.to_string();
+    match e {
+        Error::Config { .. } => PyValueError::new_err(msg),
+        Error::LockTimeout | Error::WouldBlock => LockTimeout::new_err(msg),
+        Error::TooLarge { .. } => ValueTooLarge::new_err(msg),
+        Error::NotFound => PyKeyError::new_err(msg),
+        Error::NotInteger => PyTypeError::new_err(msg),
+        Error::Overflow => PyOverflowError::new_err(msg),
+        Error::NoSpace { .. } | Error::Untrusted(_) | Error::GeometryMismatch(_) | Error::Os { .. } | Error::Poisoned | Error::Corrupt(_) => {
+            SegmentError::new_err(msg)
+        }
+    }
+}
+
+/// A value as Python passes it in: raw bytes (with its encoding tag) or an int.
+enum Val<'a> {
+    Bytes(u8, &'a [u8]),
+    Int([u8; 8]),
+}
+
+impl<'a> Val<'a> {
+    fn parts(&self) -> (u8, &[u8]) {
+        match self {
+            Val::Bytes(e, b) => (*e, b),
+            Val::Int(b) => (ENC_INT, b),
+        }
+    }
+}
+
+fn val<'a>(enc: u8, v: &'a Bound<'_, PyAny>) -> PyResult<Val<'a>> {
+    if let Ok(b) = v.cast::<PyBytes>() {
+        return Ok(Val::Bytes(enc, b.as_bytes()));
+    }
+    if v.is_instance_of::<PyInt>() {
+        let i: i64 = v.extract()?;
+        return Ok(Val::Int(i.to_le_bytes()));
+    }
+    Err(PyValueError::new_err("value must be bytes or an int in the signed 64-bit range"))
+}
+
+fn expires(timeout: Option<f64>) -> PyResult<u64> {
+    match timeout {
+        None => Ok(clock::NEVER),
+        Some(t) if t.is_finite() && t > 0.0 && t < 1e11 => Ok(clock::now_ms() + (t * 1000.0).ceil() as u64),
+        Some(t) => Err(PyValueError::new_err(format!(
+            "timeout {t} must be a positive number of seconds below 1e11, or None for never"
+        ))),
+    }
+}
+
+fn decode<'py>(py: Python<'py>, enc: u8, v: &[u8]) -> Bound<'py, PyAny> {
+    if enc == ENC_INT && v.len() == 8 {
+        i64::from_le_bytes(v.try_into().expect("8 bytes")).into_pyobject(py).expect("int").into_any()
+    } else {
+        PyBytes::new(py, v).into_any()
+    }
+}
+
+fn item<'py>(py: Python<'py>, enc: u8, v: &[u8]) -> Bound<'py, PyAny> {
+    PyTuple::new(py, [enc.into_pyobject(py).expect("int").into_any(), decode(py, enc, v)]).expect("tuple").into_any()
+}
+
+#[pyclass(frozen, module = "shmcache._core")]
+struct Cache {
+    inner: ShmCache,
+}
+
+impl Cache {
+    /// Try without waiting while attached; on contention, detach and wait
+    /// (bounded) for the lock, then run `f` detached.
+    fn run<R: Send>(&self, py: Python<'_>, hash: u64, mut f: impl FnMut(&mut ShardGuard) -> Result<R, Error> + Send) -> PyResult<R> {
+        match self.inner.with_shard(hash, Wait::No, &mut f) {
+            Err(Error::WouldBlock) => py.detach(|| self.inner.with_shard(hash, Wait::Bounded, f)).map_err(to_py),
+            r => r.map_err(to_py),
+        }
+    }
+}
+
+#[pymethods]
+impl Cache {
+    #[new]
+    #[pyo3(signature = (location, size, max_item_size, shards=0, lock_timeout=0.1))]
+    fn new(py: Python<'_>, location: &str, size: u64, max_item_size: u64, shards: u32, lock_timeout: f64) -> PyResult<Self> {
+        if !(lock_timeout.is_finite() && lock_timeout > 0.0 && lock_timeout <= 60.0) {
+            return Err(PyValueError::new_err(format!(
+                "invalid LOCK_TIMEOUT: {lock_timeout}; must be more than 0 and at most 60 seconds"
+            )));
+        }
+        let cfg = Config { size, max_item_size, shards };
+        let t = Duration::from_secs_f64(lock_timeout);
+        let location = location.to_string();
+        let inner = py.detach(move || ShmCache::open(&location, &cfg, t)).map_err(to_py)?;
+        Ok(Cache { inner })
+    }
+
+    /// `(encoding, value)` or None. INT values come back as int.
+    fn get<'py>(&self, py: Python<'py>, key: &[u8]) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let (h, now) = (self.inner.hash(key), clock::now_ms());
+        match self.inner.with_shard(h, Wait::No, |g| g.get(key, h, now, |e, v| item(py, e, v))) {
+            Err(Error::WouldBlock) => {
+                let r = py.detach(|| self.inner.with_shard(h, Wait::Bounded, |g| g.get(key, h, now, |e, v| (e, v.to_vec()))));
+                Ok(r.map_err(to_py)?.map(|(e, v)| item(py, e, &v)))
+            }
+            r => r.map_err(to_py),
+        }
+    }
+
+    /// Store; with `add=True` only if absent. Returns whether it stored.
+    #[pyo3(signature = (key, enc, value, timeout, add=false))]
+    fn set(&self, py: Python<'_>, key: &[u8], enc: u8, value: &Bound<'_, PyAny>, timeout: Option<f64>, add: bool) -> PyResult<bool> {
+        let v = val(enc, value)?;
+        let (e, bytes) = v.parts();
+        let (h, now, exp, max) = (self.inner.hash(key), clock::now_ms(), expires(timeout)?, self.inner.geometry().max_item_size);
+        let mode = if add { SetMode::Add } else { SetMode::Set };
+        self.run(py, h, |g| g.set(key, h, e, bytes, exp, mode, now, max))
+    }
+
+    /// Store many `(key, enc, value)`; returns the indexes that were not stored
+    /// (too large for MAX_ITEM_SIZE, or their shard's lock timed out).
+    fn set_many(&self, py: Python<'_>, items: Vec<(Vec<u8>, u8, Bound<'_, PyAny>)>, timeout: Option<f64>) -> PyResult<Vec<usize>> {
+        let exp = expires(timeout)?;
+        let vals: Vec<Val> = items.iter().map(|(_, e, v)| val(*e, v)).collect::<PyResult<_>>()?;
+        let keys: Vec<&[u8]> = items.iter().map(|(k, _, _)| k.as_slice()).collect();
+        let (now, max) = (clock::now_ms(), self.inner.geometry().max_item_size);
+        let plan = self.inner.plan(&keys);
+        let vals_ref = &vals;
+        let keys_ref = &keys;
+        let failed = py.detach(move || {
+            let (mut failed, mut locked_out) = (Vec::new(), Vec::new());
+            self.inner.batch(
+                &plan,
+                |g, h, i| {
+                    let (e, b) = vals_ref[i].parts();
+                    match g.set(keys_ref[i], h, e, b, exp, SetMode::Set, now, max) {
+                        Err(Error::TooLarge { .. }) => {
+                            failed.push(i);
+                            Ok(())
+                        }
+                        r => r.map(|_| ()),
+                    }
+                },
+                |i, _| locked_out.push(i),
+            );
+            failed.extend(locked_out);
+            failed.sort_unstable();
+            failed.dedup();
+            failed
+        });
+        Ok(failed)
+    }
+
+    /// A list, per key, of `(encoding, value)` or None.
+    fn get_many<'py>(&self, py: Python<'py>, keys: Vec<Vec<u8>>) -> PyResult<Bound<'py, PyList>> {
+        let got = py.detach(|| self.inner.get_many(&keys)).map_err(to_py)?;
+        PyList::new(py, got.iter().map(|o| o.as_ref().map(|(e, v)| item(py, *e, v))))
+    }
+
+    fn delete(&self, py: Python<'_>, key: &[u8]) -> PyResult<bool> {
+        let (h, now) = (self.inner.hash(key), clock::now_ms());
+        self.run(py, h, |g| g.delete(key, h, now))
+    }
+
+    /// Delete many keys; returns how many existed.
+    fn delete_many(&self, py: Python<'_>, keys: Vec<Vec<u8>>) -> PyResult<usize> {
+        let now = clock::now_ms();
+        let plan = self.inner.plan(&keys);
+        let (n, err) = py.detach(|| {
+            let (mut n, mut err) = (0, None);
+            self.inner.batch(
+                &plan,
+                |g, h, i| {
+                    n += g.delete(&keys[i], h, now)? as usize;
+                    Ok(())
+                },
+                |_, e| err = Some(e.clone()),
+            );
+            (n, err)
+        });
+        match err {
+            Some(e) => Err(to_py(e)),
+            None => Ok(n),
+        }
+    }
+
+    #[pyo3(signature = (key, timeout))]
+    fn touch(&self, py: Python<'_>, key: &[u8], timeout: Option<f64>) -> PyResult<bool> {
+        let (h, now, exp) = (self.inner.hash(key), clock::now_ms(), expires(timeout)?);
+        self.run(py, h, |g| g.touch(key, h, exp, now))
+    }
+
+    /// Atomically add `delta` to an integer; KeyError if missing, ValueError
+    /// if not an integer, OverflowError past the signed 64-bit range.
+    fn incr(&self, py: Python<'_>, key: &[u8], delta: i64) -> PyResult<i64> {
+        let (h, now) = (self.inner.hash(key), clock::now_ms());
+        self.run(py, h, |g| g.incr(key, h, delta, now))
+    }
+
+    fn has(&self, py: Python<'_>, key: &[u8]) -> PyResult<bool> {
+        let (h, now) = (self.inner.hash(key), clock::now_ms());
+        self.run(py, h, |g| g.contains(key, h, now))
+    }
+
+    /// Milliseconds left; -1 if it never expires; -2 if missing (like Redis TTL).
+    fn ttl_ms(&self, py: Python<'_>, key: &[u8]) -> PyResult<i64> {
+        let (h, now) = (self.inner.hash(key), clock::now_ms());
+        Ok(match self.run(py, h, |g| g.ttl(key, h, now))? {
+            Ttl::Missing => -2,
+            Ttl::Never => -1,
+            Ttl::Ms(ms) => ms.min(i64::MAX as u64) as i64,
+        })
+    }
+
+    fn clear(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.clear()).map_err(to_py)
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in self.inner.stats().pairs() {
+            d.set_item(k, v)?;
+        }
+        d.set_item("max_item_size", self.inner.geometry().max_item_size)?;
+        d.set_item("segment", self.inner.name())?;
+        Ok(d)
+    }
+
+    /// Walk every shard and check it (tests, `shmcache verify`): (items, bytes).
+    fn verify(&self, py: Python<'_>) -> PyResult<(u64, u64)> {
+        py.detach(|| self.inner.verify()).map_err(to_py)
+    }
+
+    #[getter]
+    fn segment(&self) -> &str {
+        self.inner.name()
+    }
+
+    #[getter]
+    fn inode(&self) -> u64 {
+        self.inner.segment().inode()
+    }
+
+    #[getter]
+    fn max_item_size(&self) -> u64 {
+        self.inner.geometry().max_item_size
+    }
+
+    /// Shard index of a key (tests: aim at a shard).
+    fn shard_of(&self, key: &[u8]) -> usize {
+        self.inner.shard_of(self.inner.hash(key))
+    }
+}
+
+/// The /dev/shm name a LOCATION maps to for this user.
+#[pyfunction]
+fn segment_name(location: &str) -> PyResult<String> {
+    segment::segment_name(location).map_err(to_py)
+}
+
+/// Unlink the segment of LOCATION; attached processes keep working on their
+/// mapping until they exit. Returns False if there was none.
+#[pyfunction]
+fn destroy(location: &str) -> PyResult<bool> {
+    segment::destroy(&segment::segment_name(location).map_err(to_py)?).map_err(to_py)
+}
+
+/// Test hook: sets sleep `ms` half-way through writing a value, holding the lock.
+#[pyfunction]
+fn _set_test_pause_ms(ms: u64) {
+    shard::set_test_pause_ms(ms);
+}
+
+/// Test hook: shift this process's clock by `ms`.
+#[pyfunction]
+fn _set_clock_offset_ms(ms: i64) {
+    clock::set_offset_ms(ms);
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Cache>()?;
+    m.add("ShmCacheError", m.py().get_type::<ShmCacheError>())?;
+    m.add("LockTimeout", m.py().get_type::<LockTimeout>())?;
+    m.add("SegmentError", m.py().get_type::<SegmentError>())?;
+    m.add("ValueTooLarge", m.py().get_type::<ValueTooLarge>())?;
+    m.add("ENC_BYTES", crate::shard::ENC_BYTES)?;
+    m.add("ENC_INT", ENC_INT)?;
+    m.add("LAYOUT_VERSION", crate::layout::LAYOUT_VERSION)?;
+    m.add_function(wrap_pyfunction!(segment_name, m)?)?;
+    m.add_function(wrap_pyfunction!(destroy, m)?)?;
+    m.add_function(wrap_pyfunction!(_set_test_pause_ms, m)?)?;
+    m.add_function(wrap_pyfunction!(_set_clock_offset_ms, m)?)?;
+    Ok(())
+}
