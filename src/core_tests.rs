@@ -389,3 +389,21 @@ fn corrupted_bytes_are_detected_and_wiped_never_ub() {
     }
     assert!(c.stats().counter(Counter::ShardWipes) > 0);
 }
+
+#[test]
+fn overwrites_never_evict_live_items_while_memory_is_not_full() {
+    let c = cache(2 << 20, 16 << 10);
+    for i in 0..500u32 {
+        c.set(format!("cold{i}").as_bytes(), ENC_BYTES, &[1u8; 200], 0).unwrap();
+    }
+    // Rewrite a few hot keys many times: the log laps many times over dead records.
+    for round in 0..20_000u32 {
+        c.set(format!("hot{}", round % 10).as_bytes(), ENC_BYTES, &[2u8; 900], 0).unwrap();
+    }
+    let s = c.stats();
+    assert_eq!(s.counter(Counter::Evictions), 0, "{s:?}");
+    for i in 0..500u32 {
+        assert!(get(&c, format!("cold{i}").as_bytes()).is_some(), "cold{i} lost");
+    }
+    c.verify().unwrap();
+}

@@ -9,7 +9,7 @@
 use crate::alloc::{Log, RecHdr, KIND_DEAD, KIND_LIVE};
 use crate::clock;
 use crate::error::{Error, Result};
-use crate::eviction::{self, Action, REINSERT_BUDGET};
+use crate::eviction::{self, Action, MOVE_BUDGET};
 use crate::layout::{rec_size, Geometry, REC_HDR, SHARD_HEADER_SIZE};
 use crate::lock::{Acquired, LockError, MutexRef, MUTEX_SLOT};
 use crate::stats::{Counter, ShardCounters};
@@ -398,9 +398,9 @@ impl<'a> ShardGuard<'a> {
     fn alloc(&mut self, n: u64, now: u64) -> Result<u64> {
         let log = self.log();
         let size = log.size();
-        let mut budget = REINSERT_BUDGET;
+        let mut budget = MOVE_BUDGET;
         // Each step reclaims or moves one record; a full lap is the most needed.
-        for _ in 0..(size / 8 + REINSERT_BUDGET as u64 + 2) {
+        for _ in 0..(size / 8 + MOVE_BUDGET as u64 + 2) {
             let h = self.h();
             let (head, tail) = (h.head.load(Relaxed), h.tail.load(Relaxed));
             let skip = log.skip_for(head, n);
@@ -441,13 +441,16 @@ impl<'a> ShardGuard<'a> {
             let skip = log.skip_for(head, len);
             let room = size - (head - tail) >= skip + len;
             let slot = self.shard.index().slot_of(rh.hash, phys)?;
-            match eviction::decide(rh.expires, visited, now, *budget, room, force) {
-                Action::Reinsert => {
+            let full = eviction::memory_full(h.live_bytes.load(Relaxed), size);
+            match eviction::decide(rh.expires, visited, now, *budget, room, force, full) {
+                action @ (Action::Keep | Action::SecondChance) => {
                     *budget -= 1;
                     log.write_wrap(head, skip);
                     let to = log.phys(head + skip);
                     log.move_record(phys, to, len);
-                    log.visited(to).store(0, Relaxed);
+                    if action == Action::SecondChance {
+                        log.visited(to).store(0, Relaxed);
+                    }
                     self.shard.index().repoint(slot, rh.hash, to);
                     h.head.store(head + skip + len, Relaxed);
                 }
