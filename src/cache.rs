@@ -63,12 +63,30 @@ impl ShmCache {
                 }
             },
         )?;
+        Ok(Self::from_segment(seg, geo, lock_timeout))
+    }
+
+    /// Attach to an existing segment whatever its geometry (admin tools:
+    /// stats, clear, verify). Fails if it does not exist.
+    pub fn attach_existing(location: &str, lock_timeout: Duration) -> Result<ShmCache> {
+        let name = segment::segment_name(location)?;
+        let seg = Segment::attach_existing(&name, |h| {
+            let g = h.geometry();
+            g.check_untrusted()?;
+            h.check(&g, &name)?;
+            Ok(g.total_size)
+        })?;
+        let geo = seg.header().geometry();
+        Ok(Self::from_segment(seg, geo, lock_timeout))
+    }
+
+    fn from_segment(seg: Segment, geo: Geometry, lock_timeout: Duration) -> ShmCache {
         let seed = seg.header().hash_seed;
         let shards = (0..geo.nshards)
             // SAFETY: the segment maps geo.total_size bytes, validated against the header.
             .map(|i| unsafe { Shard::new(seg.base().add(geo.shard_offset(i) as usize), &geo) })
             .collect();
-        Ok(ShmCache { shards, geo, seed, lock_timeout, seg })
+        ShmCache { shards, geo, seed, lock_timeout, seg }
     }
 
     pub fn geometry(&self) -> &Geometry {

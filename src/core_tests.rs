@@ -407,3 +407,16 @@ fn overwrites_never_evict_live_items_while_memory_is_not_full() {
     }
     c.verify().unwrap();
 }
+
+#[test]
+fn admin_attach_adopts_the_existing_geometry() {
+    let loc = unique();
+    let cfg = Config { size: 3 << 20, max_item_size: 2048, shards: 0 };
+    let c = ShmCache::open(&loc, &cfg, Duration::from_millis(100)).unwrap();
+    c.set(b"k", ENC_BYTES, b"v", 0).unwrap();
+    let a = ShmCache::attach_existing(&loc, Duration::from_millis(100)).unwrap();
+    assert_eq!(a.geometry(), c.geometry());
+    assert_eq!(get(&a, b"k"), Some(b"v".to_vec()));
+    segment::destroy(c.name()).unwrap();
+    assert!(matches!(ShmCache::attach_existing(&loc, Duration::from_millis(100)), Err(Error::Config { option: "LOCATION", .. })));
+}

@@ -123,6 +123,17 @@ impl Geometry {
         })
     }
 
+    /// Accept a geometry read from an existing segment only if it is exactly
+    /// what `compute` gives for its own SIZE/MAX_ITEM_SIZE/SHARDS, so every
+    /// offset derived from it stays inside the segment.
+    pub fn check_untrusted(&self) -> Result<()> {
+        let cfg = Config { size: self.total_size, max_item_size: self.max_item_size, shards: self.nshards.min(u32::MAX as u64) as u32 };
+        match Geometry::compute(&cfg) {
+            Ok(g) if g == *self => Ok(()),
+            _ => Err(Error::GeometryMismatch(format!("segment header has an inconsistent geometry: {self:?}"))),
+        }
+    }
+
     pub fn shard_offset(&self, i: u64) -> u64 {
         HEADER_SIZE + i * self.shard_size
     }

@@ -120,6 +120,16 @@ impl Cache {
         Ok(Cache { inner })
     }
 
+    /// Attach to an existing segment whatever its SIZE (admin tools).
+    #[staticmethod]
+    #[pyo3(signature = (location, lock_timeout=1.0))]
+    fn attach_existing(py: Python<'_>, location: &str, lock_timeout: f64) -> PyResult<Self> {
+        let t = Duration::from_secs_f64(lock_timeout.clamp(0.001, 60.0));
+        let location = location.to_string();
+        let inner = py.detach(move || ShmCache::attach_existing(&location, t)).map_err(to_py)?;
+        Ok(Cache { inner })
+    }
+
     /// `(encoding, value)` or None. INT values come back as int.
     fn get<'py>(&self, py: Python<'py>, key: &[u8]) -> PyResult<Option<Bound<'py, PyAny>>> {
         let (h, now) = (self.inner.hash(key), clock::now_ms());

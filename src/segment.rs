@@ -19,7 +19,7 @@
 
 use crate::error::{Error, Result};
 use crate::layout::{SegHeader, HEADER_SIZE, LAYOUT_VERSION, STATE_READY};
-use rustix::fd::{AsFd, OwnedFd};
+use rustix::fd::OwnedFd;
 use rustix::fs::{FlockOperation, Mode};
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
@@ -168,6 +168,22 @@ impl Segment {
         }
     }
 
+    /// Attach to an existing, initialised segment without knowing its
+    /// geometry (admin tools). Returns the segment and its header's geometry,
+    /// checked by `check`.
+    pub fn attach_existing(name: &str, check: impl Fn(&SegHeader) -> Result<u64>) -> Result<Segment> {
+        let fd = rustix::shm::open(name, rustix::shm::OFlags::RDWR, Mode::empty()).map_err(|e| match e {
+            rustix::io::Errno::NOENT => Error::Config { option: "LOCATION", message: format!("no segment {SHM_DIR}{name} exists") },
+            e => Error::os("shm_open", e),
+        })?;
+        let st = check_trusted(&fd, name)?;
+        rustix::fs::flock(&fd, FlockOperation::LockShared).map_err(|e| Error::os("flock", e))?;
+        let h = read_ready_header(&fd, st.st_size as u64)?
+            .ok_or_else(|| Error::GeometryMismatch(format!("segment {SHM_DIR}{name} is not initialised")))?;
+        let len = check(&h)?;
+        Self::map(fd, name, len, st.st_ino as u64)
+    }
+
     fn create(fd: OwnedFd, name: &str, len: u64, old_size: u64, init: impl FnOnce(*mut u8)) -> Result<Segment> {
         // A half-made segment of a dead creator: start from zero.
         if old_size != 0 {
@@ -244,10 +260,6 @@ impl Segment {
     /// Does the name in /dev/shm still point at the segment we mapped?
     pub fn name_is_current(&self) -> bool {
         matches!(rustix::fs::stat(format!("{SHM_DIR}{}", self.name)), Ok(s) if s.st_ino as u64 == self.inode)
-    }
-    /// True when no other process is attached (probe with LOCK_EX|LOCK_NB).
-    pub fn fd(&self) -> impl AsFd + '_ {
-        &self.fd
     }
 }
 

@@ -1,0 +1,37 @@
+"""The command line: list, stats, verify, clear, destroy on a real segment."""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import shmcache
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "shmcache", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_cli_round_trip():
+    name = f"cli-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    c = shmcache.Cache(name, size="3MB", max_item_size="4KB")
+    try:
+        c.set("a", b"1")
+        c.set("b", 2)
+        p = run("stats", name)
+        assert p.returncode == 0, p.stderr
+        s = json.loads(p.stdout)
+        assert s["items"] == 2 and s["max_item_size"] == 4096
+        p = run("verify", name)
+        assert p.returncode == 0 and "2 items" in p.stdout, p.stdout + p.stderr
+        assert shmcache.segment_name(name)[1:] in run("list").stdout
+        p = run("clear", name)
+        assert p.returncode == 0
+        assert c.get("a") is None and c.stats()["items"] == 0
+        assert run("destroy", name).returncode == 0
+        assert not os.path.exists("/dev/shm" + shmcache.segment_name(name))
+        p = run("stats", name)
+        assert p.returncode == 2 and "LOCATION" in p.stderr, p.stderr
+    finally:
+        shmcache.destroy(name)
