@@ -2,7 +2,7 @@
 
 use crate::cache::{ShmCache, Wait};
 use crate::error::Error;
-use crate::layout::Config;
+use crate::layout::{Config, Geometry};
 use crate::segment;
 use crate::shard::{SetMode, Ttl, ENC_BYTES, ENC_INT};
 use crate::stats::Counter;
@@ -13,16 +13,24 @@ use std::time::Duration;
 static N: AtomicU32 = AtomicU32::new(0);
 
 /// A cache with a unique name that is unlinked when the test ends.
-struct TestCache(ShmCache);
+struct TestCache(Option<ShmCache>);
 impl std::ops::Deref for TestCache {
     type Target = ShmCache;
     fn deref(&self) -> &ShmCache {
-        &self.0
+        self.0.as_ref().unwrap()
     }
 }
 impl Drop for TestCache {
     fn drop(&mut self) {
-        segment::destroy(self.0.name()).unwrap();
+        if let Some(c) = &self.0 {
+            segment::destroy(c.name()).unwrap();
+        }
+    }
+}
+impl TestCache {
+    /// Detach without removing the segment.
+    fn close_keep(mut self) {
+        self.0.take();
     }
 }
 fn unique() -> String {
@@ -30,7 +38,7 @@ fn unique() -> String {
 }
 fn cache(size: u64, max_item: u64) -> TestCache {
     let cfg = Config { size, max_item_size: max_item, shards: 0 };
-    TestCache(ShmCache::open(&unique(), &cfg, Duration::from_millis(500)).unwrap())
+    TestCache(Some(ShmCache::open(&unique(), &cfg, Duration::from_millis(500)).unwrap()))
 }
 
 fn get(c: &ShmCache, k: &[u8]) -> Option<Vec<u8>> {
@@ -274,6 +282,11 @@ fn reopen_shares_and_geometry_mismatch_is_refused() {
         Ok(_) => panic!("opened a segment of another geometry"),
     }
     assert_eq!(get(&c, b"k"), Some(b"v".to_vec()), "refusal must not touch the data");
+    // Once nobody is attached, a new geometry replaces the stale segment (a redeploy with a new SIZE).
+    c.close_keep();
+    let c3 = TestCache(Some(ShmCache::open_named(&name, &other, Duration::from_millis(100)).unwrap()));
+    assert_eq!(c3.geometry().total_size, Geometry::compute(&other).unwrap().total_size);
+    assert_eq!(get(&c3, b"k"), None);
 }
 
 #[test]

@@ -6,6 +6,7 @@ pub mod alloc;
 pub mod cache;
 pub mod clock;
 pub mod error;
+pub mod handle;
 pub mod eviction;
 pub mod layout;
 pub mod lock;

@@ -9,6 +9,7 @@
 //! shard lock is held and a shard lock is never awaited with the GIL held.
 
 use crate::cache::{ShmCache, Wait};
+use crate::handle::Handle;
 use crate::error::Error;
 use crate::layout::Config;
 use crate::shard::{SetMode, ShardGuard, Ttl, ENC_INT};
@@ -89,17 +90,49 @@ fn item<'py>(py: Python<'py>, enc: u8, v: &[u8]) -> Bound<'py, PyAny> {
 
 #[pyclass(frozen, module = "shmcache._core")]
 struct Cache {
-    inner: ShmCache,
+    /// Either a handle that follows the LOCATION's name (normal use) or a
+    /// fixed attachment (admin tools on an existing segment).
+    inner: Inner,
+}
+
+enum Inner {
+    Named(Handle),
+    Fixed(std::sync::Arc<ShmCache>),
+}
+
+/// The cache to use for one call.
+enum Current<'a> {
+    Named(arc_swap::Guard<std::sync::Arc<ShmCache>>),
+    Fixed(&'a ShmCache),
+}
+
+impl std::ops::Deref for Current<'_> {
+    type Target = ShmCache;
+    #[inline]
+    fn deref(&self) -> &ShmCache {
+        match self {
+            Current::Named(g) => g,
+            Current::Fixed(c) => c,
+        }
+    }
 }
 
 impl Cache {
-    /// Try without waiting while attached; on contention, detach and wait
-    /// (bounded) for the lock, then run `f` detached.
-    fn run<R: Send>(&self, py: Python<'_>, hash: u64, mut f: impl FnMut(&mut ShardGuard) -> Result<R, Error> + Send) -> PyResult<R> {
-        match self.inner.with_shard(hash, Wait::No, &mut f) {
-            Err(Error::WouldBlock) => py.detach(|| self.inner.with_shard(hash, Wait::Bounded, f)).map_err(to_py),
-            r => r.map_err(to_py),
+    #[inline]
+    fn cache(&self, now: u64) -> Current<'_> {
+        match &self.inner {
+            Inner::Named(h) => Current::Named(h.cache(now)),
+            Inner::Fixed(c) => Current::Fixed(c),
         }
+    }
+}
+
+/// Try without waiting while attached; on contention, detach and wait
+/// (bounded) for the lock, then run `f` detached.
+fn run<R: Send>(c: &ShmCache, py: Python<'_>, hash: u64, mut f: impl FnMut(&mut ShardGuard) -> Result<R, Error> + Send) -> PyResult<R> {
+    match c.with_shard(hash, Wait::No, &mut f) {
+        Err(Error::WouldBlock) => py.detach(|| c.with_shard(hash, Wait::Bounded, f)).map_err(to_py),
+        r => r.map_err(to_py),
     }
 }
 
@@ -116,8 +149,8 @@ impl Cache {
         let cfg = Config { size, max_item_size, shards };
         let t = Duration::from_secs_f64(lock_timeout);
         let location = location.to_string();
-        let inner = py.detach(move || ShmCache::open(&location, &cfg, t)).map_err(to_py)?;
-        Ok(Cache { inner })
+        let h = py.detach(move || Handle::open(&location, &cfg, t)).map_err(to_py)?;
+        Ok(Cache { inner: Inner::Named(h) })
     }
 
     /// Attach to an existing segment whatever its SIZE (admin tools).
@@ -126,16 +159,18 @@ impl Cache {
     fn attach_existing(py: Python<'_>, location: &str, lock_timeout: f64) -> PyResult<Self> {
         let t = Duration::from_secs_f64(lock_timeout.clamp(0.001, 60.0));
         let location = location.to_string();
-        let inner = py.detach(move || ShmCache::attach_existing(&location, t)).map_err(to_py)?;
-        Ok(Cache { inner })
+        let c = py.detach(move || ShmCache::attach_existing(&location, t)).map_err(to_py)?;
+        Ok(Cache { inner: Inner::Fixed(std::sync::Arc::new(c)) })
     }
 
     /// `(encoding, value)` or None. INT values come back as int.
     fn get<'py>(&self, py: Python<'py>, key: &[u8]) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let (h, now) = (self.inner.hash(key), clock::now_ms());
-        match self.inner.with_shard(h, Wait::No, |g| g.get(key, h, now, |e, v| item(py, e, v))) {
+        let now = clock::now_ms();
+        let c = self.cache(now);
+        let h = c.hash(key);
+        match c.with_shard(h, Wait::No, |g| g.get(key, h, now, |e, v| item(py, e, v))) {
             Err(Error::WouldBlock) => {
-                let r = py.detach(|| self.inner.with_shard(h, Wait::Bounded, |g| g.get(key, h, now, |e, v| (e, v.to_vec()))));
+                let r = py.detach(|| c.with_shard(h, Wait::Bounded, |g| g.get(key, h, now, |e, v| (e, v.to_vec()))));
                 Ok(r.map_err(to_py)?.map(|(e, v)| item(py, e, &v)))
             }
             r => r.map_err(to_py),
@@ -147,9 +182,11 @@ impl Cache {
     fn set(&self, py: Python<'_>, key: &[u8], enc: u8, value: &Bound<'_, PyAny>, timeout: Option<f64>, add: bool) -> PyResult<bool> {
         let v = val(enc, value)?;
         let (e, bytes) = v.parts();
-        let (h, now, exp, max) = (self.inner.hash(key), clock::now_ms(), expires(timeout)?, self.inner.geometry().max_item_size);
+        let now = clock::now_ms();
+        let c = self.cache(now);
+        let (h, exp, max) = (c.hash(key), expires(timeout)?, c.geometry().max_item_size);
         let mode = if add { SetMode::Add } else { SetMode::Set };
-        self.run(py, h, |g| g.set(key, h, e, bytes, exp, mode, now, max))
+        run(&c, py, h, |g| g.set(key, h, e, bytes, exp, mode, now, max))
     }
 
     /// Store many `(key, enc, value)`; returns the indexes that were not stored
@@ -158,13 +195,16 @@ impl Cache {
         let exp = expires(timeout)?;
         let vals: Vec<Val> = items.iter().map(|(_, e, v)| val(*e, v)).collect::<PyResult<_>>()?;
         let keys: Vec<&[u8]> = items.iter().map(|(k, _, _)| k.as_slice()).collect();
-        let (now, max) = (clock::now_ms(), self.inner.geometry().max_item_size);
-        let plan = self.inner.plan(&keys);
+        let now = clock::now_ms();
+        let c = self.cache(now);
+        let c = &*c;
+        let max = c.geometry().max_item_size;
+        let plan = c.plan(&keys);
         let vals_ref = &vals;
         let keys_ref = &keys;
         let failed = py.detach(move || {
             let (mut failed, mut locked_out) = (Vec::new(), Vec::new());
-            self.inner.batch(
+            c.batch(
                 &plan,
                 |g, h, i| {
                     let (e, b) = vals_ref[i].parts();
@@ -188,22 +228,28 @@ impl Cache {
 
     /// A list, per key, of `(encoding, value)` or None.
     fn get_many<'py>(&self, py: Python<'py>, keys: Vec<Vec<u8>>) -> PyResult<Bound<'py, PyList>> {
-        let got = py.detach(|| self.inner.get_many(&keys)).map_err(to_py)?;
+        let c = self.cache(clock::now_ms());
+        let c = &*c;
+        let got = py.detach(|| c.get_many(&keys)).map_err(to_py)?;
         PyList::new(py, got.iter().map(|o| o.as_ref().map(|(e, v)| item(py, *e, v))))
     }
 
     fn delete(&self, py: Python<'_>, key: &[u8]) -> PyResult<bool> {
-        let (h, now) = (self.inner.hash(key), clock::now_ms());
-        self.run(py, h, |g| g.delete(key, h, now))
+        let now = clock::now_ms();
+        let c = self.cache(now);
+        let h = c.hash(key);
+        run(&c, py, h, |g| g.delete(key, h, now))
     }
 
     /// Delete many keys; returns how many existed.
     fn delete_many(&self, py: Python<'_>, keys: Vec<Vec<u8>>) -> PyResult<usize> {
         let now = clock::now_ms();
-        let plan = self.inner.plan(&keys);
+        let c = self.cache(now);
+        let c = &*c;
+        let plan = c.plan(&keys);
         let (n, err) = py.detach(|| {
             let (mut n, mut err) = (0, None);
-            self.inner.batch(
+            c.batch(
                 &plan,
                 |g, h, i| {
                     n += g.delete(&keys[i], h, now)? as usize;
@@ -221,26 +267,34 @@ impl Cache {
 
     #[pyo3(signature = (key, timeout))]
     fn touch(&self, py: Python<'_>, key: &[u8], timeout: Option<f64>) -> PyResult<bool> {
-        let (h, now, exp) = (self.inner.hash(key), clock::now_ms(), expires(timeout)?);
-        self.run(py, h, |g| g.touch(key, h, exp, now))
+        let now = clock::now_ms();
+        let c = self.cache(now);
+        let (h, exp) = (c.hash(key), expires(timeout)?);
+        run(&c, py, h, |g| g.touch(key, h, exp, now))
     }
 
     /// Atomically add `delta` to an integer; KeyError if missing, ValueError
     /// if not an integer, OverflowError past the signed 64-bit range.
     fn incr(&self, py: Python<'_>, key: &[u8], delta: i64) -> PyResult<i64> {
-        let (h, now) = (self.inner.hash(key), clock::now_ms());
-        self.run(py, h, |g| g.incr(key, h, delta, now))
+        let now = clock::now_ms();
+        let c = self.cache(now);
+        let h = c.hash(key);
+        run(&c, py, h, |g| g.incr(key, h, delta, now))
     }
 
     fn has(&self, py: Python<'_>, key: &[u8]) -> PyResult<bool> {
-        let (h, now) = (self.inner.hash(key), clock::now_ms());
-        self.run(py, h, |g| g.contains(key, h, now))
+        let now = clock::now_ms();
+        let c = self.cache(now);
+        let h = c.hash(key);
+        run(&c, py, h, |g| g.contains(key, h, now))
     }
 
     /// Milliseconds left; -1 if it never expires; -2 if missing (like Redis TTL).
     fn ttl_ms(&self, py: Python<'_>, key: &[u8]) -> PyResult<i64> {
-        let (h, now) = (self.inner.hash(key), clock::now_ms());
-        Ok(match self.run(py, h, |g| g.ttl(key, h, now))? {
+        let now = clock::now_ms();
+        let c = self.cache(now);
+        let h = c.hash(key);
+        Ok(match run(&c, py, h, |g| g.ttl(key, h, now))? {
             Ttl::Missing => -2,
             Ttl::Never => -1,
             Ttl::Ms(ms) => ms.min(i64::MAX as u64) as i64,
@@ -248,42 +302,53 @@ impl Cache {
     }
 
     fn clear(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.inner.clear()).map_err(to_py)
+        { let c = self.cache(clock::now_ms()); let c = &*c; py.detach(|| c.clear()) }.map_err(to_py)
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        for (k, v) in self.inner.stats().pairs() {
+        let c = self.cache(clock::now_ms());
+        for (k, v) in c.stats().pairs() {
             d.set_item(k, v)?;
         }
-        d.set_item("max_item_size", self.inner.geometry().max_item_size)?;
-        d.set_item("segment", self.inner.name())?;
+        d.set_item("max_item_size", c.geometry().max_item_size)?;
+        d.set_item("segment", c.name())?;
         Ok(d)
     }
 
     /// Walk every shard and check it (tests, `shmcache verify`): (items, bytes).
     fn verify(&self, py: Python<'_>) -> PyResult<(u64, u64)> {
-        py.detach(|| self.inner.verify()).map_err(to_py)
+        { let c = self.cache(clock::now_ms()); let c = &*c; py.detach(|| c.verify()) }.map_err(to_py)
     }
 
     #[getter]
-    fn segment(&self) -> &str {
-        self.inner.name()
+    fn segment(&self) -> String {
+        self.cache(clock::now_ms()).name().to_string()
     }
 
+    /// Inode of the segment in use (it changes if the name was removed and
+    /// the processes moved to a new segment).
     #[getter]
     fn inode(&self) -> u64 {
-        self.inner.segment().inode()
+        self.cache(clock::now_ms()).segment().inode()
     }
 
     #[getter]
     fn max_item_size(&self) -> u64 {
-        self.inner.geometry().max_item_size
+        self.cache(clock::now_ms()).geometry().max_item_size
     }
 
     /// Shard index of a key (tests: aim at a shard).
     fn shard_of(&self, key: &[u8]) -> usize {
-        self.inner.shard_of(self.inner.hash(key))
+        let c = self.cache(clock::now_ms());
+        c.shard_of(c.hash(key))
+    }
+
+    /// Check now whether the segment's name was removed, and follow it.
+    fn recheck(&self) {
+        if let Inner::Named(h) = &self.inner {
+            h.recheck_now();
+        }
     }
 }
 

@@ -10,6 +10,8 @@
 //!    owned by our effective uid with no group/other permission bits.
 //! 2. `flock(LOCK_SH)`: if the header says READY, validate it and stay attached
 //!    holding LOCK_SH (the crash-safe "someone is attached" marker).
+//!    A READY segment of another geometry or format is an error while any
+//!    process is attached to it, and is re-created when nobody is.
 //! 3. Otherwise try `LOCK_EX|LOCK_NB`; the winner checks free space,
 //!    `fallocate`s the whole size, initialises, publishes READY, then
 //!    downgrades to LOCK_SH. Losers poll. A creator that dies releases its
@@ -135,12 +137,24 @@ impl Segment {
             loop {
                 rustix::fs::flock(&fd, FlockOperation::LockShared).map_err(|e| Error::os("flock", e))?;
                 let st = rustix::fs::fstat(&fd).map_err(|e| Error::os("fstat", e))?;
+                let mut replace = false;
                 if let Some(h) = read_ready_header(&fd, st.st_size as u64)? {
-                    check(&h)?;
-                    return Self::map(fd, name, len, st.st_ino as u64);
+                    match check(&h) {
+                        Ok(()) => return Self::map(fd, name, len, st.st_ino as u64),
+                        // Another geometry or format: replace it only if nobody is attached.
+                        Err(e) => {
+                            rustix::fs::flock(&fd, FlockOperation::Unlock).map_err(|e| Error::os("flock", e))?;
+                            if rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_err() {
+                                return Err(e);
+                            }
+                            replace = true;
+                        }
+                    }
                 }
-                rustix::fs::flock(&fd, FlockOperation::Unlock).map_err(|e| Error::os("flock", e))?;
-                match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+                if !replace {
+                    rustix::fs::flock(&fd, FlockOperation::Unlock).map_err(|e| Error::os("flock", e))?;
+                }
+                match if replace { Ok(()) } else { rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) } {
                     Ok(()) => {}
                     Err(rustix::io::Errno::WOULDBLOCK) => {
                         if Instant::now() > deadline {
@@ -160,8 +174,12 @@ impl Segment {
                     Ok(s) if s.st_ino == st.st_ino => {}
                     _ => continue 'reopen,
                 }
-                if read_ready_header(&fd, st.st_size as u64)?.is_some() {
-                    continue; // someone finished between our two locks
+                if let Some(h) = read_ready_header(&fd, st.st_size as u64)? {
+                    if check(&h).is_ok() {
+                        continue; // someone finished between our two locks
+                    }
+                    // A segment of another geometry or format that nobody is
+                    // attached to (we hold LOCK_EX): stale, so re-create it.
                 }
                 return Self::create(fd, name, len, st.st_size as u64, init.take().expect("init once"));
             }

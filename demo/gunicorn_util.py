@@ -1,0 +1,239 @@
+"""Run the demo Django project (demo/mysite) under a real multi-worker
+gunicorn and talk to it over HTTP. Used by demo/run_demo.py and by the
+tests (which put demo/ on sys.path), so a chaos test can reuse it too.
+
+Only the standard library is used; gunicorn is run as
+``sys.executable -m gunicorn`` so it is the same interpreter/venv.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+DEMO_DIR = Path(__file__).resolve().parent
+
+
+class GunicornError(RuntimeError):
+    pass
+
+
+def listening_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A bound, listening socket on a free port. gunicorn inherits it
+    (``--bind fd://N``), so there is no window in which another process could
+    take the port between choosing it and gunicorn binding it."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, 0))
+    s.listen(128)
+    return s
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (prefer Gunicorn(), which inherits
+    an already-bound socket)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def fetch_json(url: str, timeout: float = 10.0) -> dict:
+    """GET url on a fresh connection and decode the JSON body. Raises
+    GunicornError (with the body) on a non-200 answer."""
+    req = urllib.request.Request(url, headers={"Connection": "close"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            body = r.read()
+    except urllib.error.HTTPError as e:
+        raise GunicornError(f"GET {url} -> HTTP {e.code} {e.reason}: {e.read()[:200]!r}") from None
+    return json.loads(body)
+
+
+def _no_control_socket() -> list[str]:
+    """gunicorn >= 25 opens a control socket at a fixed per-user path
+    (~/.gunicorn/gunicorn.ctl): concurrent servers would fight over it."""
+    try:
+        import gunicorn.config as cfg
+    except ImportError:
+        return []
+    return ["--no-control-socket"] if hasattr(cfg, "ControlSocketDisable") else []
+
+
+class Gunicorn:
+    """A gunicorn master + workers serving demo/mysite on 127.0.0.1.
+
+        with Gunicorn(location="x-123", workers=4) as g:
+            g.get("/set/a/1")
+
+    The cache LOCATION is passed through SHMCACHE_DEMO_LOCATION. stop() sends
+    SIGTERM to the master (which stops its workers) and waits; SIGKILL to the
+    whole process group if it does not exit in time. It never destroys the
+    segment: callers do that (shmcache.destroy(location)) after stop().
+    """
+
+    def __init__(
+        self,
+        location: str,
+        workers: int = 4,
+        extra_args: tuple[str, ...] = (),
+        env: dict | None = None,
+        startup_timeout: float = 20.0,
+    ) -> None:
+        self.location = location
+        self.workers = workers
+        self.extra_args = tuple(extra_args)
+        self.extra_env = dict(env or {})
+        self.startup_timeout = startup_timeout
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+        self._log = None
+
+    # -- lifecycle --
+    def start(self) -> "Gunicorn":
+        sock = listening_socket()
+        self.port = sock.getsockname()[1]
+        env = dict(os.environ)
+        env.update(
+            SHMCACHE_DEMO_LOCATION=self.location,
+            DJANGO_SETTINGS_MODULE="mysite.settings",
+            PYTHONPATH=os.pathsep.join(filter(None, [str(DEMO_DIR), env.get("PYTHONPATH")])),
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.extra_env)
+        self._log = tempfile.TemporaryFile(mode="w+b", prefix="shmcache-gunicorn-")
+        cmd = [
+            sys.executable, "-m", "gunicorn",
+            "--bind", f"fd://{sock.fileno()}",
+            "--workers", str(self.workers),
+            "--pythonpath", str(DEMO_DIR),
+            "--graceful-timeout", "5",
+            "--timeout", "30",
+            "--log-level", "info",
+            *_no_control_socket(),
+            *self.extra_args,
+            "mysite.wsgi:application",
+        ]
+        try:
+            self.proc = subprocess.Popen(
+                cmd, cwd=DEMO_DIR, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                pass_fds=(sock.fileno(),),
+                start_new_session=True,  # own process group: Ctrl-C reaches us, we stop it
+            )
+        finally:
+            sock.close()  # gunicorn holds its own copy
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise GunicornError(f"gunicorn exited with code {self.proc.returncode} during startup:\n{self.log_tail()}")
+            try:
+                self.get("/stats", timeout=2)
+                return
+            except GunicornError as e:  # it answered, with an error: no point waiting
+                raise GunicornError(f"gunicorn is up but the app fails: {e}\n{self.log_tail()}") from None
+            except (OSError, ValueError) as e:  # not listening/answering yet
+                last = e
+                time.sleep(0.05)
+        raise GunicornError(f"gunicorn did not answer within {self.startup_timeout}s ({last!r}):\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM the master and wait; SIGKILL its process group if needed.
+        Returns the master's exit code. Safe to call more than once."""
+        p = self.proc
+        if p is None:
+            return None
+        if p.poll() is None:
+            try:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._kill_group()
+                p.wait(5)
+        # Workers exit with the master; make sure none outlives it.
+        self._kill_group()
+        return p.returncode
+
+    def _kill_group(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the session we created for it
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def __enter__(self) -> "Gunicorn":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- observing --
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def master_pid(self) -> int:
+        return self.proc.pid
+
+    def worker_pids(self) -> set[int]:
+        """Current worker pids (the master's children), read from /proc."""
+        out = set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.proc.pid:  # field 4 of stat: ppid
+                out.add(int(stat.parent.name))
+        return out
+
+    def log_tail(self, n: int = 4000) -> str:
+        if self._log is None:
+            return ""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode("utf-8", "replace")[-n:]
+
+    # -- HTTP --
+    def get(self, path: str, timeout: float = 10.0) -> dict:
+        return fetch_json(self.base_url + path, timeout=timeout)
+
+    def get_many(self, paths: list[str], concurrency: int = 8) -> list[dict]:
+        """GET every path, `concurrency` at a time (so several workers are
+        busy at once and the answers come from different pids); results are in
+        the order of `paths`."""
+        with ThreadPoolExecutor(concurrency) as ex:
+            return list(ex.map(self.get, paths))
+
+    def get_from_other_pid(
+        self, path: str, not_pid: int, attempts: int = 400, concurrency: int = 4, with_tries: bool = False
+    ):
+        """GET path until a worker other than `not_pid` answers (bursts of
+        concurrent requests so one worker cannot take them all); returns
+        that answer, or (answer, requests made) if with_tries. Raises
+        GunicornError after `attempts` requests."""
+        tried = 0
+        while tried < attempts:
+            rs = self.get_many([path] * concurrency, concurrency)
+            tried += concurrency
+            for r in rs:
+                if r["pid"] != not_pid:
+                    return (r, tried) if with_tries else r
+        raise GunicornError(f"{attempts} requests for {path} were all served by pid {not_pid}")

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.index),
+    path("set/<str:key>/<str:value>", views.set_value),
+    path("get/<str:key>", views.get_value),
+    path("incr/<str:key>", views.incr),
+    path("stats", views.stats),
+]

@@ -1,0 +1,99 @@
+//! A process's handle on a cache by LOCATION that follows the name.
+//!
+//! If the segment's name is removed from /dev/shm while processes run
+//! (systemd-logind's `RemoveIPC`, a manual `rm`, `shmcache destroy`), each
+//! process notices within [`RECHECK_MS`] (one `stat` per second, amortised
+//! into the operations; no thread) and re-attaches by name. `shm_open` with
+//! `O_CREAT` is atomic, so all processes converge on one new segment.
+
+use crate::cache::ShmCache;
+use crate::clock;
+use crate::error::Result;
+use crate::layout::Config;
+use arc_swap::{ArcSwap, Guard};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How often (ms) a process checks that its segment is still the named one.
+pub const RECHECK_MS: u64 = 1000;
+
+pub struct Handle {
+    location: String,
+    cfg: Config,
+    lock_timeout: Duration,
+    current: ArcSwap<ShmCache>,
+    next_check: AtomicU64,
+    reattach: Mutex<()>,
+}
+
+impl Handle {
+    pub fn open(location: &str, cfg: &Config, lock_timeout: Duration) -> Result<Handle> {
+        let c = ShmCache::open(location, cfg, lock_timeout)?;
+        Ok(Handle {
+            location: location.to_string(),
+            cfg: *cfg,
+            lock_timeout,
+            current: ArcSwap::from_pointee(c),
+            next_check: AtomicU64::new(clock::now_ms() + RECHECK_MS),
+            reattach: Mutex::new(()),
+        })
+    }
+
+    /// The cache to use now. `now` is the caller's clock reading.
+    #[inline]
+    pub fn cache(&self, now: u64) -> Guard<Arc<ShmCache>> {
+        if now >= self.next_check.load(Relaxed) {
+            self.recheck(now);
+        }
+        self.current.load()
+    }
+
+    #[cold]
+    fn recheck(&self, now: u64) {
+        let Ok(_one) = self.reattach.try_lock() else { return };
+        self.next_check.store(now + RECHECK_MS, Relaxed);
+        if self.current.load().segment().name_is_current() {
+            return;
+        }
+        // Renamed away: attach to (or create) the segment now under the name.
+        // On failure keep the old mapping and try again at the next check.
+        if let Ok(c) = ShmCache::open(&self.location, &self.cfg, self.lock_timeout) {
+            self.current.store(Arc::new(c));
+        }
+    }
+
+    /// Check now rather than within a second (tests, admin).
+    pub fn recheck_now(&self) {
+        self.next_check.store(0, Relaxed);
+        self.recheck(clock::now_ms());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment;
+    use crate::shard::ENC_BYTES;
+
+    #[test]
+    fn follows_a_removed_segment_to_its_replacement() {
+        let loc = format!("handle-test-{}", std::process::id());
+        let cfg = Config { size: 2 << 20, max_item_size: 1024, shards: 0 };
+        let a = Handle::open(&loc, &cfg, Duration::from_millis(100)).unwrap();
+        let b = Handle::open(&loc, &cfg, Duration::from_millis(100)).unwrap();
+        a.cache(clock::now_ms()).set(b"k", ENC_BYTES, b"old", 0).unwrap();
+        let old_inode = a.cache(clock::now_ms()).segment().inode();
+        segment::destroy(&segment::segment_name(&loc).unwrap()).unwrap();
+        // Before the recheck both still use the old mapping.
+        assert!(b.cache(clock::now_ms()).get(b"k").unwrap().is_some());
+        a.recheck_now();
+        b.recheck_now();
+        let (ca, cb) = (a.cache(clock::now_ms()), b.cache(clock::now_ms()));
+        assert_ne!(ca.segment().inode(), old_inode);
+        assert_eq!(ca.segment().inode(), cb.segment().inode(), "split brain");
+        ca.set(b"k2", ENC_BYTES, b"new", 0).unwrap();
+        assert_eq!(cb.get(b"k2").unwrap().unwrap().1, b"new");
+        segment::destroy(ca.name()).unwrap();
+    }
+}

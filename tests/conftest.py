@@ -1,0 +1,79 @@
+"""Shared fixtures: a unique cache LOCATION per test (its segment destroyed
+afterwards), a plain ``shmcache.Cache`` on it, and a Django backend on it."""
+
+import itertools
+import os
+import uuid
+
+import pytest
+
+import shmcache
+
+# Copied into Django's own test tree and run there by test_django_suite.py.
+collect_ignore = ["django_suite"]
+
+_counter = itertools.count()
+_RUN = uuid.uuid4().hex[:8]
+
+
+def unique_location(prefix: str = "t") -> str:
+    return f"{prefix}-{os.getpid()}-{_RUN}-{next(_counter)}"
+
+
+@pytest.fixture
+def location():
+    name = unique_location()
+    try:
+        yield name
+    finally:
+        shmcache.destroy(name)
+
+
+@pytest.fixture
+def cache(location):
+    return shmcache.Cache(location, size="8MB", max_item_size="64KB")
+
+
+_django_ready = False
+
+
+def _setup_django() -> None:
+    global _django_ready
+    if _django_ready:
+        return
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(
+            CACHES={
+                "default": {
+                    "BACKEND": "shmcache.django.SharedMemoryCache",
+                    "LOCATION": unique_location("django-default"),
+                    "OPTIONS": {"SIZE": "8MB", "MAX_ITEM_SIZE": "64KB"},
+                }
+            },
+            DATABASES={},
+            INSTALLED_APPS=[],
+            USE_TZ=True,
+        )
+    django.setup()
+    _django_ready = True
+
+
+@pytest.fixture(scope="session")
+def django_settings():
+    _setup_django()
+    yield
+    from django.conf import settings
+
+    # The default alias' segment exists only if some test touched it.
+    shmcache.destroy(settings.CACHES["default"]["LOCATION"])
+
+
+@pytest.fixture
+def django_cache(django_settings, location):
+    """A fresh SharedMemoryCache on this test's own LOCATION."""
+    from shmcache.django import SharedMemoryCache
+
+    return SharedMemoryCache(location, {"OPTIONS": {"SIZE": "8MB", "MAX_ITEM_SIZE": "64KB"}})
