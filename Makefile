@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.deps-stamp
 ACT     := VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH
 
-.PHONY: all venv build test test-rust test-python test-django demo clean
+.PHONY: all venv build test test-rust test-python demo chaos soak fuzz bench clean
 
 all: test
 
@@ -33,6 +33,20 @@ test: test-rust test-python
 
 demo: build
 	$(ACT) $(BIN)/python demo/run_demo.py
+
+# Long runs with their own targets; a short version of each is inside `make test`.
+chaos: build
+	$(ACT) $(BIN)/python tools/chaos.py --seconds 300
+
+soak: build
+	$(ACT) $(BIN)/python tools/soak.py --seconds 600
+
+fuzz: build
+	$(ACT) bash tools/fuzz.sh 600
+
+bench: build
+	$(BIN)/python -m pip install -q -r bench/requirements.txt
+	$(ACT) $(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) target
