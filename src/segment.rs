@@ -48,6 +48,35 @@ pub fn segment_name(location: &str) -> Result<String> {
     Ok(format!("/shmcache-{uid}-{slug}-{h:016x}-v{LAYOUT_VERSION}"))
 }
 
+/// Remove this user's shmcache segments of other layout versions that no
+/// process is attached to (nobody holds their flock). Run when a segment is
+/// created, so an upgrade leaves no stale segments behind once the old
+/// version's processes are gone. Returns the names removed.
+pub fn remove_stale_layouts() -> Vec<String> {
+    let uid = rustix::process::geteuid().as_raw();
+    let prefix = format!("shmcache-{uid}-");
+    let current = format!("-v{LAYOUT_VERSION}");
+    let mut removed = Vec::new();
+    let Ok(dir) = std::fs::read_dir(SHM_DIR) else { return removed };
+    for entry in dir.flatten() {
+        let file = entry.file_name();
+        let Some(file) = file.to_str() else { continue };
+        if !file.starts_with(&prefix) || file.ends_with(&current) || !file.contains("-v") {
+            continue;
+        }
+        let name = format!("/{file}");
+        let Ok(fd) = rustix::shm::open(name.as_str(), rustix::shm::OFlags::RDWR, Mode::empty()) else { continue };
+        if check_trusted(&fd, &name).is_err() {
+            continue;
+        }
+        // LOCK_EX succeeds only if no process holds LOCK_SH, i.e. nobody is attached.
+        if rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_ok() && rustix::shm::unlink(name.as_str()).is_ok() {
+            removed.push(name);
+        }
+    }
+    removed
+}
+
 /// Remove a segment's name; processes attached keep their mapping until they
 /// exit. Returns false if it did not exist.
 pub fn destroy(name: &str) -> Result<bool> {
@@ -231,6 +260,7 @@ impl Segment {
         init(seg.base.as_ptr());
         seg.header().state.store(STATE_READY, Ordering::Release);
         rustix::fs::flock(&seg.fd, FlockOperation::LockShared).map_err(|e| Error::os("flock", e))?;
+        remove_stale_layouts();
         Ok(seg)
     }
 
