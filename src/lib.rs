@@ -21,7 +21,7 @@ mod python;
 pub use cache::{ShmCache, Wait};
 pub use error::{Error, Result};
 pub use layout::Config;
-pub use shard::{SetMode, Ttl, ENC_BYTES, ENC_INT};
+pub use shard::{SetMode, Ttl, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
 pub use stats::{Counter, Stats};
 #[cfg(test)]
 mod core_tests;

@@ -12,12 +12,13 @@ use crate::cache::{ShmCache, Wait};
 use crate::handle::Handle;
 use crate::error::Error;
 use crate::layout::Config;
-use crate::shard::{SetMode, ShardGuard, Ttl, ENC_INT};
+use crate::shard::{SetMode, ShardGuard, Ttl, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
 use crate::{clock, segment, shard};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyKeyError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PyString, PyTuple};
+use std::borrow::Cow;
 use std::time::Duration;
 
 create_exception!(_core, ShmCacheError, PyException, "Base class of shmcache errors.");
@@ -40,30 +41,75 @@ fn to_py(e: Error) -> PyErr {
     }
 }
 
-/// A value as Python passes it in: raw bytes (with its encoding tag) or an int.
+/// A value as Python passes it: an exact `bytes`, `str` or `int` (signed 64
+/// bits) is stored natively; a tuple `(encoding, bytes)` is what the Python
+/// layer encoded itself (pickle). Subclasses (`bool`, `SafeString`) are not
+/// native: the Python layer pickles them, so they come back as themselves.
 enum Val<'a> {
-    Bytes(u8, &'a [u8]),
+    Raw(u8, &'a [u8]),
     Int([u8; 8]),
 }
 
-impl<'a> Val<'a> {
+impl Val<'_> {
+    #[inline]
     fn parts(&self) -> (u8, &[u8]) {
         match self {
-            Val::Bytes(e, b) => (*e, b),
+            Val::Raw(e, b) => (*e, b),
             Val::Int(b) => (ENC_INT, b),
         }
     }
 }
 
-fn val<'a>(enc: u8, v: &'a Bound<'_, PyAny>) -> PyResult<Val<'a>> {
-    if let Ok(b) = v.cast::<PyBytes>() {
-        return Ok(Val::Bytes(enc, b.as_bytes()));
+/// OverflowError (int beyond 64 bits) and UnicodeEncodeError (lone
+/// surrogates) tell the Python layer to pickle the value instead.
+#[inline]
+fn val<'a>(v: &'a Bound<'_, PyAny>) -> PyResult<Val<'a>> {
+    if v.is_exact_instance_of::<PyBytes>() {
+        return Ok(Val::Raw(ENC_BYTES, v.cast::<PyBytes>()?.as_bytes()));
     }
-    if v.is_instance_of::<PyInt>() {
+    if v.is_exact_instance_of::<PyString>() {
+        return Ok(Val::Raw(ENC_STR, v.cast::<PyString>()?.to_str()?.as_bytes()));
+    }
+    if v.is_exact_instance_of::<PyInt>() {
         let i: i64 = v.extract()?;
         return Ok(Val::Int(i.to_le_bytes()));
     }
-    Err(PyValueError::new_err("value must be bytes or an int in the signed 64-bit range"))
+    if let Ok(t) = v.cast::<PyTuple>() {
+        if t.len() == 2 {
+            let enc: u8 = t.get_item(0)?.extract()?;
+            let b = t.get_borrowed_item(1)?;
+            if let Ok(b) = b.cast::<PyBytes>() {
+                let data: &[u8] = b.as_ref();
+                // SAFETY: the bytes object is held by the tuple `v`, which outlives 'a,
+                // and bytes objects are immutable, so the buffer stays valid and unchanged.
+                let data: &'a [u8] = unsafe { std::slice::from_raw_parts(data.as_ptr(), data.len()) };
+                return Ok(Val::Raw(enc, data));
+            }
+        }
+    }
+    Err(PyTypeError::new_err(format!(
+        "cannot store a {} natively: pass bytes, str, int, or (encoding, bytes)",
+        v.get_type().name()?
+    )))
+}
+
+/// A key as bytes: `bytes` as is, `str` as UTF-8 (lone surrogates kept, as
+/// `surrogatepass` would); anything else is a TypeError naming the type.
+#[inline]
+fn key<'a>(k: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
+    if let Ok(b) = k.cast::<PyBytes>() {
+        return Ok(Cow::Borrowed(b.as_bytes()));
+    }
+    if let Ok(s) = k.cast::<PyString>() {
+        return match s.to_str() {
+            Ok(s) => Ok(Cow::Borrowed(s.as_bytes())),
+            Err(_) => {
+                let b = s.call_method1("encode", ("utf-8", "surrogatepass"))?;
+                Ok(Cow::Owned(b.cast::<PyBytes>()?.as_bytes().to_vec()))
+            }
+        };
+    }
+    Err(PyTypeError::new_err(format!("cache keys must be str or bytes, not {}", k.get_type().name()?)))
 }
 
 fn expires(timeout: Option<f64>) -> PyResult<u64> {
@@ -76,16 +122,24 @@ fn expires(timeout: Option<f64>) -> PyResult<u64> {
     }
 }
 
-fn decode<'py>(py: Python<'py>, enc: u8, v: &[u8]) -> Bound<'py, PyAny> {
-    if enc == ENC_INT && v.len() == 8 {
-        i64::from_le_bytes(v.try_into().expect("8 bytes")).into_pyobject(py).expect("int").into_any()
-    } else {
-        PyBytes::new(py, v).into_any()
+/// A stored value as Python sees it: bytes, str or int for the native
+/// encodings, `(encoding, bytes)` for the rest (the Python layer unpickles).
+#[inline]
+fn out<'py>(py: Python<'py>, enc: u8, v: &[u8]) -> Bound<'py, PyAny> {
+    match enc {
+        ENC_BYTES => return PyBytes::new(py, v).into_any(),
+        ENC_STR => {
+            if let Ok(s) = std::str::from_utf8(v) {
+                return PyString::new(py, s).into_any();
+            }
+        }
+        ENC_INT if v.len() == 8 => {
+            return i64::from_le_bytes(v.try_into().expect("8 bytes")).into_pyobject(py).expect("int").into_any();
+        }
+        _ => {}
     }
-}
-
-fn item<'py>(py: Python<'py>, enc: u8, v: &[u8]) -> Bound<'py, PyAny> {
-    PyTuple::new(py, [enc.into_pyobject(py).expect("int").into_any(), decode(py, enc, v)]).expect("tuple").into_any()
+    let e = enc.into_pyobject(py).expect("int").into_any();
+    PyTuple::new(py, [e, PyBytes::new(py, v).into_any()]).expect("tuple").into_any()
 }
 
 #[pyclass(frozen, module = "shmcache._core")]
@@ -163,24 +217,29 @@ impl Cache {
         Ok(Cache { inner: Inner::Fixed(std::sync::Arc::new(c)) })
     }
 
-    /// `(encoding, value)` or None. INT values come back as int.
-    fn get<'py>(&self, py: Python<'py>, key: &[u8]) -> PyResult<Option<Bound<'py, PyAny>>> {
+    /// The value (bytes, str or int; `(encoding, bytes)` for other
+    /// encodings) or None.
+    fn get<'py>(&self, py: Python<'py>, key: &Bound<'_, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let k = self::key(key)?;
+        let key: &[u8] = &k;
         let now = clock::now_ms();
         let c = self.cache(now);
         let h = c.hash(key);
-        match c.with_shard(h, Wait::No, |g| g.get(key, h, now, |e, v| item(py, e, v))) {
+        match c.with_shard(h, Wait::No, |g| g.get(key, h, now, |e, v| out(py, e, v))) {
             Err(Error::WouldBlock) => {
                 let r = py.detach(|| c.with_shard(h, Wait::Bounded, |g| g.get(key, h, now, |e, v| (e, v.to_vec()))));
-                Ok(r.map_err(to_py)?.map(|(e, v)| item(py, e, &v)))
+                Ok(r.map_err(to_py)?.map(|(e, v)| out(py, e, &v)))
             }
             r => r.map_err(to_py),
         }
     }
 
     /// Store; with `add=True` only if absent. Returns whether it stored.
-    #[pyo3(signature = (key, enc, value, timeout, add=false))]
-    fn set(&self, py: Python<'_>, key: &[u8], enc: u8, value: &Bound<'_, PyAny>, timeout: Option<f64>, add: bool) -> PyResult<bool> {
-        let v = val(enc, value)?;
+    #[pyo3(signature = (key, value, timeout, add=false))]
+    fn set(&self, py: Python<'_>, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, timeout: Option<f64>, add: bool) -> PyResult<bool> {
+        let k = self::key(key)?;
+        let key: &[u8] = &k;
+        let v = val(value)?;
         let (e, bytes) = v.parts();
         let now = clock::now_ms();
         let c = self.cache(now);
@@ -189,12 +248,13 @@ impl Cache {
         run(&c, py, h, |g| g.set(key, h, e, bytes, exp, mode, now, max))
     }
 
-    /// Store many `(key, enc, value)`; returns the indexes that were not stored
+    /// Store many `(key, value)`; returns the indexes that were not stored
     /// (too large for MAX_ITEM_SIZE, or their shard's lock timed out).
-    fn set_many(&self, py: Python<'_>, items: Vec<(Vec<u8>, u8, Bound<'_, PyAny>)>, timeout: Option<f64>) -> PyResult<Vec<usize>> {
+    fn set_many(&self, py: Python<'_>, items: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)>, timeout: Option<f64>) -> PyResult<Vec<usize>> {
         let exp = expires(timeout)?;
-        let vals: Vec<Val> = items.iter().map(|(_, e, v)| val(*e, v)).collect::<PyResult<_>>()?;
-        let keys: Vec<&[u8]> = items.iter().map(|(k, _, _)| k.as_slice()).collect();
+        let vals: Vec<Val> = items.iter().map(|(_, v)| val(v)).collect::<PyResult<_>>()?;
+        let owned: Vec<Cow<[u8]>> = items.iter().map(|(k, _)| key(k)).collect::<PyResult<_>>()?;
+        let keys: Vec<&[u8]> = owned.iter().map(|k| &**k).collect();
         let now = clock::now_ms();
         let c = self.cache(now);
         let c = &*c;
@@ -226,15 +286,18 @@ impl Cache {
         Ok(failed)
     }
 
-    /// A list, per key, of `(encoding, value)` or None.
-    fn get_many<'py>(&self, py: Python<'py>, keys: Vec<Vec<u8>>) -> PyResult<Bound<'py, PyList>> {
+    /// A list, per key, of the value (as `get` returns it) or None.
+    fn get_many<'py>(&self, py: Python<'py>, keys: Vec<Bound<'_, PyAny>>) -> PyResult<Bound<'py, PyList>> {
+        let owned: Vec<Cow<[u8]>> = keys.iter().map(key).collect::<PyResult<_>>()?;
         let c = self.cache(clock::now_ms());
         let c = &*c;
-        let got = py.detach(|| c.get_many(&keys)).map_err(to_py)?;
-        PyList::new(py, got.iter().map(|o| o.as_ref().map(|(e, v)| item(py, *e, v))))
+        let got = py.detach(|| c.get_many(&owned)).map_err(to_py)?;
+        PyList::new(py, got.iter().map(|o| o.as_ref().map(|(e, v)| out(py, *e, v))))
     }
 
-    fn delete(&self, py: Python<'_>, key: &[u8]) -> PyResult<bool> {
+    fn delete(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let k = self::key(key)?;
+        let key: &[u8] = &k;
         let now = clock::now_ms();
         let c = self.cache(now);
         let h = c.hash(key);
@@ -242,7 +305,8 @@ impl Cache {
     }
 
     /// Delete many keys; returns how many existed.
-    fn delete_many(&self, py: Python<'_>, keys: Vec<Vec<u8>>) -> PyResult<usize> {
+    fn delete_many(&self, py: Python<'_>, keys: Vec<Bound<'_, PyAny>>) -> PyResult<usize> {
+        let keys: Vec<Cow<[u8]>> = keys.iter().map(key).collect::<PyResult<_>>()?;
         let now = clock::now_ms();
         let c = self.cache(now);
         let c = &*c;
@@ -266,7 +330,9 @@ impl Cache {
     }
 
     #[pyo3(signature = (key, timeout))]
-    fn touch(&self, py: Python<'_>, key: &[u8], timeout: Option<f64>) -> PyResult<bool> {
+    fn touch(&self, py: Python<'_>, key: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<bool> {
+        let k = self::key(key)?;
+        let key: &[u8] = &k;
         let now = clock::now_ms();
         let c = self.cache(now);
         let (h, exp) = (c.hash(key), expires(timeout)?);
@@ -275,14 +341,18 @@ impl Cache {
 
     /// Atomically add `delta` to an integer; KeyError if missing, ValueError
     /// if not an integer, OverflowError past the signed 64-bit range.
-    fn incr(&self, py: Python<'_>, key: &[u8], delta: i64) -> PyResult<i64> {
+    fn incr(&self, py: Python<'_>, key: &Bound<'_, PyAny>, delta: i64) -> PyResult<i64> {
+        let k = self::key(key)?;
+        let key: &[u8] = &k;
         let now = clock::now_ms();
         let c = self.cache(now);
         let h = c.hash(key);
         run(&c, py, h, |g| g.incr(key, h, delta, now))
     }
 
-    fn has(&self, py: Python<'_>, key: &[u8]) -> PyResult<bool> {
+    fn has(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let k = self::key(key)?;
+        let key: &[u8] = &k;
         let now = clock::now_ms();
         let c = self.cache(now);
         let h = c.hash(key);
@@ -290,7 +360,9 @@ impl Cache {
     }
 
     /// Milliseconds left; -1 if it never expires; -2 if missing (like Redis TTL).
-    fn ttl_ms(&self, py: Python<'_>, key: &[u8]) -> PyResult<i64> {
+    fn ttl_ms(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<i64> {
+        let k = self::key(key)?;
+        let key: &[u8] = &k;
         let now = clock::now_ms();
         let c = self.cache(now);
         let h = c.hash(key);
@@ -339,9 +411,10 @@ impl Cache {
     }
 
     /// Shard index of a key (tests: aim at a shard).
-    fn shard_of(&self, key: &[u8]) -> usize {
+    fn shard_of(&self, key: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let k = self::key(key)?;
         let c = self.cache(clock::now_ms());
-        c.shard_of(c.hash(key))
+        Ok(c.shard_of(c.hash(&k)))
     }
 
     /// Check now whether the segment's name was removed, and follow it.
@@ -384,8 +457,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("LockTimeout", m.py().get_type::<LockTimeout>())?;
     m.add("SegmentError", m.py().get_type::<SegmentError>())?;
     m.add("ValueTooLarge", m.py().get_type::<ValueTooLarge>())?;
-    m.add("ENC_BYTES", crate::shard::ENC_BYTES)?;
+    m.add("ENC_BYTES", ENC_BYTES)?;
+    m.add("ENC_PICKLE", ENC_PICKLE)?;
     m.add("ENC_INT", ENC_INT)?;
+    m.add("ENC_STR", ENC_STR)?;
     m.add("LAYOUT_VERSION", crate::layout::LAYOUT_VERSION)?;
     m.add_function(wrap_pyfunction!(segment_name, m)?)?;
     m.add_function(wrap_pyfunction!(destroy, m)?)?;

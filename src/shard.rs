@@ -17,9 +17,13 @@ use crate::table::Index;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::time::Duration;
 
-/// Value encodings. The core treats them as opaque except `ENC_INT`.
+/// Value encodings (a tag stored with each item). The core treats them as
+/// opaque except `ENC_INT` (8-byte little-endian i64, the only one `incr`
+/// accepts); the Python layer uses BYTES, STR (UTF-8), INT and PICKLE.
 pub const ENC_BYTES: u8 = 0;
+pub const ENC_PICKLE: u8 = 1;
 pub const ENC_INT: u8 = 2;
+pub const ENC_STR: u8 = 3;
 
 /// Items examined by the amortised expiry sweep on each write.
 const SWEEP_PER_WRITE: u32 = 4;

@@ -521,14 +521,14 @@ def test_unpicklable_value_raises_and_stores_nothing(cache, bad):
 @pytest.mark.parametrize("enc, data", [(1, b"not a pickle"), (1, pickle.dumps(Point(1, 2))[:-3]), (9, b"x")],
                          ids=["garbage", "truncated", "unknown-encoding"])
 def test_undecodable_value_is_a_miss_and_dropped(cache, caplog, enc, data):
-    cache._core.set(b"bad", enc, data, None)  # as another version of the code might have stored it
+    cache._core.set(b"bad", (enc, data), None)  # as another version of the code might have stored it
     cache.set("good", 1)
     assert cache.has_key("bad")
     with caplog.at_level(logging.WARNING, logger="shmcache"):
         assert cache.get("bad", "dflt") == "dflt"
     assert any("undecodable" in r.getMessage() for r in caplog.records)
     assert not cache.has_key("bad")
-    cache._core.set(b"bad", enc, data, None)
+    cache._core.set(b"bad", (enc, data), None)
     assert cache.get_many(["bad", "good"]) == {"good": 1}
     assert not cache.has_key("bad")
 

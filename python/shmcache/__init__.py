@@ -12,7 +12,7 @@ import threading
 from typing import Any, Iterable, Mapping
 
 from . import _core
-from ._codec import decode, encode
+from ._codec import encode, load
 from ._core import LockTimeout, SegmentError, ShmCacheError, ValueTooLarge
 from ._options import (
     DEFAULT_LOCK_TIMEOUT,
@@ -60,6 +60,18 @@ def destroy(location: str) -> bool:
 
 
 _DEFAULT = object()
+_ENC_PICKLE = _core.ENC_PICKLE
+
+
+def _encode_safe(value: Any, protocol: int) -> Any:
+    """`encode`, pickling up front what the core could not store natively."""
+    v = encode(value, protocol)
+    if type(v) is str:
+        try:
+            v.encode()
+        except UnicodeEncodeError:
+            return (_ENC_PICKLE, pickle.dumps(value, protocol))
+    return v
 
 
 class Cache:
@@ -95,14 +107,6 @@ class Cache:
         self.pickle_protocol = parse_int(pickle_protocol, "pickle_protocol", 0, pickle.HIGHEST_PROTOCOL)
 
     # -- helpers --
-    @staticmethod
-    def _key(key: str | bytes) -> bytes:
-        if type(key) is bytes:
-            return key
-        if isinstance(key, str):
-            return key.encode("utf-8", "surrogatepass")
-        raise TypeError(f"cache keys must be str or bytes, not {type(key).__name__}")
-
     def _timeout(self, timeout: Any) -> float | None:
         if timeout is _DEFAULT:
             return self.default_timeout
@@ -112,86 +116,87 @@ class Cache:
             raise TypeError(f"timeout must be seconds (int or float) or None, not {type(timeout).__name__}")
         return timeout
 
-    def _decode(self, k: bytes, item: Any, default: Any) -> Any:
-        if item is None:
-            return default
+    def _load(self, key: Any, item: tuple, default: Any) -> Any:
         try:
-            return decode(item[0], item[1])
+            return load(item)
         except Exception as e:  # a value this code can no longer unpickle
-            log.warning("shmcache: dropping undecodable value for key %r: %s", k, e)
-            self._core.delete(k)
+            log.warning("shmcache: dropping undecodable value for key %.200r: %s", key, e)
+            self._core.delete(key)
             return default
+
+    def _store(self, key: Any, value: Any, t: float | None, add: bool) -> bool:
+        v = encode(value, self.pickle_protocol)
+        try:
+            return self._core.set(key, v, t, add)
+        except UnicodeEncodeError:  # a str with lone surrogates: pickle keeps it
+            return self._core.set(key, (_ENC_PICKLE, pickle.dumps(value, self.pickle_protocol)), t, add)
+        except ValueTooLarge as e:
+            log.warning("shmcache: not storing %.200r: %s", key, e)
+            if not add:
+                self._core.delete(key)  # never leave the previous value looking current
+            return False
 
     # -- operations --
     def get(self, key: str | bytes, default: Any = None) -> Any:
-        k = self._key(key)
-        return self._decode(k, self._core.get(k), default)
+        v = self._core.get(key)
+        if v is None:
+            return default
+        if type(v) is tuple:
+            return self._load(key, v, default)
+        return v
 
     def set(self, key: str | bytes, value: Any, timeout: Any = _DEFAULT) -> bool:
         """Store; False if not stored (too large: the old value is removed)."""
-        k = self._key(key)
         t = self._timeout(timeout)
         if t is not None and t <= 0:
-            self._core.delete(k)
+            self._core.delete(key)
             return False
-        enc, data = encode(value, self.pickle_protocol)
-        try:
-            return self._core.set(k, enc, data, t)
-        except ValueTooLarge as e:
-            log.warning("shmcache: not storing %r: %s", k, e)
-            self._core.delete(k)  # never leave the previous value looking current
-            return False
+        return self._store(key, value, t, False)
 
     def add(self, key: str | bytes, value: Any, timeout: Any = _DEFAULT) -> bool:
         """Store only if absent, atomically across processes."""
-        k = self._key(key)
         t = self._timeout(timeout)
         if t is not None and t <= 0:
-            return not self._core.has(k)
-        enc, data = encode(value, self.pickle_protocol)
-        try:
-            return self._core.set(k, enc, data, t, True)
-        except ValueTooLarge as e:
-            log.warning("shmcache: not storing %r: %s", k, e)
-            return False
+            return not self._core.has(key)
+        return self._store(key, value, t, True)
 
     def delete(self, key: str | bytes) -> bool:
-        return self._core.delete(self._key(key))
+        return self._core.delete(key)
 
     def touch(self, key: str | bytes, timeout: Any = _DEFAULT) -> bool:
-        k = self._key(key)
         t = self._timeout(timeout)
         if t is not None and t <= 0:
-            return self._core.delete(k)
-        return self._core.touch(k, t)
+            return self._core.delete(key)
+        return self._core.touch(key, t)
 
     def incr(self, key: str | bytes, delta: int = 1) -> int:
         """Atomic across processes. KeyError if missing, TypeError if not an
         int, OverflowError outside the signed 64-bit range."""
-        return self._core.incr(self._key(key), delta)
+        return self._core.incr(key, delta)
 
     def decr(self, key: str | bytes, delta: int = 1) -> int:
-        return self._core.incr(self._key(key), -delta)
+        return self._core.incr(key, -delta)
 
     def has_key(self, key: str | bytes) -> bool:
-        return self._core.has(self._key(key))
+        return self._core.has(key)
 
     __contains__ = has_key
 
     def ttl(self, key: str | bytes) -> float | None:
         """Seconds left; None if it never expires; 0 if missing."""
-        ms = self._core.ttl_ms(self._key(key))
+        ms = self._core.ttl_ms(key)
         return None if ms == -1 else 0 if ms == -2 else ms / 1000
 
     def get_many(self, keys: Iterable[str | bytes]) -> dict:
         keys = list(keys)
-        bkeys = [self._key(k) for k in keys]
         out = {}
-        for key, k, item in zip(keys, bkeys, self._core.get_many(bkeys)):
-            if item is not None:
-                v = self._decode(k, item, _DEFAULT)
-                if v is not _DEFAULT:
-                    out[key] = v
+        for key, v in zip(keys, self._core.get_many(keys)):
+            if v is not None:
+                if type(v) is tuple:
+                    v = self._load(key, v, _DEFAULT)
+                    if v is _DEFAULT:
+                        continue
+                out[key] = v
         return out
 
     def set_many(self, mapping: Mapping, timeout: Any = _DEFAULT) -> list:
@@ -199,17 +204,20 @@ class Cache:
         t = self._timeout(timeout)
         keys = list(mapping)
         if t is not None and t <= 0:
-            self._core.delete_many([self._key(k) for k in keys])
+            self._core.delete_many(keys)
             return []
-        items = [(self._key(k), *encode(mapping[k], self.pickle_protocol)) for k in keys]
+        items = [(k, _encode_safe(mapping[k], self.pickle_protocol)) for k in keys]
         failed = [keys[i] for i in self._core.set_many(items, t)]
         if failed:
             log.warning("shmcache: %d key(s) not stored (too large or lock timeout)", len(failed))
-            self._core.delete_many([self._key(k) for k in failed])
+            try:
+                self._core.delete_many(failed)
+            except ShmCacheError:
+                pass
         return failed
 
     def delete_many(self, keys: Iterable[str | bytes]) -> int:
-        return self._core.delete_many([self._key(k) for k in keys])
+        return self._core.delete_many(list(keys))
 
     def clear(self) -> None:
         self._core.clear()

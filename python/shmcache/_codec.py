@@ -1,8 +1,10 @@
-"""How Python values become (encoding, bytes) in the cache and back.
+"""How Python values are stored and loaded.
 
-Exact ``bytes`` and ``str`` are stored as they are, exact ``int`` in the
-signed 64-bit range natively (so ``incr`` is atomic across processes),
-everything else pickled. Exact types only: a ``SafeString`` or a ``bool`` is
+Exact ``bytes``, ``str`` and ``int`` (signed 64-bit) go to the core as they
+are and are stored natively (so ``incr`` is atomic across processes, and a
+get of them runs no Python code at all). Everything else is pickled here and
+passed as ``(ENC_PICKLE, data)``; the core hands back such a tuple for every
+non-native encoding. Exact types only: a ``bool`` or a ``SafeString`` is
 pickled and comes back as itself.
 """
 
@@ -13,35 +15,30 @@ from typing import Any
 
 from . import _core
 
-ENC_BYTES = _core.ENC_BYTES  # 0
-ENC_PICKLE = 1
-ENC_INT = _core.ENC_INT  # 2
-ENC_STR = 3
+ENC_PICKLE = _core.ENC_PICKLE
 
-_I64_MIN = -(2**63)
-_I64_MAX = 2**63 - 1
+_NATIVE = (bytes, str, int)
 
 
-def encode(value: Any, protocol: int) -> tuple[int, Any]:
+def pickled(value: Any, protocol: int) -> tuple[int, bytes]:
+    return (ENC_PICKLE, pickle.dumps(value, protocol))
+
+
+def encode(value: Any, protocol: int) -> Any:
+    """What to pass to the core for `value`."""
     t = type(value)
-    if t is bytes:
-        return ENC_BYTES, value
-    if t is int and _I64_MIN <= value <= _I64_MAX:
-        return ENC_INT, value
-    if t is str:
-        try:
-            return ENC_STR, value.encode()
-        except UnicodeEncodeError:  # lone surrogates: let pickle keep them
-            pass
-    return ENC_PICKLE, pickle.dumps(value, protocol)
+    if t is bytes or t is str:
+        return value
+    if t is int and -(2**63) <= value < 2**63:
+        return value
+    return (ENC_PICKLE, pickle.dumps(value, protocol))
 
 
-def decode(enc: int, data: Any) -> Any:
-    """May raise whatever unpickling raises (the caller treats it as a miss)."""
-    if enc == ENC_BYTES or enc == ENC_INT:
-        return data
-    if enc == ENC_STR:
-        return data.decode()
+def load(item: tuple[int, bytes]) -> Any:
+    """A non-native item from the core. Raises whatever unpickling raises,
+    or ValueError for an encoding this version does not know (the caller
+    treats both as a miss and drops the value)."""
+    enc, data = item
     if enc == ENC_PICKLE:
         return pickle.loads(data)
     raise ValueError(f"unknown value encoding {enc}")

@@ -21,10 +21,10 @@ import logging
 import pickle
 from typing import Any
 
-from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_key_func
 
 from . import _core, attach
-from ._codec import decode, encode
+from ._codec import encode, load, pickled
 from ._options import (
     DEFAULT_LOCK_TIMEOUT,
     DEFAULT_MAX_ITEM_SIZE,
@@ -64,12 +64,24 @@ class SharedMemoryCache(BaseCache):
         self._protocol = parse_int(
             options.get("PICKLE_PROTOCOL", pickle.HIGHEST_PROTOCOL), "PICKLE_PROTOCOL", 0, pickle.HIGHEST_PROTOCOL
         )
+        # Skip validate_key for keys it cannot warn about, unless a subclass changed it.
+        self._plain_validation = type(self).validate_key is BaseCache.validate_key
         self._core = attach(self._location, self._size, self._max_item_size, self._shards, self._lock_timeout)
 
     # ---- helpers ----
 
-    def _k(self, key: Any, version: int | None) -> bytes:
-        return self.make_and_validate_key(key, version=version).encode("utf-8", "surrogatepass")
+    def _k(self, key: Any, version: int | None) -> str:
+        """make_and_validate_key, with a fast path for the common case: the
+        default key function and a key that draws no memcached warning."""
+        if version is None:
+            version = self.version
+        if self.key_func is default_key_func:
+            k = f"{self.key_prefix}:{version}:{key}"
+        else:
+            k = self.key_func(key, self.key_prefix, version)
+        if not (self._plain_validation and len(k) <= 250 and k.isprintable() and " " not in k):
+            self.validate_key(k)
+        return k
 
     def _seconds(self, timeout: Any) -> float | None:
         """Relative seconds (None = never); <= 0 means do not keep."""
@@ -77,13 +89,11 @@ class SharedMemoryCache(BaseCache):
             timeout = self.default_timeout
         return None if timeout is None else float(timeout)
 
-    def _value(self, k: bytes, item: Any, default: Any) -> Any:
-        if item is None:
-            return default
+    def _load(self, k: str, item: tuple, default: Any) -> Any:
         try:
-            return decode(item[0], item[1])
+            return load(item)
         except Exception as e:  # code changed between deploys, class gone, ...
-            log.warning("shmcache: dropping value of %r that cannot be loaded: %r", k, e)
+            log.warning("shmcache: dropping value of %.200r that cannot be loaded: %r", k, e)
             self._try(self._core.delete, k)
             return default
 
@@ -98,21 +108,36 @@ class SharedMemoryCache(BaseCache):
             log.warning("shmcache %s: %s", self._location, e)
             return fallback
 
-    def _store(self, k: bytes, value: Any, seconds: float | None, add: bool) -> bool:
-        enc, data = encode(value, self._protocol)
+    def _store(self, k: str, value: Any, seconds: float | None, add: bool) -> bool:
+        v = encode(value, self._protocol)
         try:
-            return self._try(self._core.set, k, enc, data, seconds, add, fallback=False)
+            try:
+                return self._core.set(k, v, seconds, add)
+            except UnicodeEncodeError:  # a str with lone surrogates: pickle keeps it
+                return self._core.set(k, pickled(value, self._protocol), seconds, add)
         except _ValueTooLarge as e:
-            log.warning("shmcache: not storing %r: %s", k, e)
+            log.warning("shmcache: not storing %.200r: %s", k, e)
             if not add:
                 self._try(self._core.delete, k)  # the old value must not look current
+            return False
+        except _ShmCacheError as e:
+            log.warning("shmcache %s: %s", self._location, e)
             return False
 
     # ---- the BaseCache API ----
 
     def get(self, key, default=None, version=None):
         k = self._k(key, version)
-        return self._value(k, self._try(self._core.get, k), default)
+        try:
+            v = self._core.get(k)
+        except _ShmCacheError as e:
+            log.warning("shmcache %s: %s", self._location, e)
+            return default
+        if v is None:
+            return default
+        if type(v) is tuple:
+            return self._load(k, v, default)
+        return v
 
     def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
         k = self._k(key, version)
@@ -165,30 +190,40 @@ class SharedMemoryCache(BaseCache):
 
     def get_many(self, keys, version=None):
         keys = list(keys)
-        bkeys = [self._k(key, version) for key in keys]
-        items = self._try(self._core.get_many, bkeys, fallback=None) or [None] * len(keys)
+        ks = [self._k(key, version) for key in keys]
+        values = self._try(self._core.get_many, ks, fallback=None) or ()
         out = {}
-        for key, k, item in zip(keys, bkeys, items):
-            if item is not None:
-                v = self._value(k, item, self._missing_key)
-                if v is not self._missing_key:
-                    out[key] = v
+        for key, k, v in zip(keys, ks, values):
+            if v is not None:
+                if type(v) is tuple:
+                    v = self._load(k, v, self._missing_key)
+                    if v is self._missing_key:
+                        continue
+                out[key] = v
         return out
 
     def set_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
         keys = list(data)
-        bkeys = [self._k(key, version) for key in keys]
+        ks = [self._k(key, version) for key in keys]
         seconds = self._seconds(timeout)
         if seconds is not None and seconds <= 0:
-            self._try(self._core.delete_many, bkeys)
+            self._try(self._core.delete_many, ks)
             return []
-        items = [(k, *encode(data[key], self._protocol)) for key, k in zip(keys, bkeys)]
+        items = []
+        for key, k in zip(keys, ks):
+            v = encode(data[key], self._protocol)
+            if type(v) is str and not v.isascii():
+                try:
+                    v.encode()
+                except UnicodeEncodeError:
+                    v = pickled(data[key], self._protocol)
+            items.append((k, v))
         failed_ix = self._try(self._core.set_many, items, seconds, fallback=None)
         if failed_ix is None:
             return keys
         if failed_ix:
             log.warning("shmcache: %d key(s) not stored (too large or lock timeout)", len(failed_ix))
-            self._try(self._core.delete_many, [bkeys[i] for i in failed_ix])
+            self._try(self._core.delete_many, [ks[i] for i in failed_ix])
         return [keys[i] for i in failed_ix]
 
     def delete_many(self, keys, version=None):
@@ -202,8 +237,7 @@ class SharedMemoryCache(BaseCache):
             version = self.version
         old = self._k(key, version)
         new = self._k(key, version + delta)
-        item = self._try(self._core.get, old)
-        value = self._value(old, item, self._missing_key)
+        value = self.get(key, self._missing_key, version=version)
         if value is self._missing_key:
             raise ValueError(f"Key '{key}' not found")
         ms = self._try(self._core.ttl_ms, old, fallback=-1)
