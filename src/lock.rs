@@ -144,6 +144,7 @@ mod tests {
         let m = Anon::new();
         // SAFETY: the page is mapped for the whole test and 4096-aligned.
         let mu = unsafe { MutexRef::new(m.0) };
+        // SAFETY: fresh memory, no other user yet.
         unsafe { mu.init().unwrap() };
         assert_eq!(mu.try_lock(), Ok(Acquired::Clean));
         mu.unlock();
@@ -151,15 +152,19 @@ mod tests {
         let pid = unsafe { libc::fork() };
         if pid == 0 {
             let _ = mu.try_lock();
+            // SAFETY: byte 100 of the mapped page, a flag the parent polls.
             unsafe { *m.0.add(100) = 1 };
             std::thread::sleep(Duration::from_secs(30));
+            // SAFETY: leave the forked child without running the parent's destructors.
             unsafe { libc::_exit(0) };
         }
+        // SAFETY: reads the flag byte inside the mapped page.
         while unsafe { std::ptr::read_volatile(m.0.add(100)) } == 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(mu.try_lock(), Err(LockError::Busy));
         assert_eq!(mu.lock_timeout(Duration::from_millis(20)), Err(LockError::Timeout));
+        // SAFETY: pid is our own child; waitpid reaps it.
         unsafe {
             libc::kill(pid, libc::SIGKILL);
             libc::waitpid(pid, std::ptr::null_mut(), 0);
