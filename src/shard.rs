@@ -154,7 +154,7 @@ impl Shard {
         let mut g = ShardGuard { shard: self, dirty: false };
         if how == Acquired::OwnerDied {
             let h = self.header();
-            h.counters.add(Counter::LockRecoveries, 1);
+            h.counters.bump_locked(Counter::LockRecoveries);
             if h.seq.load(Relaxed) % 2 == 1 {
                 g.wipe();
             }
@@ -226,7 +226,7 @@ impl<'a> ShardGuard<'a> {
             f.store(0, Relaxed);
         }
         h.generation.fetch_add(1, Relaxed);
-        h.counters.add(Counter::ShardWipes, 1);
+        h.counters.bump_locked(Counter::ShardWipes);
     }
 
     /// Find a live, well-formed record for `key`: (slot, offset, header).
@@ -251,7 +251,7 @@ impl<'a> ShardGuard<'a> {
         h.items.fetch_sub(1, Relaxed);
         h.live_bytes.fetch_sub(rh.rec_len as u64, Relaxed);
         if let Some(c) = why {
-            h.counters.add(c, 1);
+            h.counters.bump_locked(c);
         }
         Ok(())
     }
@@ -277,11 +277,11 @@ impl<'a> ShardGuard<'a> {
                 if v.load(Relaxed) == 0 {
                     v.store(1, Relaxed);
                 }
-                self.h().counters.add(Counter::Hits, 1);
+                self.h().counters.bump_locked(Counter::Hits);
                 Ok(Some(f(rh.enc, log.value(off, &rh))))
             }
             None => {
-                self.h().counters.add(Counter::Misses, 1);
+                self.h().counters.bump_locked(Counter::Misses);
                 Ok(None)
             }
         }
@@ -335,7 +335,7 @@ impl<'a> ShardGuard<'a> {
         let at = off + REC_HDR + rh.key_len as u64;
         // SAFETY: the 8 value bytes lie inside the record validated by lookup.
         unsafe { std::ptr::copy_nonoverlapping(new.to_le_bytes().as_ptr(), log.bytes_mut(at, 8), 8) };
-        self.h().counters.add(Counter::Sets, 1);
+        self.h().counters.bump_locked(Counter::Sets);
         Ok(new)
     }
 
@@ -393,7 +393,7 @@ impl<'a> ShardGuard<'a> {
             }
         }
         h.live_bytes.fetch_add(n, Relaxed);
-        h.counters.add(Counter::Sets, 1);
+        h.counters.bump_locked(Counter::Sets);
         self.sweep(now, SWEEP_PER_WRITE)?;
         Ok(true)
     }

@@ -31,6 +31,16 @@ impl ShardCounters {
     pub fn add(&self, c: Counter, n: u64) {
         self.0[c as usize].fetch_add(n, Ordering::Relaxed);
     }
+    /// Add 1 while holding the shard lock: every other writer of this
+    /// counter holds the lock too, so a plain load and store (no locked
+    /// read-modify-write) cannot lose an update. `LockTimeouts` is bumped
+    /// without the lock and must use `add`.
+    #[inline]
+    pub fn bump_locked(&self, c: Counter) {
+        let a = &self.0[c as usize];
+        a.store(a.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
     #[inline]
     pub fn get(&self, c: usize) -> u64 {
         self.0[c].load(Ordering::Relaxed)
