@@ -137,9 +137,24 @@ impl ShmCache {
 
     // ---- single-key operations (waiting up to the lock timeout) ----
 
+    /// The shard that owns `hash`.
+    #[inline]
+    pub fn shard_for(&self, hash: u64) -> &Shard {
+        &self.shards[self.shard_of(hash)]
+    }
+
+    /// Read `key` (lock-free when possible); `f` gets (encoding, value).
+    #[inline]
+    pub fn get_with<R>(&self, key: &[u8], now: u64, mut f: impl FnMut(u8, &[u8]) -> R) -> Result<Option<R>> {
+        let h = self.hash(key);
+        if let Some(r) = self.shard_for(h).get_optimistic(key, h, now, &mut f) {
+            return Ok(r);
+        }
+        self.with_shard(h, Wait::Bounded, |g| g.get(key, h, now, &mut f))
+    }
+
     pub fn get(&self, key: &[u8]) -> Result<Option<(u8, Vec<u8>)>> {
-        let (h, now) = (self.hash(key), clock::now_ms());
-        self.with_shard(h, Wait::Bounded, |g| g.get(key, h, now, |e, v| (e, v.to_vec())))
+        self.get_with(key, clock::now_ms(), |e, v| (e, v.to_vec()))
     }
 
     pub fn set(&self, key: &[u8], enc: u8, value: &[u8], expires: u64) -> Result<bool> {

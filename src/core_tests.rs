@@ -433,3 +433,95 @@ fn admin_attach_adopts_the_existing_geometry() {
     segment::destroy(c.name()).unwrap();
     assert!(matches!(ShmCache::attach_existing(&loc, Duration::from_millis(100)), Err(Error::Config { option: "LOCATION", .. })));
 }
+
+/// A self-checking value: every byte derives from (key index, round).
+fn stamp(i: u32, round: u32, len: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(len + 8);
+    v.extend_from_slice(&i.to_le_bytes());
+    v.extend_from_slice(&round.to_le_bytes());
+    v.extend((0..len).map(|j| (i.wrapping_mul(31).wrapping_add(round).wrapping_add(j as u32)) as u8));
+    v
+}
+fn stamp_ok(i: u32, v: &[u8]) -> bool {
+    if v.len() < 8 {
+        return false;
+    }
+    let ki = u32::from_le_bytes(v[..4].try_into().unwrap());
+    let round = u32::from_le_bytes(v[4..8].try_into().unwrap());
+    ki == i && v == stamp(i, round, v.len() - 8)
+}
+
+#[test]
+fn lock_free_reads_never_see_torn_or_foreign_values() {
+    // One small shard so writers constantly overwrite, compact and evict
+    // exactly where readers read.
+    let cfg = Config { size: 256 << 10, max_item_size: 4096, shards: 1 };
+    let c = TestCache(Some(ShmCache::open(&unique(), &cfg, Duration::from_millis(500)).unwrap()));
+    let keys: Vec<Vec<u8>> = (0..64u32).map(|i| format!("key{i}").into_bytes()).collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (checked, lockfree) = (AtomicU32::new(0), AtomicU32::new(0));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut round = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                for (i, k) in keys.iter().enumerate() {
+                    let len = ((round as usize * 7 + i * 13) % 3000) + 1;
+                    c.set(k, ENC_BYTES, &stamp(i as u32, round, len), 0).unwrap();
+                }
+                round += 1;
+            }
+        });
+        for _ in 0..2 {
+            s.spawn(|| {
+                let t = std::time::Instant::now();
+                while t.elapsed() < Duration::from_millis(1500) {
+                    for (i, k) in keys.iter().enumerate() {
+                        let h = c.hash(k);
+                        let now = crate::clock::now_ms();
+                        // Count how often the lock-free path itself answers.
+                        if let Some(Some(v)) = c.shard_for(h).get_optimistic(k, h, now, |_, v| v.to_vec()) {
+                            assert!(stamp_ok(i as u32, &v), "torn or foreign value via the lock-free path");
+                            lockfree.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if let Some((_, v)) = c.get(k).unwrap() {
+                            assert!(stamp_ok(i as u32, &v), "torn or foreign value");
+                            checked.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1600));
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(checked.load(Ordering::Relaxed) > 1000);
+    assert!(lockfree.load(Ordering::Relaxed) > 100, "lock-free path never answered");
+    c.verify().unwrap();
+}
+
+#[test]
+fn lock_free_get_defers_bookkeeping_to_the_lock() {
+    let c = cache(4 << 20, 1024);
+    let k = b"k";
+    let h = c.hash(k);
+    c.set(k, ENC_BYTES, b"v", 0).unwrap();
+    let sh = c.shard_for(h);
+    let now = crate::clock::now_ms();
+    // Not yet visited: the first read must take the lock (to set the bit).
+    assert_eq!(sh.get_optimistic(k, h, now, |_, v| v.to_vec()), None);
+    assert_eq!(get(&c, k), Some(b"v".to_vec()));
+    assert_eq!(sh.get_optimistic(k, h, now, |_, v| v.to_vec()), Some(Some(b"v".to_vec())));
+    assert_eq!(sh.get_optimistic(b"nope", c.hash(b"nope"), now, |_, v| v.to_vec()), Some(None));
+    // Expired: the lock path reclaims it.
+    let max = c.geometry().max_item_size;
+    c.with_shard(h, Wait::Bounded, |g| g.set(k, h, ENC_BYTES, b"v", now + 5, SetMode::Set, now, max)).unwrap();
+    c.with_shard(h, Wait::Bounded, |g| g.get(k, h, now, |_, _| ())).unwrap();
+    assert_eq!(sh.get_optimistic(k, h, now + 10, |_, v| v.to_vec()), None);
+    // A writer holding the lock mid-write sends readers to the lock.
+    let mut g = sh.lock(None).unwrap();
+    g.delete(b"other", c.hash(b"other"), now).unwrap();
+    g.touch(k, h, 0, now).unwrap();
+    assert_eq!(sh.get_optimistic(k, h, now, |_, v| v.to_vec()), None);
+    drop(g);
+    assert_eq!(sh.get_optimistic(k, h, now, |_, v| v.to_vec()), Some(Some(b"v".to_vec())));
+}

@@ -225,6 +225,10 @@ impl Cache {
         let now = clock::now_ms();
         let c = self.cache(now);
         let h = c.hash(key);
+        // Lock-free first; the value is copied straight into a Python object.
+        if let Some(r) = c.shard_for(h).get_optimistic(key, h, now, |e, v| out(py, e, v)) {
+            return Ok(r);
+        }
         match c.with_shard(h, Wait::No, |g| g.get(key, h, now, |e, v| out(py, e, v))) {
             Err(Error::WouldBlock) => {
                 let r = py.detach(|| c.with_shard(h, Wait::Bounded, |g| g.get(key, h, now, |e, v| (e, v.to_vec()))));

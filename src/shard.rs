@@ -14,7 +14,7 @@ use crate::layout::{rec_size, Geometry, REC_HDR, SHARD_HEADER_SIZE};
 use crate::lock::{Acquired, LockError, MutexRef, MUTEX_SLOT};
 use crate::stats::{Counter, ShardCounters};
 use crate::table::Index;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{fence, AtomicU64, AtomicU8, Ordering::{Acquire, Relaxed, Release}};
 use std::time::Duration;
 
 /// Value encodings (a tag stored with each item). The core treats them as
@@ -135,6 +135,54 @@ impl Shard {
         self.header().generation.load(Relaxed)
     }
 
+    /// Find a well-formed live record for `key`: (slot, offset, header).
+    /// Reads only; every offset checked, every loop bounded.
+    #[inline]
+    fn find(&self, key: &[u8], hash: u64) -> Result<Option<(usize, u64, RecHdr)>> {
+        let log = self.log;
+        self.index().find(hash, |slot, off| {
+            let rh = log.hdr(off)?;
+            log.check_live(off, &rh)?;
+            if rh.hash != hash {
+                return Err(Error::Corrupt("index tag does not match record"));
+            }
+            Ok((log.key(off, &rh) == key).then_some((slot, off, rh)))
+        })
+    }
+
+    /// A get without the lock (seqlock-style): readers never wait for each
+    /// other and write nothing but a counter. `f` may see bytes a writer is
+    /// changing; its result is kept only if the shard's `seq` was even and
+    /// unchanged across the whole read, else it is dropped and `None` tells
+    /// the caller to take the lock. Also `None` when the lock is needed for
+    /// bookkeeping: an expired item (to reclaim it) or an item not yet marked
+    /// visited (a lock-free write there could land in reused space).
+    #[inline]
+    pub fn get_optimistic<R>(&self, key: &[u8], hash: u64, now: u64, f: impl FnOnce(u8, &[u8]) -> R) -> Option<Option<R>> {
+        let h = self.header();
+        let s1 = h.seq.load(Acquire);
+        if s1 & 1 == 1 {
+            return None;
+        }
+        // Any inconsistency may be a concurrent write: the lock path decides.
+        let found = self.find(key, hash).ok()?;
+        let r = match found {
+            None => None,
+            Some((_, off, rh)) => {
+                if clock::expired(rh.expires, now) || self.log.visited(off).load(Relaxed) == 0 {
+                    return None;
+                }
+                Some(f(rh.enc, self.log.value(off, &rh)))
+            }
+        };
+        fence(Acquire);
+        if h.seq.load(Relaxed) != s1 {
+            return None;
+        }
+        h.counters.add(if r.is_some() { Counter::Hits } else { Counter::Misses }, 1);
+        Some(r)
+    }
+
     /// Take the lock: without waiting (`timeout` None) or for at most `timeout`.
     /// Repairs the shard if its previous owner died mid-write.
     pub fn lock(&self, timeout: Option<Duration>) -> Result<ShardGuard<'_>> {
@@ -180,7 +228,8 @@ impl Drop for ShardGuard<'_> {
             self.wipe();
         }
         if self.dirty {
-            self.shard.header().seq.fetch_add(1, Relaxed);
+            // Even again: publishes the changes to lock-free readers.
+            self.shard.header().seq.fetch_add(1, Release);
         }
         self.shard.mutex.unlock();
     }
@@ -200,8 +249,11 @@ impl<'a> ShardGuard<'a> {
         if !self.dirty {
             let h = self.h();
             let s = h.seq.load(Relaxed);
-            // Make seq odd (it is even unless a wipe is pending).
+            // Make seq odd (it is even unless a wipe is pending) before any
+            // change; the fence orders it before the changes for lock-free
+            // readers (see `Shard::get_optimistic`).
             h.seq.store(s | 1, Relaxed);
+            fence(Release);
             self.dirty = true;
         }
     }
@@ -230,16 +282,9 @@ impl<'a> ShardGuard<'a> {
     }
 
     /// Find a live, well-formed record for `key`: (slot, offset, header).
+    #[inline]
     fn lookup(&self, key: &[u8], hash: u64) -> Result<Option<(usize, u64, RecHdr)>> {
-        let log = self.log();
-        self.shard.index().find(hash, |slot, off| {
-            let rh = log.hdr(off)?;
-            log.check_live(off, &rh)?;
-            if rh.hash != hash {
-                return Err(Error::Corrupt("index tag does not match record"));
-            }
-            Ok((log.key(off, &rh) == key).then_some((slot, off, rh)))
-        })
+        self.shard.find(key, hash)
     }
 
     /// Remove the live record at `off` (found at `slot`) from the shard.
@@ -277,11 +322,11 @@ impl<'a> ShardGuard<'a> {
                 if v.load(Relaxed) == 0 {
                     v.store(1, Relaxed);
                 }
-                self.h().counters.bump_locked(Counter::Hits);
+                self.h().counters.add(Counter::Hits, 1);
                 Ok(Some(f(rh.enc, log.value(off, &rh))))
             }
             None => {
-                self.h().counters.bump_locked(Counter::Misses);
+                self.h().counters.add(Counter::Misses, 1);
                 Ok(None)
             }
         }

@@ -31,10 +31,10 @@ impl ShardCounters {
     pub fn add(&self, c: Counter, n: u64) {
         self.0[c as usize].fetch_add(n, Ordering::Relaxed);
     }
-    /// Add 1 while holding the shard lock: every other writer of this
-    /// counter holds the lock too, so a plain load and store (no locked
-    /// read-modify-write) cannot lose an update. `LockTimeouts` is bumped
-    /// without the lock and must use `add`.
+    /// Add 1 while holding the shard lock, for counters only ever changed
+    /// under it (a plain load and store, no locked read-modify-write).
+    /// `LockTimeouts`, `Hits` and `Misses` also change without the lock
+    /// (timed-out waits, lock-free gets) and must use `add`.
     #[inline]
     pub fn bump_locked(&self, c: Counter) {
         let a = &self.0[c as usize];
