@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::layout::Config;
 use arc_swap::{ArcSwap, Guard};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How often (ms) a process checks that its segment is still the named one.
@@ -24,7 +24,6 @@ pub struct Handle {
     lock_timeout: Duration,
     current: ArcSwap<ShmCache>,
     next_check: AtomicU64,
-    reattach: Mutex<()>,
 }
 
 impl Handle {
@@ -36,23 +35,23 @@ impl Handle {
             lock_timeout,
             current: ArcSwap::from_pointee(c),
             next_check: AtomicU64::new(clock::now_ms() + RECHECK_MS),
-            reattach: Mutex::new(()),
         })
     }
 
     /// The cache to use now. `now` is the caller's clock reading.
     #[inline]
     pub fn cache(&self, now: u64) -> Guard<Arc<ShmCache>> {
-        if now >= self.next_check.load(Relaxed) {
-            self.recheck(now);
+        let due = self.next_check.load(Relaxed);
+        // One thread per period wins the exchange and checks (no lock, so
+        // nothing can be left held across a fork).
+        if now >= due && self.next_check.compare_exchange(due, now + RECHECK_MS, Relaxed, Relaxed).is_ok() {
+            self.recheck();
         }
         self.current.load()
     }
 
     #[cold]
-    fn recheck(&self, now: u64) {
-        let Ok(_one) = self.reattach.try_lock() else { return };
-        self.next_check.store(now + RECHECK_MS, Relaxed);
+    fn recheck(&self) {
         if self.current.load().segment().name_is_current() {
             return;
         }
@@ -65,8 +64,8 @@ impl Handle {
 
     /// Check now rather than within a second (tests, admin).
     pub fn recheck_now(&self) {
-        self.next_check.store(0, Relaxed);
-        self.recheck(clock::now_ms());
+        self.next_check.store(clock::now_ms() + RECHECK_MS, Relaxed);
+        self.recheck();
     }
 }
 
