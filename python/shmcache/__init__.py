@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import threading
 from typing import Any, Iterable, Mapping
@@ -31,6 +32,15 @@ log = logging.getLogger("shmcache")
 
 _attached: dict[tuple, _core.Cache] = {}
 _attach_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held the lock at fork time.
+    global _attach_lock
+    _attach_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def attach(location: str, size: int, max_item_size: int, shards: int, lock_timeout: float) -> _core.Cache:
