@@ -230,12 +230,22 @@ impl ShmCache {
         }
     }
 
+    /// Values for `keys`, in order: lock-free where possible, then one lock
+    /// pass per shard for the rest.
     pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<(u8, Vec<u8>)>>> {
         let now = clock::now_ms();
         let mut out = vec![None; keys.len()];
+        let mut plan = self.plan(keys);
+        plan.retain(|&(s, h, i)| match self.shards[s].get_optimistic(keys[i].as_ref(), h, now, |e, v| (e, v.to_vec())) {
+            Some(r) => {
+                out[i] = r;
+                false
+            }
+            None => true,
+        });
         let mut err = None;
         self.batch(
-            &self.plan(keys),
+            &plan,
             |g, h, i| {
                 out[i] = g.get(keys[i].as_ref(), h, now, |e, v| (e, v.to_vec()))?;
                 Ok(())
