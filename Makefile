@@ -12,9 +12,10 @@ all: test
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python requirements-dev.txt
+$(STAMP): $(BIN)/python requirements-dev.txt tests/requirements-lifecycle.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q -r tests/requirements-lifecycle.txt
 	touch $@
 
 venv: $(STAMP)

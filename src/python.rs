@@ -142,6 +142,24 @@ fn out<'py>(py: Python<'py>, enc: u8, v: &[u8]) -> Bound<'py, PyAny> {
     PyTuple::new(py, [e, PyBytes::new(py, v).into_any()]).expect("tuple").into_any()
 }
 
+/// What a lock-free read makes of bytes that may be changing: a copy into a
+/// bytes object or an int (any bytes are fine, and the result is discarded
+/// unless the read validates), or a plain copy to convert once validated
+/// (decoding a str reads the memory twice, and must see stable bytes).
+enum Racy<'py> {
+    Done(Bound<'py, PyAny>),
+    Copied(u8, Vec<u8>),
+}
+
+#[inline]
+fn racy_out<'py>(py: Python<'py>, enc: u8, v: &[u8]) -> Racy<'py> {
+    match enc {
+        ENC_BYTES => Racy::Done(PyBytes::new(py, v).into_any()),
+        ENC_INT if v.len() == 8 => Racy::Done(out(py, enc, v)),
+        _ => Racy::Copied(enc, v.to_vec()),
+    }
+}
+
 #[pyclass(frozen, module = "shmcache._core")]
 struct Cache {
     /// Either a handle that follows the LOCATION's name (normal use) or a
@@ -225,9 +243,14 @@ impl Cache {
         let now = clock::now_ms();
         let c = self.cache(now);
         let h = c.hash(key);
-        // Lock-free first; the value is copied straight into a Python object.
-        if let Some(r) = c.shard_for(h).get_optimistic(key, h, now, |e, v| out(py, e, v)) {
-            return Ok(r);
+        // Lock-free first. The bytes read may be changing under us until the
+        // seq check after `racy_out` validates them, so only copies are made
+        // there (bytes, int); a str is decoded from a private copy afterwards.
+        if let Some(r) = c.shard_for(h).get_optimistic(key, h, now, |e, v| racy_out(py, e, v)) {
+            return Ok(r.map(|r| match r {
+                Racy::Done(obj) => obj,
+                Racy::Copied(e, v) => out(py, e, &v),
+            }));
         }
         match c.with_shard(h, Wait::No, |g| g.get(key, h, now, |e, v| out(py, e, v))) {
             Err(Error::WouldBlock) => {

@@ -225,3 +225,36 @@ def test_small_tmpfs_gives_error_not_sigbus():
     assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)  # -7 would be SIGBUS
     assert p.stdout.startswith("ERROR:"), p.stdout + p.stderr
     assert "SIZE" in p.stdout and "/dev/shm" in p.stdout, p.stdout
+
+
+def _str_writer(name, stop):
+    c = shmcache.Cache(name, size="1MB", max_item_size="64KB", shards=1)
+    i = 0
+    while not stop.is_set():
+        for k in range(40):
+            c.set(f"s{k}", chr(0x4E00 + (i + k) % 2000) * (3000 + (i * 7 + k) % 9000))
+        i += 1
+
+
+def test_lock_free_str_reads_under_concurrent_writes(name):
+    """Regression: a lock-free get of a str racing a writer must never raise
+    (it once decoded shared memory that was changing) nor return a torn str."""
+    c = shmcache.Cache(name, size="1MB", max_item_size="64KB", shards=1)
+    stop = FORK.Event()
+    writers = [FORK.Process(target=_str_writer, args=(name, stop)) for _ in range(2)]
+    for p in writers:
+        p.start()
+    reads = 0
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            for k in range(40):
+                v = c.get(f"s{k}")
+                if v is not None:
+                    assert len(set(v)) == 1, "torn str"
+                    reads += 1
+    finally:
+        stop.set()
+        for p in writers:
+            p.join(30)
+    assert reads > 100

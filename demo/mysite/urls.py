@@ -8,4 +8,7 @@ urlpatterns = [
     path("get/<str:key>", views.get_value),
     path("incr/<str:key>", views.incr),
     path("stats", views.stats),
+    # chaos views: 404 unless SHMCACHE_DEMO_CHAOS=1
+    path("sleep/<str:seconds>", views.sleep),
+    path("pauseset/<str:key>/<int:ms>", views.pause_set),
 ]

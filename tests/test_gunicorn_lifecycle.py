@@ -1,0 +1,369 @@
+"""Servers' lifecycles around one shared segment: gunicorn with and without
+--preload, HUP reload, USR2 upgrade (old and new masters side by side), a
+worker SIGKILLed or recycled, a full master restart; uWSGI (prefork and
+--lazy-apps) and uvicorn --workers 2 attach and share.
+
+The cache must outlive every worker and master: values written before are
+read after, and the segment in /dev/shm keeps its inode throughout.
+
+uWSGI and uvicorn come from tests/requirements-lifecycle.txt; their tests
+are skipped when they are not installed.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gunicorn")
+
+TESTS = Path(__file__).resolve().parent
+DEMO = TESTS.parent / "demo"
+sys.path.insert(0, str(DEMO))
+
+import shmcache  # noqa: E402
+from gunicorn_util import Gunicorn, GunicornError, _no_control_socket, free_port, listening_socket  # noqa: E402
+
+WORKERS = 2
+
+
+@pytest.fixture
+def location():
+    name = f"life-srv-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    yield name
+    shmcache.destroy(name)
+
+
+def seg_inode(location: str) -> int:
+    return os.stat("/dev/shm" + shmcache.segment_name(location)).st_ino
+
+
+def wait_for(cond, timeout: float, what: str, every: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = cond()
+        if r:
+            return r
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def children(pid: int) -> set[int]:
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.add(int(stat.parent.name))
+    return out
+
+
+def write_values(server, n: int, tag: str) -> dict:
+    values = {f"lc{i}": f"{tag}-{i}" for i in range(n)}
+    for r in server.get_many([f"/set/{k}/{v}" for k, v in values.items()], concurrency=4):
+        assert r["value"] == values[r["key"]]
+    return values
+
+
+def assert_values(server, values: dict) -> set[int]:
+    """Every value reads back (4 at a time, so several workers answer);
+    returns the pids that answered."""
+    keys = list(values)
+    pids = set()
+    for k, r in zip(keys, server.get_many([f"/get/{k}" for k in keys], concurrency=4)):
+        assert r["value"] == values[k], f"pid {r['pid']} read {k}={r['value']!r}, expected {values[k]!r}"
+        pids.add(r["pid"])
+    return pids
+
+
+def pids_answering(server, n: int = 24) -> set[int]:
+    return {r["pid"] for r in server.get_many(["/stats"] * n, concurrency=4)}
+
+
+class Server(Gunicorn):
+    """Any HTTP server command, with Gunicorn's readiness, stop and HTTP
+    helpers. `cmd(fd, port)` gives the argv; the socket bound on `port` is
+    passed as `fd` (or closed first if `pass_socket` is False)."""
+
+    def __init__(self, location, cmd, pass_socket=True, env=None, startup_timeout=40.0):
+        super().__init__(location, workers=WORKERS, env=env, startup_timeout=startup_timeout)
+        self.cmd = cmd
+        self.pass_socket = pass_socket
+
+    def start(self):
+        for attempt in range(3):
+            try:
+                return self._start()
+            except GunicornError as e:  # lost the race for a port that was free a moment ago
+                if self.pass_socket or "in use" not in str(e) or attempt == 2:
+                    raise
+
+    def _start(self):
+        env = dict(os.environ)
+        env.update(
+            SHMCACHE_DEMO_LOCATION=self.location,
+            SHMCACHE_APP_LOCATION=self.location,
+            DJANGO_SETTINGS_MODULE="mysite.settings",
+            PYTHONPATH=os.pathsep.join(filter(None, [str(DEMO), str(TESTS), env.get("PYTHONPATH")])),
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.extra_env)
+        self._log = tempfile.TemporaryFile(mode="w+b", prefix="shmcache-server-")
+        if self.pass_socket:
+            sock = listening_socket()
+            self.port = sock.getsockname()[1]
+            fds = (sock.fileno(),)
+            cmd = self.cmd(sock.fileno(), self.port)
+        else:  # the server binds the address itself (a port free a moment ago)
+            sock, fds = None, ()
+            self.port = free_port()
+            cmd = self.cmd(None, self.port)
+        try:
+            self.proc = subprocess.Popen(cmd, cwd=TESTS, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                         pass_fds=fds, start_new_session=True)
+        finally:
+            if sock is not None:
+                sock.close()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+
+def gunicorn_cmd(*extra, bind_address=False, script=False):
+    def cmd(fd, port):
+        bind = f"127.0.0.1:{port}" if bind_address else f"fd://{fd}"
+        exe = [str(Path(sys.executable).parent / "gunicorn")] if script else [sys.executable, "-m", "gunicorn"]
+        return [*exe, "--bind", bind, "--workers", str(WORKERS), "--pythonpath", str(DEMO),
+                "--graceful-timeout", "5", "--timeout", "30", *_no_control_socket(), *extra, "mysite.wsgi:application"]
+
+    return cmd
+
+
+# ---------------------------------------------------------------- gunicorn
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["no-preload", "preload"])
+def test_gunicorn_workers_share_with_and_without_preload(location, preload):
+    extra = ("--preload", "-c", str(TESTS / "gunicorn_conf_master_attach.py")) if preload else ()
+    with Gunicorn(location, workers=WORKERS, extra_args=extra) as g:
+        values = write_values(g, 12, "pre" if preload else "nopre")
+        readers = assert_values(g, values)
+        for k, v in list(values.items())[:3]:  # each read by a worker other than its writer too
+            writer = g.get(f"/set/{k}/{v}x")["pid"]
+            r = g.get_from_other_pid(f"/get/{k}", not_pid=writer)
+            assert r["value"] == v + "x"
+            readers.add(r["pid"])
+        assert len(readers) >= 2
+        assert g.get("/stats")["stats"]["segment"] == shmcache.segment_name(location)
+        if preload:
+            # the master attached before forking; every worker sees what it wrote
+            master = g.master_pid
+            for r in g.get_many(["/get/master-attached"] * 8):
+                assert r["value"] == master and r["pid"] != master
+        inode = seg_inode(location)
+    # the segment outlives the server
+    assert seg_inode(location) == inode
+
+
+def test_gunicorn_hup_reload_keeps_the_cache(location):
+    with Gunicorn(location, workers=WORKERS) as g:
+        values = write_values(g, 10, "hup")
+        for i in range(1, 4):
+            assert g.get("/incr/hits")["value"] == i
+        inode = seg_inode(location)
+        old = g.worker_pids()
+        assert len(old) == WORKERS
+        g.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(g.worker_pids()) == WORKERS and not (g.worker_pids() & old), 40, "new workers after HUP")
+        readers = assert_values(g, values)
+        assert not readers & old, "answered by a worker from before the reload"
+        assert g.get("/incr/hits")["value"] == 4
+        assert g.proc.poll() is None
+        assert seg_inode(location) == inode
+        assert g.get("/stats")["stats"]["lock_recoveries"] == 0
+
+
+def test_gunicorn_usr2_upgrade_old_and_new_masters_share(location):
+    # USR2 re-execs the master with its own argv, which gets its listeners
+    # from GUNICORN_FD. With --bind fd://N the new master would look for fd N
+    # again, so bind an address here; and run the `gunicorn` script: re-exec
+    # of `python -m gunicorn` runs gunicorn/__main__.py as a script, whose
+    # directory then shadows the stdlib `http` package.
+    if not (Path(sys.executable).parent / "gunicorn").exists():
+        pytest.skip("no gunicorn script beside this interpreter")
+    s = Server(location, gunicorn_cmd(bind_address=True, script=True), pass_socket=False)
+    new_master = None
+    try:
+        s.start()
+        old_master = s.master_pid
+        values = write_values(s, 10, "usr2")
+        inode = seg_inode(location)
+        old_workers = children(old_master)
+        assert len(old_workers) == WORKERS
+
+        s.proc.send_signal(signal.SIGUSR2)
+
+        def new_master_ready():
+            # the new master is the old one's child (fork + exec) that has workers
+            for pid in children(old_master) - old_workers:
+                if len(children(pid)) >= WORKERS:
+                    return pid
+
+        new_master = wait_for(new_master_ready, 40, "the new master and its workers")
+        new_workers = children(new_master)
+
+        # Side by side: both generations answer on the socket, on one cache.
+        def both_answer():
+            seen = pids_answering(s, 16)
+            return seen & old_workers and seen & new_workers
+
+        wait_for(both_answer, 40, "answers from old and new workers", every=0)
+        # A value written through one generation is read through the other.
+        for i in range(4):
+            w = s.get(f"/set/side{i}/v{i}")
+            other = new_workers if w["pid"] in old_workers else old_workers
+
+            def read_by_other():
+                for r in s.get_many([f"/get/side{i}"] * 8):
+                    if r["pid"] in other:
+                        return r
+
+            r = wait_for(read_by_other, 30, "a read from the other generation", every=0)
+            assert r["value"] == f"v{i}"
+        assert_values(s, values)
+        assert seg_inode(location) == inode
+
+        # Retire the old master: its workers stop, the new generation serves.
+        s.proc.send_signal(signal.SIGTERM)
+        s.proc.wait(20)
+        wait_for(lambda: not any(pid_alive(p) for p in old_workers), 20, "the old workers to exit")
+        assert pid_alive(new_master)
+        readers = assert_values(s, values)
+        assert readers <= children(new_master)
+        assert seg_inode(location) == inode
+    finally:
+        if new_master and pid_alive(new_master):
+            os.kill(new_master, signal.SIGTERM)
+            try:
+                wait_for(lambda: not pid_alive(new_master), 15, "the new master to stop")
+            except AssertionError:
+                os.kill(new_master, signal.SIGKILL)
+        s.stop()
+
+
+def test_gunicorn_worker_killed_or_recycled_and_master_restarted(location):
+    values = {}
+    with Gunicorn(location, workers=WORKERS, extra_args=("--max-requests", "6", "--max-requests-jitter", "2")) as g:
+        values = write_values(g, 10, "gen1")
+        inode = seg_inode(location)
+        before = g.worker_pids()
+        # max-requests recycles workers: the values stay
+        pids = set()
+        for _ in range(4):
+            pids |= assert_values(g, values)
+        assert len(pids | before) > WORKERS, "no worker was recycled"
+        # a worker SIGKILLed: gunicorn replaces it; the values stay
+        victim = next(iter(g.worker_pids()))
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: victim not in g.worker_pids() and len(g.worker_pids()) == WORKERS, 30, "a replacement worker")
+        assert_values(g, values)
+        assert seg_inode(location) == inode
+    # the master stopped: the segment stays, with its values
+    assert seg_inode(location) == inode
+    with Gunicorn(location, workers=WORKERS) as g2:
+        assert_values(g2, values)
+        assert g2.get("/incr/after-restart")["value"] == 1
+        assert seg_inode(location) == inode
+        assert g2.get("/stats")["stats"]["items"] >= len(values)
+
+
+# ---------------------------------------------------------------- uWSGI
+
+
+def _uwsgi() -> str | None:
+    venv = Path(sys.executable).parent / "uwsgi"
+    return str(venv) if venv.exists() else shutil.which("uwsgi")
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["prefork", "lazy-apps"])
+def test_uwsgi_workers_attach_and_share(location, lazy):
+    uwsgi = _uwsgi()
+    if uwsgi is None:
+        pytest.skip("uWSGI is not installed (pip install -r tests/requirements-lifecycle.txt)")
+
+    def cmd(fd, port):
+        return [uwsgi, "--master", "--processes", str(WORKERS), "--http-socket", f"127.0.0.1:{port}",
+                "--module", "lifecycle_app:application", "--pythonpath", str(TESTS), "--virtualenv", sys.prefix,
+                "--need-app", "--die-on-term", "--disable-logging", "--strict", *(["--lazy-apps"] if lazy else [])]
+
+    with Server(location, cmd, pass_socket=False) as s:
+        infos = {}
+        wait_for(lambda: len(infos) >= WORKERS or infos.update({i["pid"]: i for i in s.get_many(["/info"] * 8)}),
+                 30, "answers from both uWSGI workers", every=0)
+        assert len(infos) >= WORKERS
+        for pid, info in infos.items():
+            assert info["inode"] == seg_inode(location)
+            if lazy:
+                assert info["import_pid"] == pid  # each worker attached itself
+            else:
+                assert info["import_pid"] == s.master_pid != pid  # attached in the master, then forked
+        values = write_values(s, 10, "uwsgi")
+        assert len(assert_values(s, values) | set(infos)) >= 2
+        writer = s.get("/set/x/1")["pid"]
+        assert s.get_from_other_pid("/get/x", not_pid=writer)["value"] == "1"
+        for i in range(1, 6):
+            assert s.get("/incr/n")["value"] == i
+        inode = seg_inode(location)
+    with Server(location, cmd, pass_socket=False) as s2:  # restarted: the same segment, the same values
+        assert_values(s2, values)
+        assert seg_inode(location) == inode
+
+
+# ---------------------------------------------------------------- uvicorn
+
+
+def test_uvicorn_workers_attach_and_share(location):
+    pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install -r tests/requirements-lifecycle.txt)")
+
+    def cmd(fd, port):
+        return [sys.executable, "-m", "uvicorn", "lifecycle_app:app", "--workers", str(WORKERS), "--port", str(port),
+                "--host", "127.0.0.1", "--app-dir", str(TESTS), "--log-level", "warning", "--no-access-log"]
+
+    with Server(location, cmd, pass_socket=False) as s:
+        infos = {}
+        wait_for(lambda: len(infos) >= WORKERS or infos.update({i["pid"]: i for i in s.get_many(["/info"] * 8)}),
+                 30, "answers from both uvicorn workers", every=0)
+        for pid, info in infos.items():
+            assert info["import_pid"] == pid  # spawned workers each attach
+            assert info["inode"] == seg_inode(location)
+        values = write_values(s, 10, "asgi")
+        assert_values(s, values)
+        writer = s.get("/set/x/1")["pid"]
+        assert s.get_from_other_pid("/get/x", not_pid=writer)["value"] == "1"
+        for i in range(1, 6):
+            assert s.get("/incr/n")["value"] == i
+        inode = seg_inode(location)
+    with Server(location, cmd, pass_socket=False) as s2:
+        assert_values(s2, values)
+        assert s2.get("/incr/n")["value"] == 6
+        assert seg_inode(location) == inode
