@@ -1,20 +1,34 @@
 //! The Rust core alone, on one core, without Python: gets/s and sets/s.
 //!
-//!     cargo run --release --example core_bench            # ~10 s
-//!     cargo run --release --example core_bench -- --quick # well under a second
+//!     cargo run --release --example core_bench            # ~25 s
+//!     cargo run --release --example core_bench -- --quick # about a second
 //!
 //! Prints one JSON object. `bench/run.py` runs it and puts the numbers into
 //! docs/benchmarks.md. A criterion-free measurement (no dev-dependency): each
 //! figure is the median of 5 timed rounds of at least `min_round` each.
 //!
+//! Gets are measured through both public copy-free paths: `get_with` (the
+//! lock-free seqlock read the Python layer uses, falling back to the lock)
+//! and `with_shard` + `ShardGuard::get` (always under the shard lock).
+//!
 //! Workload: 100,000 keys of 12 bytes with 100-byte values in a 256 MB cache
-//! (MAX_ITEM_SIZE 1 MB, auto shards), touched in a shuffled order so the
-//! working set (~17 MB with index) lives in L3/RAM rather than L1; plus a
-//! "hot" variant over 1,000 keys (L1/L2-resident), which is the best case.
+//! (MAX_ITEM_SIZE 1 MB, auto shards). The keys to look up are laid out one
+//! after the other in the order they are used (a "stream"), so fetching the
+//! next key costs the benchmark nothing and what is measured is the cache's
+//! own work and memory traffic. Orders: shuffled (the items are all over
+//! the ~17 MB of records and index, so most gets miss the CPU caches), the
+//! order the keys were stored (each shard's log read front to back), and
+//! 1,000 hot keys (everything in L1/L2: the best case).
+//!
+//! `--profile-get N [--locked]` runs just N shuffled gets in `profile_gets`,
+//! for `valgrind --tool=callgrind --toggle-collect='*profile_gets*'`.
 
 use shmcache::{clock, ShmCache, Wait, ENC_BYTES};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
+
+const KEY_LEN: usize = 12;
+type Key = [u8; KEY_LEN];
 
 struct Rng(u64);
 impl Rng {
@@ -27,9 +41,14 @@ impl Rng {
     }
 }
 
-fn shuffled(n: usize, rng: &mut Rng) -> Vec<usize> {
-    let mut v: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
+fn key(prefix: &str, i: usize) -> Key {
+    let s = format!("{prefix}:{i:08}");
+    s.as_bytes().try_into().expect("12-byte key")
+}
+
+fn shuffled(keys: &[Key], rng: &mut Rng) -> Vec<Key> {
+    let mut v = keys.to_vec();
+    for i in (1..v.len()).rev() {
         v.swap(i, (rng.next() % (i as u64 + 1)) as usize);
     }
     v
@@ -57,8 +76,47 @@ fn measure(min_round: Duration, ops_per_pass: usize, mut pass: impl FnMut()) -> 
     rates[2]
 }
 
+#[inline(always)]
+fn get_free(cache: &ShmCache, stream: &[Key]) {
+    for k in stream {
+        let now = clock::now_ms();
+        black_box(cache.get_with(k, now, |_enc, v| v.len()).unwrap());
+    }
+}
+
+#[inline(always)]
+fn get_locked(cache: &ShmCache, stream: &[Key]) {
+    for k in stream {
+        let hash = cache.hash(k);
+        let now = clock::now_ms();
+        black_box(cache.with_shard(hash, Wait::Bounded, |g| g.get(k, hash, now, |_enc, v| v.len())).unwrap());
+    }
+}
+
+/// The get loop alone, not inlined, so that a profiler can collect just it.
+#[inline(never)]
+fn profile_gets(cache: &ShmCache, stream: &[Key], n: usize, locked: bool) -> usize {
+    let mut total = 0;
+    for j in 0..n {
+        let k = &stream[j % stream.len()];
+        let now = clock::now_ms();
+        let r = if locked {
+            let hash = cache.hash(k);
+            cache.with_shard(hash, Wait::Bounded, |g| g.get(k, hash, now, |_enc, v| v.len()))
+        } else {
+            cache.get_with(k, now, |_enc, v| v.len())
+        };
+        total += black_box(r.unwrap().unwrap());
+    }
+    total
+}
+
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let profile_locked = args.iter().any(|a| a == "--locked");
+    let profile_n: Option<usize> =
+        args.iter().position(|a| a == "--profile-get").map(|i| args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(200_000));
     let min_round = if quick { Duration::from_millis(20) } else { Duration::from_millis(400) };
     let n = if quick { 20_000 } else { 100_000 };
     let hot_n = 1_000;
@@ -67,58 +125,57 @@ fn main() {
     let location = format!("core-bench-{}", std::process::id());
     let cache = ShmCache::open(&location, &cfg, Duration::from_millis(100)).expect("open segment");
     let value = vec![b'v'; 100];
-    let keys: Vec<Vec<u8>> = (0..n).map(|i| format!("key:{i:08}").into_bytes()).collect();
-    let miss_keys: Vec<Vec<u8>> = (0..n).map(|i| format!("nok:{i:08}").into_bytes()).collect();
+    let keys: Vec<Key> = (0..n).map(|i| key("key", i)).collect();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let order = shuffled(n, &mut rng);
-    let hot_order = shuffled(hot_n, &mut rng);
+    let stream = shuffled(&keys, &mut rng);
+    let miss_stream: Vec<Key> = (0..n).map(|i| key("nok", i)).collect::<Vec<_>>();
+    let miss_stream = shuffled(&miss_stream, &mut rng);
+    let hot = shuffled(&keys[..hot_n], &mut rng);
 
     for k in &keys {
         assert!(cache.set(k, ENC_BYTES, &value, 0).expect("set"));
     }
+    // Read everything once: an item is marked visited on its first (locked)
+    // read; later reads of it can take the lock-free path.
+    for k in &keys {
+        black_box(cache.get(k).unwrap().unwrap());
+    }
 
-    // set: overwrite existing keys (the steady state of a cache), shuffled order.
+    if let Some(count) = profile_n {
+        let total = profile_gets(&cache, &stream, count, profile_locked);
+        println!("{{\"profile_gets\": {count}, \"locked\": {profile_locked}, \"bytes\": {total}}}");
+        let name = cache.name().to_string();
+        drop(cache);
+        shmcache::segment::destroy(&name).expect("destroy segment");
+        return;
+    }
+
+    // Before any overwrite, the stored order is each shard's log front to back.
+    let gets_seq = measure(min_round, n, || get_free(&cache, &keys));
+
+    // set: overwrite existing keys (the steady state of a cache), shuffled.
     let sets = measure(min_round, n, || {
-        for &i in &order {
-            black_box(cache.set(&keys[i], ENC_BYTES, &value, 0).unwrap());
+        for k in &stream {
+            black_box(cache.set(k, ENC_BYTES, &value, 0).unwrap());
         }
     });
 
-    // get via the copying API (allocates a Vec per hit, as the Python layer's
-    // contended path does).
+    let gets = measure(min_round, n, || get_free(&cache, &stream));
+    let gets_hot = measure(min_round, hot_n, || get_free(&cache, &hot));
+    let gets_locked = measure(min_round, n, || get_locked(&cache, &stream));
+    let gets_locked_hot = measure(min_round, hot_n, || get_locked(&cache, &hot));
+    let gets_miss = measure(min_round, n, || get_free(&cache, &miss_stream));
+    // The copying API (a Vec per hit).
     let gets_copy = measure(min_round, n, || {
-        for &i in &order {
-            black_box(cache.get(&keys[i]).unwrap().unwrap());
-        }
-    });
-
-    // Copy-free get: hash, lock the shard, probe, look at the value in place.
-    let get_nocopy = |ord: &[usize]| {
-        for &i in ord {
-            let key = &keys[i];
-            let hash = cache.hash(key);
-            let now = clock::now_ms();
-            let r = cache.with_shard(hash, Wait::Bounded, |g| g.get(key, hash, now, |_enc, v| v.len()));
-            black_box(r.unwrap().unwrap());
-        }
-    };
-    let gets = measure(min_round, n, || get_nocopy(&order));
-    let gets_hot = measure(min_round, hot_n, || get_nocopy(&hot_order));
-
-    let gets_miss = measure(min_round, n, || {
-        for &i in &order {
-            let key = &miss_keys[i];
-            let hash = cache.hash(key);
-            let now = clock::now_ms();
-            let r = cache.with_shard(hash, Wait::Bounded, |g| g.get(key, hash, now, |_enc, v| v.len()));
-            black_box(r.unwrap());
+        for k in &stream {
+            black_box(cache.get(k).unwrap());
         }
     });
 
     // The pieces of a get, to see where its time goes.
     let hash_only = measure(min_round, n, || {
-        for &i in &order {
-            black_box(cache.hash(black_box(&keys[i])));
+        for k in &stream {
+            black_box(cache.hash(black_box(k)));
         }
     });
     let now_only = measure(min_round, n, || {
@@ -127,21 +184,26 @@ fn main() {
         }
     });
     let lock_only = measure(min_round, n, || {
-        for &i in &order {
-            let hash = cache.hash(&keys[i]);
+        for k in &stream {
+            let hash = cache.hash(k);
             black_box(cache.with_shard(hash, Wait::Bounded, |_g| Ok(())).unwrap());
         }
     });
 
+    // Sanity: every key must still be there (nothing was evicted), and the
+    // item count in the stats must agree.
+    let now = clock::now_ms();
+    let present = keys.iter().filter(|k| cache.get_with(&k[..], now, |_e, _v| ()).unwrap().is_some()).count();
     let st = cache.stats();
     let ns = |r: f64| 1e9 / r;
     println!(
-        "{{\"gets_per_sec\": {gets:.0}, \"gets_hot_per_sec\": {gets_hot:.0}, \"gets_copy_per_sec\": {gets_copy:.0}, \
-         \"gets_miss_per_sec\": {gets_miss:.0}, \"sets_per_sec\": {sets:.0}, \
+        "{{\"gets_per_sec\": {gets:.0}, \"gets_hot_per_sec\": {gets_hot:.0}, \"gets_seq_per_sec\": {gets_seq:.0}, \
+         \"gets_locked_per_sec\": {gets_locked:.0}, \"gets_locked_hot_per_sec\": {gets_locked_hot:.0}, \
+         \"gets_copy_per_sec\": {gets_copy:.0}, \"gets_miss_per_sec\": {gets_miss:.0}, \"sets_per_sec\": {sets:.0}, \
          \"ns_per_get\": {:.1}, \"ns_per_set\": {:.1}, \
          \"ns_hash\": {:.1}, \"ns_now_ms\": {:.1}, \"ns_hash_lock_unlock\": {:.1}, \
-         \"keys\": {n}, \"hot_keys\": {hot_n}, \"value_bytes\": {}, \"shards\": {}, \"items\": {}, \"evictions\": {}, \
-         \"quick\": {quick}}}",
+         \"keys\": {n}, \"hot_keys\": {hot_n}, \"value_bytes\": {}, \"shards\": {}, \"items\": {}, \"keys_present\": {present}, \
+         \"evictions\": {}, \"quick\": {quick}}}",
         ns(gets),
         ns(sets),
         ns(hash_only),
