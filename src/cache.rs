@@ -275,12 +275,15 @@ impl ShmCache {
             shards: self.geo.nshards,
             ..Stats::default()
         };
+        // Read without the locks from shared memory: a damaged shard (wiped at
+        // its next lock) may hold any values, so no sum may overflow (a panic
+        // with overflow checks). Counters wrap like the counters themselves.
         for sh in &self.shards {
-            s.items += sh.items();
-            s.bytes_used += sh.live_bytes();
+            s.items = s.items.saturating_add(sh.items());
+            s.bytes_used = s.bytes_used.saturating_add(sh.live_bytes());
             s.bytes_capacity += sh.capacity();
             for c in 0..N_COUNTERS {
-                s.counters[c] += sh.header().counters.get(c);
+                s.counters[c] = s.counters[c].wrapping_add(sh.header().counters.get(c));
             }
         }
         s.bytes_free = s.bytes_capacity.saturating_sub(s.bytes_used);

@@ -525,3 +525,133 @@ fn lock_free_get_defers_bookkeeping_to_the_lock() {
     drop(g);
     assert_eq!(sh.get_optimistic(k, h, now, |_, v| v.to_vec()), Some(Some(b"v".to_vec())));
 }
+
+/// Regression (found by fuzz_model's corruption harness): an index slot whose
+/// offset half was damaged to 0 (tag intact) made `entry_off` compute 0 - 1:
+/// a panic wherever overflow checks are on (debug builds, cargo fuzz). It
+/// must be detected as corruption instead: the shard is wiped, a miss results.
+#[test]
+fn damaged_index_slot_with_zero_offset_is_corruption_not_a_panic() {
+    let c = cache(2 << 20, 4096);
+    let g = *c.geometry();
+    let k = b"victim";
+    let h = c.hash(k);
+    c.set(k, ENC_BYTES, b"v", 0).unwrap();
+    let index = g.shard_offset(c.shard_of(h) as u64) + crate::layout::SHARD_HEADER_SIZE;
+    let mut damaged = 0;
+    for i in 0..g.index_cap {
+        // SAFETY: slot i of this shard's index lies inside our mapping; a stray writer.
+        unsafe {
+            let p = c.segment().base().add((index + i * 8) as usize).cast::<u64>();
+            if p.read() >> 32 == h & 0xffff_ffff {
+                p.write(p.read() & !0xffff_ffff);
+                damaged += 1;
+            }
+        }
+    }
+    assert_eq!(damaged, 1);
+    let wipes = c.stats().counter(Counter::ShardWipes);
+    assert_eq!(get(&c, k), None);
+    assert_eq!(c.stats().counter(Counter::ShardWipes), wipes + 1, "damage must wipe the shard");
+    c.verify().unwrap();
+    c.set(k, ENC_BYTES, b"again", 0).unwrap();
+    assert_eq!(get(&c, k), Some(b"again".to_vec()));
+}
+
+/// Regression (fuzz_model corruption harness): `stats()` reads every shard's
+/// counts and counters without the locks; damaged ones made its sums
+/// overflow (a panic with overflow checks). They must saturate/wrap, and the
+/// damaged shard is wiped at its next lock.
+#[test]
+fn stats_of_a_damaged_shard_do_not_overflow() {
+    let c = cache(2 << 20, 4096);
+    let g = *c.geometry();
+    assert!(g.nshards > 1);
+    for i in 0..2 {
+        c.shard(i).header().counters.add(Counter::Hits, u64::MAX - 1);
+        // SAFETY: the shard header's `items` word (offset 104, checked) lies in our mapping.
+        unsafe {
+            let p = c.segment().base().add((g.shard_offset(i as u64) + 104) as usize).cast::<u64>();
+            assert_eq!(p.read(), c.shard(i).items());
+            p.write(u64::MAX);
+        }
+    }
+    let s = c.stats();
+    assert_eq!(s.items, u64::MAX);
+    for i in 0..g.nshards as usize {
+        drop(c.shard(i).lock(None).unwrap()); // insane counts: wiped here
+    }
+    assert_eq!(c.stats().items, 0);
+    c.verify().unwrap();
+}
+
+/// Regression (fuzz_model corruption harness): `verify()` passed a shard
+/// whose index held a slot pointing at no live record, or whose log held a
+/// record of unknown kind; the damage surfaced later as a wipe. Both are
+/// reported now.
+#[test]
+fn verify_sees_stray_index_slots_and_unknown_record_kinds() {
+    let c = cache(2 << 20, 4096);
+    let g = *c.geometry();
+    for i in 0..50u32 {
+        c.set(&i.to_le_bytes(), ENC_BYTES, b"value", 0).unwrap();
+    }
+    c.delete(&7u32.to_le_bytes()).unwrap(); // a dead record at a known key's place
+    c.verify().unwrap();
+    let base = c.segment().base();
+    let index = g.shard_offset(0) + crate::layout::SHARD_HEADER_SIZE;
+    // SAFETY: slots of shard 0's index, inside our mapping; a stray writer.
+    let slot = |i: u64| unsafe { base.add((index + i * 8) as usize).cast::<u64>() };
+    let empty = (0..g.index_cap).find(|&i| unsafe { slot(i).read() } == 0).unwrap();
+    unsafe { slot(empty).write(crate::table::entry(0xdead_beef, 8)) };
+    match c.verify() {
+        Err(Error::Corrupt(m)) => assert!(m.contains("index"), "{m}"),
+        r => panic!("stray slot not seen: {r:?}"),
+    }
+    unsafe { slot(empty).write(0) };
+    c.verify().unwrap();
+    // A dead record whose kind byte was damaged.
+    let h = c.hash(&7u32.to_le_bytes());
+    let s = c.shard_of(h) as u64;
+    let log = g.shard_offset(s) + crate::layout::SHARD_HEADER_SIZE + g.index_cap * 8;
+    let kinds: Vec<u64> = (0..g.data_size / 8)
+        // SAFETY: reads of the shard's log, inside our mapping.
+        .filter(|&w| unsafe { *base.add((log + w * 8) as usize) } == crate::alloc::KIND_DEAD
+            && unsafe { base.add((log + w * 8 + 4) as usize).cast::<u32>().read() } == crate::layout::rec_size(4, 5) as u32)
+        .collect();
+    assert_eq!(kinds.len(), 1, "exactly one dead record");
+    unsafe { *base.add((log + kinds[0] * 8) as usize) = 9 };
+    match c.verify() {
+        Err(Error::Corrupt(m)) => assert!(m.contains("kind"), "{m}"),
+        r => panic!("unknown kind not seen: {r:?}"),
+    }
+}
+
+/// Regression (fuzz_model corruption harness): a damaged sweep cursor past
+/// the head (or inside a record) passed `verify()`, then made the sweep read
+/// a record header mid-record once the head moved on: a wipe long after
+/// verify said the shard was sound. `verify()` reports it now.
+#[test]
+fn verify_sees_a_damaged_sweep_cursor() {
+    let c = cache(2 << 20, 4096);
+    let g = *c.geometry();
+    let keys: Vec<[u8; 4]> = (0..2000u32).map(|i| i.to_le_bytes()).filter(|k| c.shard_of(c.hash(k)) == 0).take(20).collect();
+    for k in &keys {
+        c.set(k, ENC_BYTES, &[1u8; 100], 0).unwrap();
+    }
+    c.verify().unwrap();
+    // SAFETY: words of shard 0's header (offsets checked against `items`), inside our mapping.
+    let word = |off: u64| unsafe { c.segment().base().add((g.shard_offset(0) + off) as usize).cast::<u64>() };
+    assert_eq!(unsafe { word(104).read() }, c.shard(0).items(), "ShardHeader layout changed");
+    let (head, tail, cursor) = unsafe { (word(80).read(), word(88).read(), word(96).read()) };
+    assert_eq!(head - tail, 20 * crate::layout::rec_size(4, 100));
+    for bad in [head + 8, tail + 8] {
+        unsafe { word(96).write(bad) };
+        match c.verify() {
+            Err(Error::Corrupt(m)) => assert!(m.contains("cursor"), "{m}"),
+            r => panic!("cursor {bad} (head {head}) not seen: {r:?}"),
+        }
+    }
+    unsafe { word(96).write(cursor) };
+    c.verify().unwrap();
+}

@@ -557,8 +557,14 @@ impl<'a> ShardGuard<'a> {
         let size = log.size();
         let h = self.h();
         let (head, tail) = (h.head.load(Relaxed), h.tail.load(Relaxed));
+        // The sweep restarts from the tail when its cursor fell behind it, but
+        // trusts a cursor up to the head to sit on a record boundary (and one
+        // past the head would land inside records once the head moves on).
+        let cursor = h.cursor.load(Relaxed);
+        let mut cursor_ok = cursor < tail || cursor == head;
         let (mut items, mut bytes, mut cur) = (0u64, 0u64, tail);
         while cur < head {
+            cursor_ok |= cur == cursor;
             let phys = log.phys(cur);
             if size - phys < REC_HDR {
                 cur += size - phys;
@@ -566,7 +572,9 @@ impl<'a> ShardGuard<'a> {
             }
             let rh = log.hdr(phys)?;
             let len = rh.rec_len as u64;
-            if len < REC_HDR || len % 8 != 0 || phys + len > size {
+            // The checks reclaiming and sweeping make, so that a shard
+            // that passes here cannot fail them later.
+            if len < REC_HDR || len % 8 != 0 || phys + len > size || len > head - cur {
                 return Err(Error::Corrupt("bad record length"));
             }
             if rh.kind == KIND_LIVE {
@@ -574,11 +582,20 @@ impl<'a> ShardGuard<'a> {
                 self.shard.index().slot_of(rh.hash, phys)?;
                 items += 1;
                 bytes += len;
+            } else if rh.kind != KIND_DEAD && !(rh.kind == crate::alloc::KIND_WRAP && phys + len == size) {
+                return Err(Error::Corrupt("unknown record kind"));
             }
             cur += len;
         }
+        if !cursor_ok {
+            return Err(Error::Corrupt("sweep cursor inside a record"));
+        }
         if items != h.items.load(Relaxed) || bytes != h.live_bytes.load(Relaxed) {
             return Err(Error::Corrupt("header counts disagree with the log"));
+        }
+        // Every live record has its slot (above); no slot may point elsewhere.
+        if self.shard.index().occupied() != items {
+            return Err(Error::Corrupt("index entries without a live record"));
         }
         Ok((items, bytes))
     }

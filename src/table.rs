@@ -13,9 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub fn entry(hash: u64, off: u64) -> u64 {
     ((hash as u32 as u64) << 32) | (off / 8 + 1)
 }
+/// The log offset of a non-empty entry. Slots are untrusted: a damaged one
+/// (tag set, offset part 0) must not underflow (a panic with overflow checks);
+/// it wraps to an offset `Log::hdr` rejects as out of bounds.
 #[inline]
 pub fn entry_off(e: u64) -> u64 {
-    ((e & 0xffff_ffff) - 1) * 8
+    (e & 0xffff_ffff).wrapping_sub(1).wrapping_mul(8)
 }
 #[inline]
 fn entry_tag(e: u64) -> u32 {
@@ -115,6 +118,11 @@ impl<'a> Index<'a> {
             }
         }
         Err(Error::Corrupt("index has no empty slot"))
+    }
+
+    /// Number of non-empty slots (verification).
+    pub fn occupied(&self) -> u64 {
+        self.slots.iter().filter(|s| s.load(Relaxed) != 0).count() as u64
     }
 
     pub fn clear(&self) {

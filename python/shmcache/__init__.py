@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pickle
 import threading
-from typing import Any, Iterable, Mapping
+from collections.abc import Mapping
+from typing import Any, Iterable
 
 from . import _core
 from ._codec import encode, load
@@ -70,6 +72,20 @@ def destroy(location: str) -> bool:
 
 
 _DEFAULT = object()
+
+
+def _delta(delta: Any) -> int:
+    if type(delta) is not int:
+        raise TypeError(f"delta must be an integer, not {type(delta).__name__}")
+    return delta
+
+
+def _key_list(keys: Any) -> list:
+    """A list of keys from an iterable; a lone str or bytes is refused (it
+    would otherwise be taken as one key per character)."""
+    if isinstance(keys, (str, bytes)):
+        raise TypeError(f"expected an iterable of keys, not a single {type(keys).__name__} key")
+    return list(keys)
 _ENC_PICKLE = _core.ENC_PICKLE
 
 
@@ -111,8 +127,12 @@ class Cache:
             parse_int(shards, "shards", 0, 1024),
             parse_seconds(lock_timeout, "lock_timeout"),
         )
-        if default_timeout is not None and (isinstance(default_timeout, bool) or not isinstance(default_timeout, (int, float))):
-            raise ValueError(f"invalid default_timeout: {default_timeout!r}; give seconds or None")
+        if default_timeout is not None and (
+            isinstance(default_timeout, bool)
+            or not isinstance(default_timeout, (int, float))
+            or not math.isfinite(default_timeout)
+        ):
+            raise ValueError(f"invalid default_timeout: {default_timeout!r}; give a finite number of seconds or None")
         self.default_timeout = default_timeout
         self.pickle_protocol = parse_int(pickle_protocol, "pickle_protocol", 0, pickle.HIGHEST_PROTOCOL)
 
@@ -185,7 +205,7 @@ class Cache:
         return self._core.incr(key, delta)
 
     def decr(self, key: str | bytes, delta: int = 1) -> int:
-        return self._core.incr(key, -delta)
+        return self._core.incr(key, -_delta(delta))
 
     def has_key(self, key: str | bytes) -> bool:
         return self._core.has(key)
@@ -198,7 +218,7 @@ class Cache:
         return None if ms == -1 else 0 if ms == -2 else ms / 1000
 
     def get_many(self, keys: Iterable[str | bytes]) -> dict:
-        keys = list(keys)
+        keys = _key_list(keys)
         out = {}
         for key, v in zip(keys, self._core.get_many(keys)):
             if v is not None:
@@ -211,6 +231,8 @@ class Cache:
 
     def set_many(self, mapping: Mapping, timeout: Any = _DEFAULT) -> list:
         """Returns the keys that were not stored."""
+        if not isinstance(mapping, Mapping):
+            raise TypeError(f"set_many needs a mapping (a dict of key -> value), not {type(mapping).__name__}")
         t = self._timeout(timeout)
         keys = list(mapping)
         if t is not None and t <= 0:
@@ -227,7 +249,7 @@ class Cache:
         return failed
 
     def delete_many(self, keys: Iterable[str | bytes]) -> int:
-        return self._core.delete_many(list(keys))
+        return self._core.delete_many(_key_list(keys))
 
     def clear(self) -> None:
         self._core.clear()

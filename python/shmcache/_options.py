@@ -39,6 +39,8 @@ def parse_size(value: object, option: str) -> int:
         raise ValueError(f"invalid {option}: {value!r}; give a size such as 268435456 or '256MB'")
     if n <= 0:
         raise ValueError(f"invalid {option}: {value!r}; must be more than 0 bytes")
+    if n > 2**40:
+        raise ValueError(f"invalid {option}: {value!r}; at most 1 TiB is supported")
     return n
 
 

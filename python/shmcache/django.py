@@ -87,7 +87,12 @@ class SharedMemoryCache(BaseCache):
         """Relative seconds (None = never); <= 0 means do not keep."""
         if timeout is DEFAULT_TIMEOUT:
             timeout = self.default_timeout
-        return None if timeout is None else float(timeout)
+        if timeout is None:
+            return None
+        try:
+            return float(timeout)
+        except (TypeError, ValueError):
+            raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}") from None
 
     def _load(self, k: str, item: tuple, default: Any) -> Any:
         try:
@@ -186,6 +191,8 @@ class SharedMemoryCache(BaseCache):
             raise ValueError(f"Key '{key}' not found") from None
 
     def decr(self, key, delta=1, version=None):
+        if type(delta) is not int:
+            raise TypeError(f"delta must be an integer, not {type(delta).__name__}")
         return self.incr(key, -delta, version=version)
 
     def get_many(self, keys, version=None):
