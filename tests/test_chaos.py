@@ -50,7 +50,9 @@ def test_process_chaos_short(tmp_path):
 def test_chaos_checks_catch_injected_faults(tmp_path):
     """The checks are live: values torn, misplaced or expired on purpose, and
     an operation slower than its bound, are each counted and fail the run."""
-    p, r = run_chaos(tmp_path, "--seconds", "4", "--procs", "2", "--inject", "torn,foreign,expired,blocked")
+    # Few kills: an injected 0.35 s stall must usually live long enough to be timed.
+    p, r = run_chaos(tmp_path, "--seconds", "4", "--procs", "2", "--kill-rate", "1",
+                     "--inject", "torn,foreign,expired,blocked")
     report = f"\n{p.stdout}\n{p.stderr[-3000:]}"
     assert p.returncode == 1 and not r["pass"], report
     assert r["torn_values"] > 0, report
