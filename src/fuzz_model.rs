@@ -425,7 +425,8 @@ impl<'b, B: Backend> Model<'b, B> {
         let wipes = b.counter(Counter::ShardWipes);
         let max = b.geometry().max_item_size;
         let nkeys = if exact { NKEYS_EXACT } else { NKEYS_SMALL };
-        Model { b, exact, m: HashMap::new(), now: T0, max, wipes, step: 0, hits: 0, evictions0: 0, nkeys, room: usize::MAX, hot: 128, max_items: 0 }
+        let evictions0 = b.counter(Counter::Evictions);
+        Model { b, exact, m: HashMap::new(), now: T0, max, wipes, step: 0, hits: 0, evictions0, nkeys, room: usize::MAX, hot: 128, max_items: 0 }
     }
 
     fn live(&self, k: &[u8]) -> Option<&Item> {
@@ -447,8 +448,6 @@ impl<'b, B: Backend> Model<'b, B> {
     }
 
     fn run(mut self, inp: &mut Input) -> Report {
-        let evictions0 = self.b.counter(Counter::Evictions);
-        self.evictions0 = evictions0;
         while !inp.done() {
             self.step += 1;
             self.now += inp.below(4);
@@ -480,7 +479,7 @@ impl<'b, B: Backend> Model<'b, B> {
         Report {
             ops: self.step,
             hits: self.hits,
-            evictions: self.b.counter(Counter::Evictions) - evictions0,
+            evictions: self.b.counter(Counter::Evictions) - self.evictions0,
             max_items: self.max_items,
             ..Report::default()
         }

@@ -8,7 +8,10 @@ many times the cache's capacity so it evicts all the time. Every writer
 checks what it reads against what it wrote: a value read back is the latest
 version written to that key (whole, never torn or stale), never one
 deleted or past its TTL, and every set of a value within MAX_ITEM_SIZE
-returns True.
+returns True. Operation latencies are recorded; an operation that raises
+LockTimeout (the lock holder kept the lock past LOCK_TIMEOUT, as happens
+when a loaded host deschedules it) changed nothing and is counted and
+skipped; more than ``--max-lock-timeouts-ppm`` per million is a failure.
 
 Every ``--check-every`` seconds the writers pause (at a barrier, between
 operations) and the checker verifies:
@@ -87,9 +90,29 @@ def _writer(wid: int, args, pause, stop, barrier) -> dict:
     rnd = random.Random(args.seed * 1000 + wid)
     # key -> (version, value size, deadline after which it must be gone, or None); deleted keys -> None
     state: dict[bytes, tuple[int, int, float | None] | None] = {}
-    n = dict(sets=0, set_bytes=0, gets=0, hits=0, deletes=0, touches=0, ttl_sets=0, near_max=0, typed=0)
+    n = dict(sets=0, set_bytes=0, gets=0, hits=0, deletes=0, touches=0, ttl_sets=0, near_max=0, typed=0,
+             lock_timeouts=0, over_10ms=0, over_100ms=0, max_op_ms=0.0)
     keys = [b"w%d-%d" % (wid, i) for i in range(args.keys)]
     version = 0
+    skipped = object()
+
+    def call(fn, *a, **kw):
+        """One cache call, timed. A LockTimeout means a lock holder kept the
+        lock past LOCK_TIMEOUT (on a loaded host: descheduled while holding
+        it); the call changed nothing, so it is counted and skipped."""
+        t = time.perf_counter()
+        try:
+            return fn(*a, **kw)
+        except shmcache.LockTimeout:
+            n["lock_timeouts"] += 1
+            return skipped
+        finally:
+            ms = (time.perf_counter() - t) * 1000
+            if ms > n["max_op_ms"]:
+                n["max_op_ms"] = ms
+            if ms > 10:
+                n["over_10ms"] += 1
+                n["over_100ms"] += ms > 100
 
     def size_for(key: bytes) -> int:
         room = max_item - len(key)
@@ -123,12 +146,15 @@ def _writer(wid: int, args, pause, stop, barrier) -> dict:
                     n["ttl_sets"] += 1
                 if rnd.random() < 0.05:  # other value types go through encode/pickle
                     val: object = {"k": key, "v": version} if rnd.random() < 0.5 else version
-                    ok = c.set(key, val, timeout=ttl)
                     size = -1
-                    n["typed"] += 1
                 else:
                     val = value_for(key, version, size)
-                    ok = c.set(key, val, timeout=ttl)
+                ok = call(c.set, key, val, timeout=ttl)
+                if ok is skipped:
+                    continue
+                if size < 0:
+                    n["typed"] += 1
+                else:
                     n["set_bytes"] += size
                 if ok is not True:
                     raise Failure(f"set of {key!r} ({size} bytes, max item {max_item}) returned {ok!r}")
@@ -136,7 +162,9 @@ def _writer(wid: int, args, pause, stop, barrier) -> dict:
                 deadline = None if ttl is None else time.time() + ttl + 0.005
                 state[key] = (version, size, deadline)
             elif op < 0.85:  # get, checked against what this writer wrote last
-                got = c.get(key)
+                got = call(c.get, key)
+                if got is skipped:
+                    continue
                 n["gets"] += 1
                 st = state.get(key, None)
                 if got is None:
@@ -152,13 +180,16 @@ def _writer(wid: int, args, pause, stop, barrier) -> dict:
                     desc = got[:40] if isinstance(got, bytes) else got
                     raise Failure(f"get {key!r}: stale, torn or foreign value {desc!r} (latest version {ver})")
             elif op < 0.95:
-                c.delete(key)
+                if call(c.delete, key) is skipped:
+                    continue
                 n["deletes"] += 1
                 state[key] = None
             else:  # touch: a new TTL (or none) for a live key
                 st = state.get(key)
                 ttl = rnd.choice([None, 0.1, 2.0, 30.0])
-                if c.touch(key, ttl):
+                if (r := call(c.touch, key, ttl)) is skipped:
+                    continue
+                if r:
                     if st is None:
                         raise Failure(f"touch {key!r}: a deleted or never-written key was present")
                     state[key] = (st[0], st[1], None if ttl is None else time.time() + ttl + 0.005)
@@ -183,6 +214,8 @@ def main(argv=None) -> int:
     ap.add_argument("--location", default=None)
     ap.add_argument("--barrier-timeout", type=float, default=120.0)
     ap.add_argument("--max-rss-mb", type=int, default=256, help="fail if a writer's private memory ends above this")
+    ap.add_argument("--max-lock-timeouts-ppm", type=float, default=100,
+                    help="lock timeouts tolerated per million operations (a loaded host can deschedule a lock holder)")
     args = ap.parse_args(argv)
     args.seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     args.location = args.location or f"soak-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -318,6 +351,10 @@ def run(args) -> int:
         print(f"  gets               {tot['gets']}, hits {tot['hits']} ({100 * tot['hits'] / max(tot['gets'], 1):.1f}%), "
               f"every hit the latest version")
         print(f"  deletes / touches  {tot['deletes']} / {tot['touches']}")
+        ops = tot["sets"] + tot["gets"] + tot["deletes"] + tot["touches"]
+        print(f"  slow operations    {tot['over_10ms']} over 10 ms, {tot['over_100ms']} over 100 ms of {ops}; "
+              f"slowest {max(d['max_op_ms'] for d in done.values()):.1f} ms")
+        print(f"  lock timeouts      {tot['lock_timeouts']} (operation skipped; LOCK_TIMEOUT 0.1 s)")
         print(f"  writer RssAnon     {', '.join(str(d['rss_anon_kb']) + ' KiB' for d in done.values())}")
     print(f"  evictions          {st['evictions']}")
     print(f"  expirations        {st['expirations']}")
@@ -330,6 +367,8 @@ def run(args) -> int:
     print(f"  checker RssAnon    {rss0} KiB -> {rss_anon_kb()} KiB")
     if tot and written < 2 * cap:
         fail(f"wrote only {written} bytes, less than twice the capacity ({2 * cap}); run longer")
+    if tot and tot["lock_timeouts"] * 1_000_000 > args.max_lock_timeouts_ppm * max(tot["sets"] + tot["gets"], 1):
+        fail(f"{tot['lock_timeouts']} lock timeouts: more than {args.max_lock_timeouts_ppm} per million operations")
     if tot and st["evictions"] == 0:
         fail("no evictions: the cache never filled")
     # A leak of anything per operation would show after millions of them.
