@@ -14,7 +14,7 @@ use crate::layout::{rec_size, Geometry, REC_HDR, SHARD_HEADER_SIZE};
 use crate::lock::{Acquired, LockError, MutexRef, MUTEX_SLOT};
 use crate::stats::{Counter, ShardCounters};
 use crate::table::Index;
-use std::sync::atomic::{fence, AtomicU64, AtomicU8, Ordering::{Acquire, Relaxed, Release}};
+use std::sync::atomic::{fence, AtomicU64, Ordering::{Acquire, Relaxed, Release}};
 use std::time::Duration;
 
 /// Value encodings (a tag stored with each item). The core treats them as
@@ -599,9 +599,4 @@ impl<'a> ShardGuard<'a> {
         }
         Ok((items, bytes))
     }
-}
-
-#[allow(dead_code)]
-fn _assert_atomic_u8_layout() {
-    const _: () = assert!(std::mem::size_of::<AtomicU8>() == 1);
 }

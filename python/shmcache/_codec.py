@@ -17,8 +17,6 @@ from . import _core
 
 ENC_PICKLE = _core.ENC_PICKLE
 
-_NATIVE = (bytes, str, int)
-
 
 def pickled(value: Any, protocol: int) -> tuple[int, bytes]:
     return (ENC_PICKLE, pickle.dumps(value, protocol))
