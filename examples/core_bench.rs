@@ -23,7 +23,8 @@
 //! `--profile-get N [--locked]` runs just N shuffled gets in `profile_gets`,
 //! for `valgrind --tool=callgrind --toggle-collect='*profile_gets*'`.
 
-use shmcache::{clock, ShmCache, Wait, ENC_BYTES};
+use shmcache::clock::{self, LazyNow};
+use shmcache::{ShmCache, Wait, ENC_BYTES};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -79,8 +80,7 @@ fn measure(min_round: Duration, ops_per_pass: usize, mut pass: impl FnMut()) -> 
 #[inline(always)]
 fn get_free(cache: &ShmCache, stream: &[Key]) {
     for k in stream {
-        let now = clock::now_ms();
-        black_box(cache.get_with(k, now, |_enc, v| v.len()).unwrap());
+        black_box(cache.get_with(k, &LazyNow::new(), |_enc, v| v.len()).unwrap());
     }
 }
 
@@ -88,7 +88,7 @@ fn get_free(cache: &ShmCache, stream: &[Key]) {
 fn get_locked(cache: &ShmCache, stream: &[Key]) {
     for k in stream {
         let hash = cache.hash(k);
-        let now = clock::now_ms();
+        let now = &LazyNow::new();
         black_box(cache.with_shard(hash, Wait::Bounded, |g| g.get(k, hash, now, |_enc, v| v.len())).unwrap());
     }
 }
@@ -99,7 +99,7 @@ fn profile_gets(cache: &ShmCache, stream: &[Key], n: usize, locked: bool) -> usi
     let mut total = 0;
     for j in 0..n {
         let k = &stream[j % stream.len()];
-        let now = clock::now_ms();
+        let now = &LazyNow::new();
         let r = if locked {
             let hash = cache.hash(k);
             cache.with_shard(hash, Wait::Bounded, |g| g.get(k, hash, now, |_enc, v| v.len()))

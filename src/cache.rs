@@ -2,7 +2,7 @@
 //! locks with a bounded wait, wiping a shard found corrupt, batch operations
 //! with one lock pass per shard.
 
-use crate::clock;
+use crate::clock::{self, LazyNow, Time};
 use crate::error::{Error, Result};
 use crate::layout::{Config, Geometry, SegHeader};
 use crate::segment::{self, Segment};
@@ -145,7 +145,7 @@ impl ShmCache {
 
     /// Read `key` (lock-free when possible); `f` gets (encoding, value).
     #[inline]
-    pub fn get_with<R>(&self, key: &[u8], now: u64, mut f: impl FnMut(u8, &[u8]) -> R) -> Result<Option<R>> {
+    pub fn get_with<R>(&self, key: &[u8], now: impl Time, mut f: impl FnMut(u8, &[u8]) -> R) -> Result<Option<R>> {
         let h = self.hash(key);
         if let Some(r) = self.shard_for(h).get_optimistic(key, h, now, &mut f) {
             return Ok(r);
@@ -154,7 +154,7 @@ impl ShmCache {
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<(u8, Vec<u8>)>> {
-        self.get_with(key, clock::now_ms(), |e, v| (e, v.to_vec()))
+        self.get_with(key, &LazyNow::new(), |e, v| (e, v.to_vec()))
     }
 
     pub fn set(&self, key: &[u8], enc: u8, value: &[u8], expires: u64) -> Result<bool> {
@@ -233,7 +233,7 @@ impl ShmCache {
     /// Values for `keys`, in order: lock-free where possible, then one lock
     /// pass per shard for the rest.
     pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<(u8, Vec<u8>)>>> {
-        let now = clock::now_ms();
+        let now = &LazyNow::new();
         let mut out = vec![None; keys.len()];
         let mut plan = self.plan(keys);
         plan.retain(|&(s, h, i)| match self.shards[s].get_optimistic(keys[i].as_ref(), h, now, |e, v| (e, v.to_vec())) {

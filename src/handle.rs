@@ -34,14 +34,16 @@ impl Handle {
             cfg: *cfg,
             lock_timeout,
             current: ArcSwap::from_pointee(c),
-            next_check: AtomicU64::new(clock::now_ms() + RECHECK_MS),
+            next_check: AtomicU64::new(clock::coarse_ms() + RECHECK_MS),
         })
     }
 
-    /// The cache to use now. `now` is the caller's clock reading.
+    /// The cache to use now. The check is timed by the coarse monotonic
+    /// clock (a few ns to read), not the wall clock a get would pay for.
     #[inline]
-    pub fn cache(&self, now: u64) -> Guard<Arc<ShmCache>> {
+    pub fn cache(&self) -> Guard<Arc<ShmCache>> {
         let due = self.next_check.load(Relaxed);
+        let now = clock::coarse_ms();
         // One thread per period wins the exchange and checks (no lock, so
         // nothing can be left held across a fork).
         if now >= due && self.next_check.compare_exchange(due, now + RECHECK_MS, Relaxed, Relaxed).is_ok() {
@@ -64,7 +66,7 @@ impl Handle {
 
     /// Check now rather than within a second (tests, admin).
     pub fn recheck_now(&self) {
-        self.next_check.store(clock::now_ms() + RECHECK_MS, Relaxed);
+        self.next_check.store(clock::coarse_ms() + RECHECK_MS, Relaxed);
         self.recheck();
     }
 }
@@ -81,14 +83,14 @@ mod tests {
         let cfg = Config { size: 2 << 20, max_item_size: 1024, shards: 0 };
         let a = Handle::open(&loc, &cfg, Duration::from_millis(100)).unwrap();
         let b = Handle::open(&loc, &cfg, Duration::from_millis(100)).unwrap();
-        a.cache(clock::now_ms()).set(b"k", ENC_BYTES, b"old", 0).unwrap();
-        let old_inode = a.cache(clock::now_ms()).segment().inode();
+        a.cache().set(b"k", ENC_BYTES, b"old", 0).unwrap();
+        let old_inode = a.cache().segment().inode();
         segment::destroy(&segment::segment_name(&loc).unwrap()).unwrap();
         // Before the recheck both still use the old mapping.
-        assert!(b.cache(clock::now_ms()).get(b"k").unwrap().is_some());
+        assert!(b.cache().get(b"k").unwrap().is_some());
         a.recheck_now();
         b.recheck_now();
-        let (ca, cb) = (a.cache(clock::now_ms()), b.cache(clock::now_ms()));
+        let (ca, cb) = (a.cache(), b.cache());
         assert_ne!(ca.segment().inode(), old_inode);
         assert_eq!(ca.segment().inode(), cb.segment().inode(), "split brain");
         ca.set(b"k2", ENC_BYTES, b"new", 0).unwrap();

@@ -13,7 +13,8 @@ use crate::handle::Handle;
 use crate::error::Error;
 use crate::layout::Config;
 use crate::shard::{SetMode, ShardGuard, Ttl, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
-use crate::{clock, segment, shard};
+use crate::clock::{self, LazyNow};
+use crate::{segment, shard};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyKeyError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -112,10 +113,11 @@ fn key<'a>(k: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
     Err(PyTypeError::new_err(format!("cache keys must be str or bytes, not {}", k.get_type().name()?)))
 }
 
-fn expires(timeout: Option<f64>) -> PyResult<u64> {
+/// The absolute expiry for `timeout` seconds from `now`.
+fn expires(timeout: Option<f64>, now: u64) -> PyResult<u64> {
     match timeout {
         None => Ok(clock::NEVER),
-        Some(t) if t.is_finite() && t > 0.0 && t < 1e11 => Ok(clock::now_ms() + (t * 1000.0).ceil() as u64),
+        Some(t) if t.is_finite() && t > 0.0 && t < 1e11 => Ok(now + (t * 1000.0).ceil() as u64),
         Some(t) => Err(PyValueError::new_err(format!(
             "timeout {t} must be a positive number of seconds below 1e11, or None for never"
         ))),
@@ -191,9 +193,9 @@ impl std::ops::Deref for Current<'_> {
 
 impl Cache {
     #[inline]
-    fn cache(&self, now: u64) -> Current<'_> {
+    fn cache(&self) -> Current<'_> {
         match &self.inner {
-            Inner::Named(h) => Current::Named(h.cache(now)),
+            Inner::Named(h) => Current::Named(h.cache()),
             Inner::Fixed(c) => Current::Fixed(c),
         }
     }
@@ -240,8 +242,8 @@ impl Cache {
     fn get<'py>(&self, py: Python<'py>, key: &Bound<'_, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
         let k = self::key(key)?;
         let key: &[u8] = &k;
-        let now = clock::now_ms();
-        let c = self.cache(now);
+        let now = &LazyNow::new();
+        let c = self.cache();
         let h = c.hash(key);
         // Lock-free first. The bytes read may be changing under us until the
         // seq check after `racy_out` validates them, so only copies are made
@@ -254,7 +256,7 @@ impl Cache {
         }
         match c.with_shard(h, Wait::No, |g| g.get(key, h, now, |e, v| out(py, e, v))) {
             Err(Error::WouldBlock) => {
-                let r = py.detach(|| c.with_shard(h, Wait::Bounded, |g| g.get(key, h, now, |e, v| (e, v.to_vec()))));
+                let r = py.detach(|| c.with_shard(h, Wait::Bounded, |g| g.get(key, h, clock::now_ms(), |e, v| (e, v.to_vec()))));
                 Ok(r.map_err(to_py)?.map(|(e, v)| out(py, e, &v)))
             }
             r => r.map_err(to_py),
@@ -269,8 +271,8 @@ impl Cache {
         let v = val(value)?;
         let (e, bytes) = v.parts();
         let now = clock::now_ms();
-        let c = self.cache(now);
-        let (h, exp, max) = (c.hash(key), expires(timeout)?, c.geometry().max_item_size);
+        let c = self.cache();
+        let (h, exp, max) = (c.hash(key), expires(timeout, now)?, c.geometry().max_item_size);
         let mode = if add { SetMode::Add } else { SetMode::Set };
         run(&c, py, h, |g| g.set(key, h, e, bytes, exp, mode, now, max))
     }
@@ -278,12 +280,12 @@ impl Cache {
     /// Store many `(key, value)`; returns the indexes that were not stored
     /// (too large for MAX_ITEM_SIZE, or their shard's lock timed out).
     fn set_many(&self, py: Python<'_>, items: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)>, timeout: Option<f64>) -> PyResult<Vec<usize>> {
-        let exp = expires(timeout)?;
+        let now = clock::now_ms();
+        let exp = expires(timeout, now)?;
         let vals: Vec<Val> = items.iter().map(|(_, v)| val(v)).collect::<PyResult<_>>()?;
         let owned: Vec<Cow<[u8]>> = items.iter().map(|(k, _)| key(k)).collect::<PyResult<_>>()?;
         let keys: Vec<&[u8]> = owned.iter().map(|k| &**k).collect();
-        let now = clock::now_ms();
-        let c = self.cache(now);
+        let c = self.cache();
         let c = &*c;
         let max = c.geometry().max_item_size;
         let plan = c.plan(&keys);
@@ -316,7 +318,7 @@ impl Cache {
     /// A list, per key, of the value (as `get` returns it) or None.
     fn get_many<'py>(&self, py: Python<'py>, keys: Vec<Bound<'_, PyAny>>) -> PyResult<Bound<'py, PyList>> {
         let owned: Vec<Cow<[u8]>> = keys.iter().map(key).collect::<PyResult<_>>()?;
-        let c = self.cache(clock::now_ms());
+        let c = self.cache();
         let c = &*c;
         let got = py.detach(|| c.get_many(&owned)).map_err(to_py)?;
         PyList::new(py, got.iter().map(|o| o.as_ref().map(|(e, v)| out(py, *e, v))))
@@ -326,7 +328,7 @@ impl Cache {
         let k = self::key(key)?;
         let key: &[u8] = &k;
         let now = clock::now_ms();
-        let c = self.cache(now);
+        let c = self.cache();
         let h = c.hash(key);
         run(&c, py, h, |g| g.delete(key, h, now))
     }
@@ -335,7 +337,7 @@ impl Cache {
     fn delete_many(&self, py: Python<'_>, keys: Vec<Bound<'_, PyAny>>) -> PyResult<usize> {
         let keys: Vec<Cow<[u8]>> = keys.iter().map(key).collect::<PyResult<_>>()?;
         let now = clock::now_ms();
-        let c = self.cache(now);
+        let c = self.cache();
         let c = &*c;
         let plan = c.plan(&keys);
         let (n, err) = py.detach(|| {
@@ -361,8 +363,8 @@ impl Cache {
         let k = self::key(key)?;
         let key: &[u8] = &k;
         let now = clock::now_ms();
-        let c = self.cache(now);
-        let (h, exp) = (c.hash(key), expires(timeout)?);
+        let c = self.cache();
+        let (h, exp) = (c.hash(key), expires(timeout, now)?);
         run(&c, py, h, |g| g.touch(key, h, exp, now))
     }
 
@@ -372,7 +374,7 @@ impl Cache {
         let k = self::key(key)?;
         let key: &[u8] = &k;
         let now = clock::now_ms();
-        let c = self.cache(now);
+        let c = self.cache();
         let h = c.hash(key);
         run(&c, py, h, |g| g.incr(key, h, delta, now))
     }
@@ -381,7 +383,7 @@ impl Cache {
         let k = self::key(key)?;
         let key: &[u8] = &k;
         let now = clock::now_ms();
-        let c = self.cache(now);
+        let c = self.cache();
         let h = c.hash(key);
         run(&c, py, h, |g| g.contains(key, h, now))
     }
@@ -391,7 +393,7 @@ impl Cache {
         let k = self::key(key)?;
         let key: &[u8] = &k;
         let now = clock::now_ms();
-        let c = self.cache(now);
+        let c = self.cache();
         let h = c.hash(key);
         Ok(match run(&c, py, h, |g| g.ttl(key, h, now))? {
             Ttl::Missing => -2,
@@ -401,12 +403,12 @@ impl Cache {
     }
 
     fn clear(&self, py: Python<'_>) -> PyResult<()> {
-        { let c = self.cache(clock::now_ms()); let c = &*c; py.detach(|| c.clear()) }.map_err(to_py)
+        { let c = self.cache(); let c = &*c; py.detach(|| c.clear()) }.map_err(to_py)
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        let c = self.cache(clock::now_ms());
+        let c = self.cache();
         for (k, v) in c.stats().pairs() {
             d.set_item(k, v)?;
         }
@@ -417,30 +419,30 @@ impl Cache {
 
     /// Walk every shard and check it (tests, `shmcache verify`): (items, bytes).
     fn verify(&self, py: Python<'_>) -> PyResult<(u64, u64)> {
-        { let c = self.cache(clock::now_ms()); let c = &*c; py.detach(|| c.verify()) }.map_err(to_py)
+        { let c = self.cache(); let c = &*c; py.detach(|| c.verify()) }.map_err(to_py)
     }
 
     #[getter]
     fn segment(&self) -> String {
-        self.cache(clock::now_ms()).name().to_string()
+        self.cache().name().to_string()
     }
 
     /// Inode of the segment in use (it changes if the name was removed and
     /// the processes moved to a new segment).
     #[getter]
     fn inode(&self) -> u64 {
-        self.cache(clock::now_ms()).segment().inode()
+        self.cache().segment().inode()
     }
 
     #[getter]
     fn max_item_size(&self) -> u64 {
-        self.cache(clock::now_ms()).geometry().max_item_size
+        self.cache().geometry().max_item_size
     }
 
     /// Shard index of a key (tests: aim at a shard).
     fn shard_of(&self, key: &Bound<'_, PyAny>) -> PyResult<usize> {
         let k = self::key(key)?;
-        let c = self.cache(clock::now_ms());
+        let c = self.cache();
         Ok(c.shard_of(c.hash(&k)))
     }
 

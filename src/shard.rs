@@ -7,7 +7,7 @@
 //! as `Error::Corrupt`, after which the caller wipes the shard.
 
 use crate::alloc::{Log, RecHdr, KIND_DEAD, KIND_LIVE};
-use crate::clock;
+use crate::clock::{self, Time};
 use crate::error::{Error, Result};
 use crate::eviction::{self, Action, MOVE_BUDGET};
 use crate::layout::{rec_size, Geometry, REC_HDR, SHARD_HEADER_SIZE};
@@ -158,7 +158,7 @@ impl Shard {
     /// bookkeeping: an expired item (to reclaim it) or an item not yet marked
     /// visited (a lock-free write there could land in reused space).
     #[inline]
-    pub fn get_optimistic<R>(&self, key: &[u8], hash: u64, now: u64, f: impl FnOnce(u8, &[u8]) -> R) -> Option<Option<R>> {
+    pub fn get_optimistic<R>(&self, key: &[u8], hash: u64, now: impl Time, f: impl FnOnce(u8, &[u8]) -> R) -> Option<Option<R>> {
         let h = self.header();
         let s1 = h.seq.load(Acquire);
         if s1 & 1 == 1 {
@@ -302,7 +302,7 @@ impl<'a> ShardGuard<'a> {
     }
 
     /// Look up `key`, dropping it if expired.
-    fn lookup_live(&mut self, key: &[u8], hash: u64, now: u64) -> Result<Option<(usize, u64, RecHdr)>> {
+    fn lookup_live(&mut self, key: &[u8], hash: u64, now: impl Time) -> Result<Option<(usize, u64, RecHdr)>> {
         match self.lookup(key, hash)? {
             Some((slot, off, rh)) if clock::expired(rh.expires, now) => {
                 self.unlink(slot, off, &rh, Some(Counter::Expirations))?;
@@ -314,7 +314,7 @@ impl<'a> ShardGuard<'a> {
 
     /// Read `key`; `f` receives (encoding, value bytes) while the lock is held.
     #[inline]
-    pub fn get<R>(&mut self, key: &[u8], hash: u64, now: u64, f: impl FnOnce(u8, &[u8]) -> R) -> Result<Option<R>> {
+    pub fn get<R>(&mut self, key: &[u8], hash: u64, now: impl Time, f: impl FnOnce(u8, &[u8]) -> R) -> Result<Option<R>> {
         match self.lookup_live(key, hash, now)? {
             Some((_, off, rh)) => {
                 let log = self.log();
