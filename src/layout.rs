@@ -15,7 +15,7 @@ use std::sync::atomic::AtomicU32;
 
 /// Bumped on any change of the layout; part of the segment name, so two
 /// library versions with different layouts never open each other's segment.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMCACHE");
 pub const HEADER_SIZE: u64 = 4096;
 pub const SHARD_HEADER_SIZE: u64 = 512;

@@ -40,9 +40,13 @@ pub struct ShardHeader {
     cursor: AtomicU64,
     items: AtomicU64,
     live_bytes: AtomicU64,
+    /// The counters start on a cache line of their own: readers write them,
+    /// and must not dirty the line holding `seq`, which every reader reads.
+    _pad: u64,
     pub counters: ShardCounters,
 }
 const _: () = assert!(std::mem::size_of::<ShardHeader>() as u64 <= SHARD_HEADER_SIZE);
+const _: () = assert!(std::mem::offset_of!(ShardHeader, seq) == 64 && std::mem::offset_of!(ShardHeader, counters) == 128);
 
 /// Test hook: when non-zero, a set sleeps this long half-way through copying
 /// its value, while holding the lock with the shard marked mid-write.
@@ -179,7 +183,7 @@ impl Shard {
         if h.seq.load(Relaxed) != s1 {
             return None;
         }
-        h.counters.add(if r.is_some() { Counter::Hits } else { Counter::Misses }, 1);
+        h.counters.read(r.is_some());
         Some(r)
     }
 
@@ -322,11 +326,11 @@ impl<'a> ShardGuard<'a> {
                 if v.load(Relaxed) == 0 {
                     v.store(1, Relaxed);
                 }
-                self.h().counters.add(Counter::Hits, 1);
+                self.h().counters.read(true);
                 Ok(Some(f(rh.enc, log.value(off, &rh))))
             }
             None => {
-                self.h().counters.add(Counter::Misses, 1);
+                self.h().counters.read(false);
                 Ok(None)
             }
         }
