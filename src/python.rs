@@ -201,6 +201,23 @@ impl Cache {
     }
 }
 
+impl Cache {
+    /// A one-key operation: convert the key, find its shard, run `f(guard,
+    /// key, hash)` under the shard's lock (see [`run`]).
+    fn keyed<R: Send>(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        mut f: impl FnMut(&mut ShardGuard, &[u8], u64) -> Result<R, Error> + Send,
+    ) -> PyResult<R> {
+        let k = self::key(key)?;
+        let key: &[u8] = &k;
+        let c = self.cache();
+        let h = c.hash(key);
+        run(&c, py, h, |g| f(g, key, h))
+    }
+}
+
 /// Try without waiting while attached; on contention, detach and wait
 /// (bounded) for the lock, then run `f` detached.
 fn run<R: Send>(c: &ShmCache, py: Python<'_>, hash: u64, mut f: impl FnMut(&mut ShardGuard) -> Result<R, Error> + Send) -> PyResult<R> {
@@ -325,12 +342,8 @@ impl Cache {
     }
 
     fn delete(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let k = self::key(key)?;
-        let key: &[u8] = &k;
         let now = clock::now_ms();
-        let c = self.cache();
-        let h = c.hash(key);
-        run(&c, py, h, |g| g.delete(key, h, now))
+        self.keyed(py, key, |g, k, h| g.delete(k, h, now))
     }
 
     /// Delete many keys; returns how many existed.
@@ -360,42 +373,27 @@ impl Cache {
 
     #[pyo3(signature = (key, timeout))]
     fn touch(&self, py: Python<'_>, key: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<bool> {
-        let k = self::key(key)?;
-        let key: &[u8] = &k;
         let now = clock::now_ms();
-        let c = self.cache();
-        let (h, exp) = (c.hash(key), expires(timeout, now)?);
-        run(&c, py, h, |g| g.touch(key, h, exp, now))
+        let exp = expires(timeout, now)?;
+        self.keyed(py, key, |g, k, h| g.touch(k, h, exp, now))
     }
 
     /// Atomically add `delta` to an integer; KeyError if missing, ValueError
     /// if not an integer, OverflowError past the signed 64-bit range.
     fn incr(&self, py: Python<'_>, key: &Bound<'_, PyAny>, delta: i64) -> PyResult<i64> {
-        let k = self::key(key)?;
-        let key: &[u8] = &k;
         let now = clock::now_ms();
-        let c = self.cache();
-        let h = c.hash(key);
-        run(&c, py, h, |g| g.incr(key, h, delta, now))
+        self.keyed(py, key, |g, k, h| g.incr(k, h, delta, now))
     }
 
     fn has(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let k = self::key(key)?;
-        let key: &[u8] = &k;
         let now = clock::now_ms();
-        let c = self.cache();
-        let h = c.hash(key);
-        run(&c, py, h, |g| g.contains(key, h, now))
+        self.keyed(py, key, |g, k, h| g.contains(k, h, now))
     }
 
     /// Milliseconds left; -1 if it never expires; -2 if missing (like Redis TTL).
     fn ttl_ms(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<i64> {
-        let k = self::key(key)?;
-        let key: &[u8] = &k;
         let now = clock::now_ms();
-        let c = self.cache();
-        let h = c.hash(key);
-        Ok(match run(&c, py, h, |g| g.ttl(key, h, now))? {
+        Ok(match self.keyed(py, key, |g, k, h| g.ttl(k, h, now))? {
             Ttl::Missing => -2,
             Ttl::Never => -1,
             Ttl::Ms(ms) => ms.min(i64::MAX as u64) as i64,

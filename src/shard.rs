@@ -139,6 +139,11 @@ impl Shard {
         self.header().generation.load(Relaxed)
     }
 
+    /// Is a write in progress (or was its writer killed mid-write)?
+    pub fn write_in_progress(&self) -> bool {
+        self.header().seq.load(Acquire) & 1 == 1
+    }
+
     /// Find a well-formed live record for `key`: (slot, offset, header).
     /// Reads only; every offset checked, every loop bounded.
     #[inline]

@@ -30,6 +30,12 @@ def location():
 
 
 @pytest.fixture
+def name(location):
+    """The same unique LOCATION, for tests that call it a name."""
+    return location
+
+
+@pytest.fixture
 def cache(location):
     return shmcache.Cache(location, size="8MB", max_item_size="64KB")
 

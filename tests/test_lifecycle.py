@@ -4,20 +4,12 @@ RemoveIPC, a manual rm), and a redeploy with new OPTIONS."""
 import multiprocessing as mp
 import os
 import time
-import uuid
 
 import pytest
 
 import shmcache
 
 FORK = mp.get_context("fork")
-
-
-@pytest.fixture
-def name():
-    n = f"life-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    yield n
-    shmcache.destroy(n)
 
 
 def _follower(name, go, q):

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 
 import pytest
 
@@ -18,13 +17,6 @@ import shmcache
 from shmcache import _core
 
 FORK = mp.get_context("fork")
-
-
-@pytest.fixture
-def name():
-    n = f"mp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    yield n
-    shmcache.destroy(n)
 
 
 def _incr_worker(name, n, q):

@@ -3,18 +3,10 @@
 
 import os
 import struct
-import uuid
 
 import pytest
 
 import shmcache
-
-
-@pytest.fixture
-def name():
-    n = f"trust-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    yield n
-    shmcache.destroy(n)
 
 
 def path(name):
