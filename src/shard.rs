@@ -244,6 +244,20 @@ impl Drop for ShardGuard<'_> {
     }
 }
 
+/// One step of a walk of the log from the tail towards the head.
+enum Step {
+    /// Bytes at the end of the region too few for a record header: skip them.
+    Gap(u64),
+    /// A record: physical offset, header, length (bounds-checked).
+    Rec(u64, RecHdr, u64),
+}
+
+/// A record that is not live and may be stepped over: a dead one, or the
+/// wrap marker that fills the region's end.
+fn skippable(rh: &RecHdr, phys: u64, len: u64, size: u64) -> bool {
+    rh.kind == KIND_DEAD || (rh.kind == crate::alloc::KIND_WRAP && phys + len == size)
+}
+
 impl<'a> ShardGuard<'a> {
     #[inline]
     fn h(&self) -> &'a ShardHeader {
@@ -474,6 +488,23 @@ impl<'a> ShardGuard<'a> {
         Err(Error::Corrupt("allocator made no progress"))
     }
 
+    /// The record at logical position `cur` (tail <= cur < head), with the
+    /// checks every walk of the log makes of lengths read from shared memory.
+    fn step_at(&self, cur: u64, head: u64) -> Result<Step> {
+        let log = self.log();
+        let size = log.size();
+        let phys = log.phys(cur);
+        if size - phys < REC_HDR {
+            return Ok(Step::Gap(size - phys));
+        }
+        let rh = log.hdr(phys)?;
+        let len = rh.rec_len as u64;
+        if len < REC_HDR || len % 8 != 0 || phys + len > size || len > head - cur {
+            return Err(Error::Corrupt("bad record length"));
+        }
+        Ok(Step::Rec(phys, rh, len))
+    }
+
     /// Process the record at the tail: skip, expire, move or evict it.
     fn reclaim_one(&mut self, now: u64, budget: &mut u32, force: bool) -> Result<()> {
         let log = self.log();
@@ -483,16 +514,13 @@ impl<'a> ShardGuard<'a> {
         if head == tail {
             return Err(Error::Corrupt("log empty but no room"));
         }
-        let phys = log.phys(tail);
-        if size - phys < REC_HDR {
-            h.tail.store(tail + (size - phys), Relaxed);
-            return Ok(());
-        }
-        let rh = log.hdr(phys)?;
-        let len = rh.rec_len as u64;
-        if len < REC_HDR || len % 8 != 0 || phys + len > size || len > head - tail {
-            return Err(Error::Corrupt("bad record length at tail"));
-        }
+        let (phys, rh, len) = match self.step_at(tail, head)? {
+            Step::Gap(n) => {
+                h.tail.store(tail + n, Relaxed);
+                return Ok(());
+            }
+            Step::Rec(phys, rh, len) => (phys, rh, len),
+        };
         if rh.kind == KIND_LIVE {
             log.check_live(phys, &rh)?;
             let visited = log.visited(phys).load(Relaxed) != 0;
@@ -515,7 +543,7 @@ impl<'a> ShardGuard<'a> {
                 Action::Expire => self.unlink(slot, phys, &rh, Some(Counter::Expirations))?,
                 Action::Evict => self.unlink(slot, phys, &rh, Some(Counter::Evictions))?,
             }
-        } else if rh.kind != KIND_DEAD && !(rh.kind == crate::alloc::KIND_WRAP && phys + len == size) {
+        } else if !skippable(&rh, phys, len, size) {
             return Err(Error::Corrupt("unknown record kind at tail"));
         }
         h.tail.store(tail + len, Relaxed);
@@ -526,7 +554,6 @@ impl<'a> ShardGuard<'a> {
     /// so expired items are reclaimed even when nobody reads them.
     fn sweep(&mut self, now: u64, count: u32) -> Result<()> {
         let log = self.log();
-        let size = log.size();
         let h = self.h();
         let (head, tail) = (h.head.load(Relaxed), h.tail.load(Relaxed));
         let mut cur = h.cursor.load(Relaxed);
@@ -538,16 +565,13 @@ impl<'a> ShardGuard<'a> {
                 cur = tail;
                 break;
             }
-            let phys = log.phys(cur);
-            if size - phys < REC_HDR {
-                cur += size - phys;
-                continue;
-            }
-            let rh = log.hdr(phys)?;
-            let len = rh.rec_len as u64;
-            if len < REC_HDR || len % 8 != 0 || phys + len > size || len > head - cur {
-                return Err(Error::Corrupt("bad record length in sweep"));
-            }
+            let (phys, rh, len) = match self.step_at(cur, head)? {
+                Step::Gap(n) => {
+                    cur += n;
+                    continue;
+                }
+                Step::Rec(phys, rh, len) => (phys, rh, len),
+            };
             if rh.kind == KIND_LIVE && clock::expired(rh.expires, now) {
                 log.check_live(phys, &rh)?;
                 let slot = self.shard.index().slot_of(rh.hash, phys)?;
@@ -574,24 +598,21 @@ impl<'a> ShardGuard<'a> {
         let (mut items, mut bytes, mut cur) = (0u64, 0u64, tail);
         while cur < head {
             cursor_ok |= cur == cursor;
-            let phys = log.phys(cur);
-            if size - phys < REC_HDR {
-                cur += size - phys;
-                continue;
-            }
-            let rh = log.hdr(phys)?;
-            let len = rh.rec_len as u64;
-            // The checks reclaiming and sweeping make, so that a shard
+            // The same checks reclaiming and sweeping make, so that a shard
             // that passes here cannot fail them later.
-            if len < REC_HDR || len % 8 != 0 || phys + len > size || len > head - cur {
-                return Err(Error::Corrupt("bad record length"));
-            }
+            let (phys, rh, len) = match self.step_at(cur, head)? {
+                Step::Gap(n) => {
+                    cur += n;
+                    continue;
+                }
+                Step::Rec(phys, rh, len) => (phys, rh, len),
+            };
             if rh.kind == KIND_LIVE {
                 log.check_live(phys, &rh)?;
                 self.shard.index().slot_of(rh.hash, phys)?;
                 items += 1;
                 bytes += len;
-            } else if rh.kind != KIND_DEAD && !(rh.kind == crate::alloc::KIND_WRAP && phys + len == size) {
+            } else if !skippable(&rh, phys, len, size) {
                 return Err(Error::Corrupt("unknown record kind"));
             }
             cur += len;

@@ -1,6 +1,7 @@
 """Shared fixtures: a unique cache LOCATION per test (its segment destroyed
 afterwards), a plain ``shmcache.Cache`` on it, and a Django backend on it."""
 
+import contextlib
 import itertools
 import os
 import uuid
@@ -33,6 +34,22 @@ def location():
 def name(location):
     """The same unique LOCATION, for tests that call it a name."""
     return location
+
+
+@contextlib.contextmanager
+def _clock_shifted(ms):
+    shmcache._core._set_clock_offset_ms(ms)
+    try:
+        yield
+    finally:
+        shmcache._core._set_clock_offset_ms(0)
+
+
+@pytest.fixture
+def clock_offset():
+    """``with clock_offset(ms):`` runs a block with this process's cache
+    clock moved by ``ms`` (expire items without sleeping)."""
+    return _clock_shifted
 
 
 @pytest.fixture

@@ -26,18 +26,6 @@ class Point:
         return type(other) is Point and (self.x, self.y) == (other.x, other.y)
 
 
-class clock_offset:
-    """Shift this process's cache clock by `ms` for the duration of a block."""
-
-    def __init__(self, ms):
-        self.ms = ms
-
-    def __enter__(self):
-        _core._set_clock_offset_ms(self.ms)
-
-    def __exit__(self, *exc):
-        _core._set_clock_offset_ms(0)
-
 
 # ---------------------------------------------------------------- values
 
@@ -127,7 +115,7 @@ def test_add(cache):
     assert cache.get("k") == "first"
 
 
-def test_add_after_expiry(cache):
+def test_add_after_expiry(cache, clock_offset):
     cache.set("k", "old", timeout=5)
     with clock_offset(6000):
         assert cache.add("k", "new") is True
@@ -190,7 +178,7 @@ def test_incr_missing_raises_keyerror(cache):
     assert "missing" not in cache
 
 
-def test_incr_expired_raises_keyerror(cache):
+def test_incr_expired_raises_keyerror(cache, clock_offset):
     cache.set("n", 1, timeout=5)
     with clock_offset(6000):
         with pytest.raises(KeyError):
@@ -266,7 +254,7 @@ def test_expiry_happens_in_real_time(cache):
     assert cache.get("keep") == "v"
 
 
-def test_expiry_with_clock_offset(cache):
+def test_expiry_with_clock_offset(cache, clock_offset):
     cache.set("short", "v", timeout=10)
     cache.set("long", "v", timeout=100)
     cache.set("never", "v", timeout=None)

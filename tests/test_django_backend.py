@@ -24,16 +24,6 @@ def backend(location, **params):
     return SharedMemoryCache(location, params)
 
 
-class clock_offset:
-    def __init__(self, ms):
-        self.ms = ms
-
-    def __enter__(self):
-        _core._set_clock_offset_ms(self.ms)
-
-    def __exit__(self, *exc):
-        _core._set_clock_offset_ms(0)
-
 
 # ---------------------------------------------------------------- configuration
 
@@ -305,7 +295,7 @@ def test_ttl(django_cache):
     assert 299 < django_cache.ttl("default") <= 300
 
 
-def test_timeout_none_never_expires(django_cache):
+def test_timeout_none_never_expires(django_cache, clock_offset):
     django_cache.set("never", "v", timeout=None)
     django_cache.set("soon", "v", timeout=10)
     with clock_offset(20 * 365 * 86400 * 1000):
@@ -323,7 +313,7 @@ def test_timeout_zero_is_not_stored(django_cache):
     assert django_cache.get("a") is None
 
 
-def test_backend_timeout_option(django_settings, location):
+def test_backend_timeout_option(django_settings, location, clock_offset):
     never = backend(location, TIMEOUT=None)
     never.set("k", 1)
     assert never.ttl("k") is None
