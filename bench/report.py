@@ -466,7 +466,7 @@ def markdown(res: dict, path: str, png_rel: str, json_rel: str) -> None:
         w("")
     if core and "gets_per_sec" in core:
         w(f"The core without Python: `{core['cmd']}` (examples/core_bench.rs; {core['keys']:,} keys of 12 B with "
-          f"{core['value_bytes']} B values in a 256 MB segment of {core['shards']} shards, one thread, median of 5 rounds):")
+          f"{core['value_bytes']} B values in a 256 MB segment of {core['shards']} shards, one thread pinned to one core (sched_setaffinity), median of 5 rounds):")
         w("")
         w("| operation | per second | ns each |")
         w("|---|---:|---:|")
