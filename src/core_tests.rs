@@ -555,10 +555,15 @@ fn lock_free_reads_never_see_torn_or_foreign_values() {
                 })
             })
             .collect();
-        for r in readers {
-            r.join().unwrap();
-        }
+        // Stop the writer before re-raising a reader's panic, or the scope
+        // would wait for the writer forever instead of failing.
+        let joined: Vec<_> = readers.into_iter().map(|r| r.join()).collect();
         stop.store(true, Ordering::Relaxed);
+        for r in joined {
+            if let Err(p) = r {
+                std::panic::resume_unwind(p);
+            }
+        }
     });
     assert!(checked.load(Ordering::Relaxed) > 1000);
     assert!(lockfree.load(Ordering::Relaxed) > 100, "lock-free path never answered");
