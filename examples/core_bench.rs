@@ -229,6 +229,8 @@ fn main() {
     let now = clock::now_ms();
     let present = keys.iter().filter(|k| cache.get_with(&k[..], now, |_e, _v| ()).unwrap().is_some()).count();
     let st = cache.stats();
+    assert_eq!(present, n, "keys lost");
+    assert_eq!(st.counter(shmcache::Counter::ShardWipes), 0, "a shard was wiped in a single-process run: {st:?}");
     let ns = |r: f64| 1e9 / r;
     println!(
         "{{\"gets_per_sec\": {gets:.0}, \"gets_hot_per_sec\": {gets_hot:.0}, \"gets_hot_2threads_per_sec\": {gets_hot_2:.0}, \"gets_seq_per_sec\": {gets_seq:.0}, \
