@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shmcache::fuzz_model::{run_model, shm_cache, HeapCache, EXACT, SMALL};
+use shmcache::fuzz_model::{run_model, shm_cache, HeapCache, COLLIDING_HASH, EXACT, SMALL};
 use shmcache::ShmCache;
 use std::sync::OnceLock;
 
@@ -15,6 +15,8 @@ use std::sync::OnceLock;
 struct Caches {
     shm: (ShmCache, ShmCache),
     heap: (HeapCache, HeapCache),
+    /// Heap caches whose hash collides often (shared index tags).
+    colliding: (HeapCache, HeapCache),
 }
 // SAFETY: HeapCache holds raw pointers to its own allocations; libFuzzer runs
 // inputs on one thread.
@@ -26,11 +28,15 @@ fuzz_target!(|data: &[u8]| {
     let c = CACHES.get_or_init(|| Caches {
         shm: (shm_cache(&EXACT), shm_cache(&SMALL)),
         heap: (HeapCache::new(&EXACT).unwrap(), HeapCache::new(&SMALL).unwrap()),
+        colliding: (
+            HeapCache::with_hash_mask(&EXACT, COLLIDING_HASH).unwrap(),
+            HeapCache::with_hash_mask(&SMALL, COLLIDING_HASH).unwrap(),
+        ),
     });
-    // run_model reads bits 0-1 of the first byte; bit 7 picks the backend.
-    if data.first().is_some_and(|b| b & 0x80 != 0) {
-        run_model(&c.heap.0, &c.heap.1, data);
-    } else {
-        run_model(&c.shm.0, &c.shm.1, data);
-    }
+    // run_model reads bits 0-1 of the first byte; bits 6-7 pick the backend.
+    let _ = match data.first().map_or(0, |b| b >> 6) {
+        0 | 1 => run_model(&c.shm.0, &c.shm.1, data),
+        2 => run_model(&c.heap.0, &c.heap.1, data),
+        _ => run_model(&c.colliding.0, &c.colliding.1, data),
+    };
 });
