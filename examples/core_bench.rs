@@ -21,7 +21,9 @@
 //! own work and memory traffic. Orders: shuffled (the items are all over
 //! the ~17 MB of records and index, so most gets miss the CPU caches), the
 //! order the keys were stored (each shard's log read front to back), and
-//! 1,000 hot keys (everything in L1/L2: the best case).
+//! 1,000 hot keys (their cache lines fit in L2; after the shuffled overwrite
+//! their index slots and records sit on ~2,000 different pages, so TLB misses
+//! remain; `--profile-get --hot` runs before the overwrite, records contiguous).
 //!
 //! `--profile-get N [--locked] [--hot]` runs just N shuffled gets (of the
 //! 1,000 hot keys with `--hot`) in `profile_gets`,

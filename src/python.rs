@@ -199,9 +199,7 @@ impl Cache {
             Inner::Fixed(c) => Current::Fixed(c),
         }
     }
-}
 
-impl Cache {
     /// A one-key operation: convert the key, find its shard, run `f(guard,
     /// key, hash)` under the shard's lock (see [`run`]).
     fn keyed<R: Send>(
