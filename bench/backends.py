@@ -61,9 +61,10 @@ def caches_setting(tmpdir: str, shm_location: str, redis, memcached, server_skip
         "LOCATION": os.path.join(tmpdir, "filecache"),
         "OPTIONS": {"MAX_ENTRIES": 10_000_000},
     })
-    redis_why = server_skip.get("redis-server")
-    if redis is None and not redis_why:
-        redis_why = "redis-server could not be started"
+    def why_skipped(server: str, srv) -> str | None:
+        return server_skip.get(server) or (None if srv is not None else f"{server} could not be started")
+
+    redis_why = why_skipped("redis-server", redis)
     add("redis_unix", {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": f"unix://{redis.unix_socket}?db=0" if redis else "",
@@ -77,9 +78,7 @@ def caches_setting(tmpdir: str, shm_location: str, redis, memcached, server_skip
         "LOCATION": f"redis://127.0.0.1:{redis.port}/2" if redis else "",
         "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
     }, ("django_redis", "redis", "hiredis"), redis_why)
-    memc_why = server_skip.get("memcached")
-    if memcached is None and not memc_why:
-        memc_why = "memcached could not be started"
+    memc_why = why_skipped("memcached", memcached)
     add("memcached", {
         "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
         "LOCATION": f"127.0.0.1:{memcached.port}" if memcached else "",

@@ -113,10 +113,16 @@ def targets(res: dict) -> list[dict]:
     core = res.get("core")
     if core and "gets_per_sec" in core:
         v, hot = core["gets_per_sec"], core["gets_hot_per_sec"]
-        t("Rust core ≥ 10M gets/s on one core", hot >= 10e6,
-          f"{fnum(hot)} gets/s over {core['hot_keys']:,} keys ({1e9 / hot:.0f} ns/get; judged on this: the same 1,000-key "
-          f"workload as the raw Python API's figure, so the layers compare); over {core['keys']:,} keys in shuffled order "
-          f"{fnum(v)} gets/s ({core['ns_per_get']:.0f} ns/get), bound by cache and TLB misses, not by the core's work")
+        same = core.get("raw_workload_gets_per_sec")
+        if same is not None:
+            t("Rust core ≥ 10M gets/s on one core", same >= 10e6,
+              f"{fnum(same)} gets/s ({1e9 / same:.0f} ns/get) on the raw Python API's own workload (a fresh 64 MB cache "
+              f"of 1,000 keys with 100 B values, read in the order stored), so the two layers compare one to one. "
+              f"Harder workloads beside it: {core['hot_keys']:,} hot keys of {core['keys']:,} after a shuffled overwrite "
+              f"(records on ~2,000 pages) {fnum(hot)} gets/s; all {core['keys']:,} keys shuffled {fnum(v)} gets/s "
+              f"({core['ns_per_get']:.0f} ns/get), bound by cache and TLB misses, not by the core's work")
+        else:
+            t("Rust core ≥ 10M gets/s on one core", hot >= 10e6, f"{fnum(hot)} gets/s over {core['hot_keys']:,} hot keys")
     else:
         t("Rust core ≥ 10M gets/s on one core", None, (core or {}).get("skipped", "not measured"))
     hr = (res.get("hitratio") or {}).get("results", {})
@@ -470,7 +476,10 @@ def markdown(res: dict, path: str, png_rel: str, json_rel: str) -> None:
         w("")
         w("| operation | per second | ns each |")
         w("|---|---:|---:|")
-        for k, name in (("gets_per_sec", f"get, copy-free, lock-free path (`get_with`), {core['keys']:,} keys shuffled"),
+        for k, name in (("raw_workload_gets_per_sec", "get, copy-free, lock-free path, the raw Python API's workload: "
+                                                      "1,000 keys alone in a fresh 64 MB cache, in the order stored"),
+                        ("raw_workload_sets_per_sec", "set (overwrite), the raw Python API's workload"),
+                        ("gets_per_sec", f"get, copy-free, lock-free path (`get_with`), {core['keys']:,} keys shuffled"),
                         ("gets_hot_per_sec", f"get, copy-free, lock-free path, {core['hot_keys']:,} hot keys"),
                         ("gets_hot_2threads_per_sec", f"the same, 2 threads at once on the 2 cores (aggregate)"),
                         ("gets_seq_per_sec", f"get, copy-free, lock-free path, {core['keys']:,} keys in the order stored"),
@@ -577,8 +586,8 @@ def profile_section(res: dict, w) -> None:
                f"the Python method around it (key type check, the native/pickled check) {max(0.0, g - cg_):,.0f} ns.")
         core = res.get("core") or {}
         if "gets_hot_per_sec" in core:
-            hot = 1e9 / core["gets_hot_per_sec"]
-            txt += (f" The Rust core alone does a copy-free get over 1,000 hot keys in {hot:,.0f} ns, so about "
+            hot = 1e9 / core.get("raw_workload_gets_per_sec", core["gets_hot_per_sec"])
+            txt += (f" The Rust core alone does a copy-free get on the same workload in {hot:,.0f} ns, so about "
                     f"{max(0.0, cg_ - hot):,.0f} ns of `_core.get` is PyO3 (argument conversion, creating the bytes object and copying "
                     f"the value out of shared memory into it).")
         w(txt)

@@ -322,47 +322,42 @@ def hit_ratio(W, servers: Servers, server_skip: dict, quick: bool, results: dict
     finally:
         shmcache.destroy(name)
 
-    if "memcached" in server_skip:
-        out["results"]["memcached"] = {"skipped": server_skip["memcached"]}
-    else:
-        srv = None
+    def peer(key: str, server: str, start, run) -> None:
+        """Start `server`, replay against it with `run(srv)`, stop it; a skip or an error is recorded as skipped."""
+        if server in server_skip:
+            out["results"][key] = {"skipped": server_skip[server]}
+            return
         try:
-            from pymemcache.client.base import Client
-
-            srv = servers.start_memcached("memcached-hr", mb)
-            mc = Client(("127.0.0.1", srv.port), no_delay=True, default_noreply=False)
-            r = W.replay(f"memcached -m {mb}", mc.get, mc.set, keys, sizes, warm)
-            st = {k.decode() if isinstance(k, bytes) else k: v for k, v in mc.stats().items()}
-            r.update(items=int(st.get("curr_items", 0)), bytes_used=int(st.get("bytes", 0)), evictions=int(st.get("evictions", 0)),
-                     setting=f"-m {mb}", rss=srv.rss_bytes())
-            mc.close()
-            out["results"]["memcached"] = r
+            with servers.started(start) as srv:
+                out["results"][key] = run(srv)
         except Exception as e:  # noqa: BLE001
-            out["results"]["memcached"] = {"skipped": f"error: {e!r}"}
-        finally:
-            if srv:
-                servers.stop(srv)
+            out["results"][key] = {"skipped": f"error: {e!r}"}
 
-    if "redis-server" in server_skip:
-        out["results"]["redis"] = {"skipped": server_skip["redis-server"]}
-    else:
-        srv = None
-        try:
-            import redis
+    def memcached(srv) -> dict:
+        from pymemcache.client.base import Client
 
-            srv = servers.start_redis("redis-hr", ["--maxmemory", f"{mb}mb", "--maxmemory-policy", "allkeys-lru"])
-            rc = redis.Redis(unix_socket_path=srv.unix_socket)
-            r = W.replay(f"Redis maxmemory {mb}mb allkeys-lru", rc.get, rc.set, keys, sizes, warm)
-            info = rc.info()
-            r.update(items=int(rc.dbsize()), bytes_used=int(info["used_memory"]), evictions=int(info["evicted_keys"]),
-                     setting=f"maxmemory {mb}mb, maxmemory-policy allkeys-lru", rss=int(info["used_memory_rss"]))
-            rc.close()
-            out["results"]["redis"] = r
-        except Exception as e:  # noqa: BLE001
-            out["results"]["redis"] = {"skipped": f"error: {e!r}"}
-        finally:
-            if srv:
-                servers.stop(srv)
+        mc = Client(("127.0.0.1", srv.port), no_delay=True, default_noreply=False)
+        r = W.replay(f"memcached -m {mb}", mc.get, mc.set, keys, sizes, warm)
+        st = {k.decode() if isinstance(k, bytes) else k: v for k, v in mc.stats().items()}
+        r.update(items=int(st.get("curr_items", 0)), bytes_used=int(st.get("bytes", 0)), evictions=int(st.get("evictions", 0)),
+                 setting=f"-m {mb}", rss=srv.rss_bytes())
+        mc.close()
+        return r
+
+    def redis_lru(srv) -> dict:
+        import redis
+
+        rc = redis.Redis(unix_socket_path=srv.unix_socket)
+        r = W.replay(f"Redis maxmemory {mb}mb allkeys-lru", rc.get, rc.set, keys, sizes, warm)
+        info = rc.info()
+        r.update(items=int(rc.dbsize()), bytes_used=int(info["used_memory"]), evictions=int(info["evicted_keys"]),
+                 setting=f"maxmemory {mb}mb, maxmemory-policy allkeys-lru", rss=int(info["used_memory_rss"]))
+        rc.close()
+        return r
+
+    peer("memcached", "memcached", lambda: servers.start_memcached("memcached-hr", mb), memcached)
+    peer("redis", "redis-server",
+         lambda: servers.start_redis("redis-hr", ["--maxmemory", f"{mb}mb", "--maxmemory-policy", "allkeys-lru"]), redis_lru)
 
     out["results"]["lru_reference"] = W.lru_reference(keys, sizes, mb * 2**20, warm)
     log(f"  exact LRU of {mb} MB of key+value bytes (reference): {out['results']['lru_reference']['hit_ratio']:.4f}")
@@ -400,44 +395,40 @@ def memory(W, servers: Servers, server_skip: dict, results: dict, items: int) ->
         peers["locmem"] = {"bytes": g, "what": "RSS growth of one process; each worker holds its own copy", "per_worker": g}
     except Exception as e:  # noqa: BLE001
         results["errors"]["memory/locmem"] = repr(e)
-    if "redis-server" not in server_skip:
-        srv = None
+    def peer(key: str, server: str, start, run) -> None:
+        if server in server_skip:
+            return
         try:
-            import redis
-            from django.core.cache.backends.redis import RedisCache
-
-            srv = servers.start_redis("redis-mem")
-            rc = redis.Redis(unix_socket_path=srv.unix_socket)
-            i0 = rc.info("memory")
-            W.load(RedisCache(f"unix://{srv.unix_socket}?db=0", {"TIMEOUT": 3600}), items)
-            i1 = rc.info("memory")
-            peers["redis"] = {"bytes": i1["used_memory_rss"] - i0["used_memory_rss"],
-                              "used_memory_growth": i1["used_memory"] - i0["used_memory"],
-                              "what": "INFO memory used_memory_rss growth (Django RedisCache, pickled values)",
-                              "rss_after": i1["used_memory_rss"]}
-            rc.close()
+            with servers.started(start) as srv:
+                peers[key] = run(srv)
         except Exception as e:  # noqa: BLE001
-            results["errors"]["memory/redis"] = repr(e)
-        finally:
-            if srv:
-                servers.stop(srv)
-    if "memcached" not in server_skip:
-        srv = None
-        try:
-            from django.core.cache.backends.memcached import PyMemcacheCache
+            results["errors"][f"memory/{key}"] = repr(e)
 
-            srv = servers.start_memcached("memcached-mem", 1024)
-            r0 = srv.rss_bytes()
-            W.load(PyMemcacheCache(f"127.0.0.1:{srv.port}", {"TIMEOUT": 3600}), items)
-            time.sleep(0.2)
-            r1 = srv.rss_bytes()
-            peers["memcached"] = {"bytes": r1 - r0, "what": "VmRSS growth from /proc/<pid>/status (Django PyMemcacheCache)",
-                                  "rss_after": r1}
-        except Exception as e:  # noqa: BLE001
-            results["errors"]["memory/memcached"] = repr(e)
-        finally:
-            if srv:
-                servers.stop(srv)
+    def redis_growth(srv) -> dict:
+        import redis
+        from django.core.cache.backends.redis import RedisCache
+
+        rc = redis.Redis(unix_socket_path=srv.unix_socket)
+        i0 = rc.info("memory")
+        W.load(RedisCache(f"unix://{srv.unix_socket}?db=0", {"TIMEOUT": 3600}), items)
+        i1 = rc.info("memory")
+        rc.close()
+        return {"bytes": i1["used_memory_rss"] - i0["used_memory_rss"],
+                "used_memory_growth": i1["used_memory"] - i0["used_memory"],
+                "what": "INFO memory used_memory_rss growth (Django RedisCache, pickled values)",
+                "rss_after": i1["used_memory_rss"]}
+
+    def memcached_growth(srv) -> dict:
+        from django.core.cache.backends.memcached import PyMemcacheCache
+
+        r0 = srv.rss_bytes()
+        W.load(PyMemcacheCache(f"127.0.0.1:{srv.port}", {"TIMEOUT": 3600}), items)
+        time.sleep(0.2)
+        r1 = srv.rss_bytes()
+        return {"bytes": r1 - r0, "what": "VmRSS growth from /proc/<pid>/status (Django PyMemcacheCache)", "rss_after": r1}
+
+    peer("redis", "redis-server", lambda: servers.start_redis("redis-mem"), redis_growth)
+    peer("memcached", "memcached", lambda: servers.start_memcached("memcached-mem", 1024), memcached_growth)
     out["peers"] = peers
     for k, v in peers.items():
         log(f"  {k:10s} {v['bytes'] / 2**20:8.1f} MiB for {items:,} items ({v['what']})")

@@ -9,7 +9,9 @@ import shutil
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 
 _T0 = time.monotonic()
@@ -144,6 +146,15 @@ class Servers:
         self.running.append(srv)
         self._wait_tcp(srv, b"version\r\n", b"VERSION")
         return srv
+
+    @contextmanager
+    def started(self, start: Callable[[], Server]) -> Iterator[Server]:
+        """`with servers.started(lambda: servers.start_redis(...)) as srv:` stops it on the way out."""
+        srv = start()
+        try:
+            yield srv
+        finally:
+            self.stop(srv)
 
     def stop(self, srv: Server) -> None:
         srv.stop()

@@ -224,6 +224,22 @@ if alias == "shmcache":
 """
 
 
+def run_callgrind(toggle: str, argv: list[str], what: str, d: str | None = None) -> dict | None:
+    """Run `argv` under callgrind, collecting only inside functions matching `toggle`,
+    and parse the profile; None (and a log line) if it fails. Removes `d` (its temp dir)."""
+    d = d or tempfile.mkdtemp(prefix="bench-cg-")
+    out = os.path.join(d, "callgrind.out")
+    try:
+        r = subprocess.run(["valgrind", "--tool=callgrind", f"--toggle-collect={toggle}", f"--callgrind-out-file={out}", *argv],
+                           capture_output=True, text=True, cwd=ROOT)
+        if r.returncode != 0 or not os.path.exists(out):
+            log(f"callgrind of {what} failed: {r.stderr[-400:]}")
+            return None
+        return parse_callgrind(out)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def callgrind_python(python: str, alias: str, op: str, n: int) -> dict | None:
     if not shutil.which("valgrind"):
         return None
@@ -232,20 +248,14 @@ def callgrind_python(python: str, alias: str, op: str, n: int) -> dict | None:
     loc = f"bench-cg-{os.getpid()}-{alias}-{op}"
     with open(script, "w") as f:
         f.write(PY_TARGET.format(here=HERE, loc=loc))
-    out = os.path.join(d, "callgrind.out")
-    cmd = ["valgrind", "--tool=callgrind", "--toggle-collect=map_next", f"--callgrind-out-file={out}",
-           python, script, alias, op, str(n)]
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        p = run_callgrind("map_next", [python, script, alias, op, str(n)], f"{alias} {op}", d)
     finally:
         import shmcache
 
         shmcache.destroy(loc)
-    if r.returncode != 0 or not os.path.exists(out):
-        log(f"callgrind of {alias} {op} failed: {r.stderr[-400:]}")
+    if p is None:
         return None
-    p = parse_callgrind(out)
-    shutil.rmtree(d, ignore_errors=True)
     total = p["total"]
     res = {
         "cmd": f"valgrind --tool=callgrind --toggle-collect=map_next python <script: list(map(caches[{alias!r}].{op}, keys{', values' if op == 'set' else ''}))> ({n:,} calls of 100 B values)",
@@ -289,17 +299,10 @@ def callgrind_core(quick: bool) -> dict | None:
         log(f"building core_bench with line tables failed: {b.stderr[-400:]}")
         return None
     exe = os.path.join(tdir, "release", "examples", "core_bench")
-    d = tempfile.mkdtemp(prefix="bench-cg-")
-    out = os.path.join(d, "callgrind.out")
     n = 20_000 if quick else 200_000
-    cmd = ["valgrind", "--tool=callgrind", "--toggle-collect=*profile_gets*", f"--callgrind-out-file={out}", exe,
-           "--profile-get", str(n)]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if r.returncode != 0 or not os.path.exists(out):
-        log(f"callgrind of core_bench failed: {r.stderr[-400:]}")
+    p = run_callgrind("*profile_gets*", [exe, "--profile-get", str(n)], "core_bench")
+    if p is None:
         return None
-    p = parse_callgrind(out)
-    shutil.rmtree(d, ignore_errors=True)
     total = p["total"]
 
     def short(path: str) -> str:

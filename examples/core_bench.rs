@@ -24,6 +24,9 @@
 //! 1,000 hot keys (their cache lines fit in L2; after the shuffled overwrite
 //! their index slots and records sit on ~2,000 different pages, so TLB misses
 //! remain; `--profile-get --hot` runs before the overwrite, records contiguous).
+//! Beside them, the raw Python API's workload exactly (`raw_workload_*`: a
+//! fresh 64 MB cache of just 1,000 keys, read in the order stored), so the
+//! core and the Python layer above it compare one to one.
 //!
 //! `--profile-get N [--locked] [--hot]` runs just N shuffled gets (of the
 //! 1,000 hot keys with `--hot`) in `profile_gets`,
@@ -128,6 +131,34 @@ fn profile_gets(cache: &ShmCache, stream: &[Key], n: usize, locked: bool) -> usi
     total
 }
 
+/// gets/s and sets/s on the raw Python API's workload (see its call site).
+fn raw_api_workload(min_round: Duration) -> (f64, f64) {
+    let cfg = shmcache::Config { size: 64 << 20, max_item_size: 1 << 20, shards: 0 };
+    let location = format!("core-bench-raw-{}", std::process::id());
+    let cache = ShmCache::open(&location, &cfg, Duration::from_millis(100)).expect("open segment");
+    let keys: Vec<Key> = (0..1_000).map(|i| key("raw", i)).collect();
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let value: Vec<u8> = (0..100).map(|_| rng.next() as u8).collect();
+    for k in &keys {
+        assert!(cache.set(k, ENC_BYTES, &value, 0).expect("set"));
+    }
+    for k in &keys {
+        black_box(cache.get(k).unwrap().unwrap());
+    }
+    let gets = measure(min_round, keys.len(), || get_free(&cache, &keys));
+    let sets = measure(min_round, keys.len(), || {
+        for k in &keys {
+            black_box(cache.set(k, ENC_BYTES, &value, 0).unwrap());
+        }
+    });
+    let present = keys.iter().filter(|k| cache.get_with(&k[..], 0, |_e, _v| ()).unwrap().is_some()).count();
+    assert_eq!(present, keys.len(), "keys lost in the raw-API workload");
+    let name = cache.name().to_string();
+    drop(cache);
+    shmcache::segment::destroy(&name).expect("destroy segment");
+    (gets, sets)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -208,6 +239,12 @@ fn main() {
         hs.into_iter().map(|h| h.join().unwrap()).sum::<f64>()
     });
 
+    // The raw Python API's workload exactly (bench/workloads.py `_raw_api`):
+    // a fresh 64 MB cache holding just 1,000 keys "raw:%08d" with 100-byte
+    // values, read and overwritten in the order stored. The two layers'
+    // figures compare one to one.
+    let (raw_gets, raw_sets) = raw_api_workload(min_round);
+
     // The pieces of a get, to see where its time goes.
     let hash_only = measure(min_round, n, || {
         for k in &stream {
@@ -237,7 +274,7 @@ fn main() {
     println!(
         "{{\"gets_per_sec\": {gets:.0}, \"gets_hot_per_sec\": {gets_hot:.0}, \"gets_hot_2threads_per_sec\": {gets_hot_2:.0}, \"gets_seq_per_sec\": {gets_seq:.0}, \
          \"gets_locked_per_sec\": {gets_locked:.0}, \"gets_locked_hot_per_sec\": {gets_locked_hot:.0}, \
-         \"gets_copy_per_sec\": {gets_copy:.0}, \"gets_miss_per_sec\": {gets_miss:.0}, \"sets_per_sec\": {sets:.0}, \
+         \"gets_copy_per_sec\": {gets_copy:.0}, \"raw_workload_gets_per_sec\": {raw_gets:.0}, \"raw_workload_sets_per_sec\": {raw_sets:.0}, \"gets_miss_per_sec\": {gets_miss:.0}, \"sets_per_sec\": {sets:.0}, \
          \"ns_per_get\": {:.1}, \"ns_per_set\": {:.1}, \
          \"ns_hash\": {:.1}, \"ns_now_ms\": {:.1}, \"ns_hash_lock_unlock\": {:.1}, \
          \"keys\": {n}, \"hot_keys\": {hot_n}, \"value_bytes\": {}, \"shards\": {}, \"items\": {}, \"keys_present\": {present}, \

@@ -112,9 +112,8 @@ impl ShmCache {
         (((hash >> 32) * self.geo.nshards) >> 32) as usize
     }
 
-    /// Run `f` on the shard owning `hash` under its lock. If `f` finds the
-    /// shard corrupt, the shard is wiped and `f` runs once more on the clean
-    /// shard, so callers see a miss rather than damage.
+    /// Run `f` on the shard owning `hash` under its lock (`Shard::with_lock`:
+    /// a shard `f` finds corrupt is wiped and `f` reruns on the clean shard).
     #[inline]
     pub fn with_shard<R>(&self, hash: u64, wait: Wait, mut f: impl FnMut(&mut ShardGuard) -> Result<R>) -> Result<R> {
         self.with_shard_index(self.shard_of(hash), wait, &mut f)
@@ -125,14 +124,7 @@ impl ShmCache {
             Wait::No => None,
             Wait::Bounded => Some(self.lock_timeout),
         };
-        let mut g = self.shards[idx].lock(timeout)?;
-        match f(&mut g) {
-            Err(Error::Corrupt(_)) => {
-                g.wipe();
-                f(&mut g)
-            }
-            r => r,
-        }
+        self.shards[idx].with_lock(timeout, f)
     }
 
     // ---- single-key operations (waiting up to the lock timeout) ----

@@ -225,14 +225,7 @@ impl Backend for HeapCache {
         self.bases[i]
     }
     fn with_shard_index<R>(&self, idx: usize, f: &mut impl FnMut(&mut ShardGuard) -> Result<R>) -> Result<R> {
-        let mut g = self.shards[idx].lock(None)?;
-        match f(&mut g) {
-            Err(Error::Corrupt(_)) => {
-                g.wipe();
-                f(&mut g)
-            }
-            r => r,
-        }
+        self.shards[idx].with_lock(None, f)
     }
     fn clear(&self) -> Result<()> {
         for i in 0..self.shards.len() {

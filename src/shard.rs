@@ -197,6 +197,20 @@ impl Shard {
         Some(r)
     }
 
+    /// Run `f` under the lock (see `lock` for `timeout`). If `f` finds the
+    /// shard corrupt, the shard is wiped and `f` runs once more on the clean
+    /// shard, so callers see a miss rather than damage.
+    pub fn with_lock<R>(&self, timeout: Option<Duration>, f: &mut impl FnMut(&mut ShardGuard) -> Result<R>) -> Result<R> {
+        let mut g = self.lock(timeout)?;
+        match f(&mut g) {
+            Err(Error::Corrupt(_)) => {
+                g.wipe();
+                f(&mut g)
+            }
+            r => r,
+        }
+    }
+
     /// Take the lock: without waiting (`timeout` None) or for at most `timeout`.
     /// Repairs the shard if its previous owner died mid-write.
     pub fn lock(&self, timeout: Option<Duration>) -> Result<ShardGuard<'_>> {

@@ -38,6 +38,8 @@ pub const STRIPES: usize = 4;
 /// `stats()` sums the stripes.
 #[repr(C)]
 pub struct ShardCounters {
+    /// Indexed by `Counter`. Its `Hits` and `Misses` words stay 0 (those two
+    /// live in `reads`); they are kept so that a counter's slot is its index.
     main: [AtomicU64; N_COUNTERS],
     reads: [[AtomicU64; 8]; STRIPES],
 }
