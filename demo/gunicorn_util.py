@@ -69,6 +69,19 @@ def _no_control_socket() -> list[str]:
     return ["--no-control-socket"] if hasattr(cfg, "ControlSocketDisable") else []
 
 
+def children(pid: int) -> set[int]:
+    """Live (not zombie) child processes of `pid`, read from /proc."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # fields[0] = state, fields[1] = ppid
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.add(int(stat.parent.name))
+    return out
+
+
 class Gunicorn:
     """A gunicorn master + workers serving demo/mysite on 127.0.0.1.
 
@@ -99,21 +112,23 @@ class Gunicorn:
         self._log = None
 
     # -- lifecycle --
-    def start(self) -> "Gunicorn":
-        sock = listening_socket()
-        self.port = sock.getsockname()[1]
+    def environment(self, pythonpath: tuple[Path, ...] = (DEMO_DIR,), **more: str) -> dict:
+        """The server's environment: ours, the demo's settings, `more`, then `env=`."""
         env = dict(os.environ)
         env.update(
             SHMCACHE_DEMO_LOCATION=self.location,
             DJANGO_SETTINGS_MODULE="mysite.settings",
-            PYTHONPATH=os.pathsep.join(filter(None, [str(DEMO_DIR), env.get("PYTHONPATH")])),
+            PYTHONPATH=os.pathsep.join(filter(None, [*map(str, pythonpath), env.get("PYTHONPATH")])),
             PYTHONUNBUFFERED="1",
+            **more,
         )
         env.update(self.extra_env)
-        self._log = tempfile.TemporaryFile(mode="w+b", prefix="shmcache-gunicorn-")
-        cmd = [
+        return env
+
+    def command(self, fd: int) -> list[str]:
+        return [
             sys.executable, "-m", "gunicorn",
-            "--bind", f"fd://{sock.fileno()}",
+            "--bind", f"fd://{fd}",
             "--workers", str(self.workers),
             "--pythonpath", str(DEMO_DIR),
             "--graceful-timeout", "5",
@@ -123,14 +138,25 @@ class Gunicorn:
             *self.extra_args,
             "mysite.wsgi:application",
         ]
+
+    def start(self) -> "Gunicorn":
+        sock = listening_socket()
+        self.port = sock.getsockname()[1]
+        return self._launch(self.command(sock.fileno()), sock, self.environment(), DEMO_DIR)
+
+    def _launch(self, cmd: list[str], sock: socket.socket | None, env: dict, cwd: Path) -> "Gunicorn":
+        """Run `cmd` in its own process group (Ctrl-C reaches us, we stop it),
+        its output to a temp log, handing it `sock`; wait until it answers."""
+        self._log = tempfile.TemporaryFile(mode="w+b", prefix="shmcache-server-")
         try:
             self.proc = subprocess.Popen(
-                cmd, cwd=DEMO_DIR, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                pass_fds=(sock.fileno(),),
-                start_new_session=True,  # own process group: Ctrl-C reaches us, we stop it
+                cmd, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                pass_fds=(sock.fileno(),) if sock is not None else (),
+                start_new_session=True,
             )
         finally:
-            sock.close()  # gunicorn holds its own copy
+            if sock is not None:
+                sock.close()  # the server holds its own copy
         try:
             self.wait_ready()
         except BaseException:
@@ -194,15 +220,7 @@ class Gunicorn:
 
     def worker_pids(self) -> set[int]:
         """Current worker pids (the master's children), read from /proc."""
-        out = set()
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == self.proc.pid:  # field 4 of stat: ppid
-                out.add(int(stat.parent.name))
-        return out
+        return children(self.proc.pid)
 
     def log_tail(self, n: int = 4000) -> str:
         if self._log is None:

@@ -3,6 +3,7 @@ afterwards), a plain ``shmcache.Cache`` on it, and a Django backend on it."""
 
 import contextlib
 import itertools
+import multiprocessing
 import os
 import uuid
 
@@ -50,6 +51,25 @@ def clock_offset():
     """``with clock_offset(ms):`` runs a block with this process's cache
     clock moved by ``ms`` (expire items without sleeping)."""
     return _clock_shifted
+
+
+def _run_forked(target, args_list, meanwhile=None, timeout=60):
+    procs = [multiprocessing.get_context("fork").Process(target=target, args=args) for args in args_list]
+    for p in procs:
+        p.start()
+    if meanwhile is not None:
+        meanwhile()
+    for p in procs:
+        p.join(timeout)
+    assert [p.exitcode for p in procs] == [0] * len(procs), "a forked process failed or hung"
+
+
+@pytest.fixture
+def run_forked():
+    """``run_forked(target, [args, ...], meanwhile=f)`` runs ``target(*args)``
+    in one forked process per args tuple while this process runs ``f()``,
+    then checks that every child exited 0 within the timeout."""
+    return _run_forked
 
 
 @pytest.fixture

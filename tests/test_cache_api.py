@@ -555,16 +555,9 @@ def _incr_many(name, n):
         c.incr("counter")
 
 
-def test_incr_is_atomic_across_forked_processes(cache, location):
+def test_incr_is_atomic_across_forked_processes(cache, location, run_forked):
     cache.set("counter", 0)
-    ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_incr_many, args=(location, 2000)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    _incr_many(location, 2000)
-    for p in procs:
-        p.join(60)
-    assert [p.exitcode for p in procs] == [0] * 4
+    run_forked(_incr_many, [(location, 2000)] * 4, meanwhile=lambda: _incr_many(location, 2000))
     assert cache.get("counter") == 5 * 2000
 
 

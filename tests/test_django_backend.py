@@ -4,7 +4,6 @@
 import asyncio
 import importlib
 import logging
-import multiprocessing
 import sys
 import uuid
 
@@ -162,20 +161,13 @@ def _incr_loop(cache, n):
         cache.incr("hits")
 
 
-def test_two_instances_on_one_location_incr_atomically(django_settings, location):
+def test_two_instances_on_one_location_incr_atomically(django_settings, location, run_forked):
     a = backend(location)
     b = backend(location, OPTIONS={**OPTIONS, "LOCK_TIMEOUT": 1})  # a separate mapping
     a.set("hits", 0)
     assert b.incr("hits") == 1
     assert a.get("hits") == 1
-    ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_incr_loop, args=(c, 1500)) for c in (a, b, a, b)]
-    for p in procs:
-        p.start()
-    _incr_loop(b, 1500)
-    for p in procs:
-        p.join(60)
-    assert [p.exitcode for p in procs] == [0] * 4
+    run_forked(_incr_loop, [(c, 1500) for c in (a, b, a, b)], meanwhile=lambda: _incr_loop(b, 1500))
     assert a.get("hits") == b.get("hits") == 1 + 5 * 1500
 
 

@@ -13,9 +13,7 @@ are skipped when they are not installed.
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -29,7 +27,7 @@ DEMO = TESTS.parent / "demo"
 sys.path.insert(0, str(DEMO))
 
 import shmcache  # noqa: E402
-from gunicorn_util import Gunicorn, GunicornError, _no_control_socket, free_port, listening_socket  # noqa: E402
+from gunicorn_util import Gunicorn, GunicornError, _no_control_socket, children, free_port, listening_socket  # noqa: E402
 
 WORKERS = 2
 
@@ -61,18 +59,6 @@ def pid_alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
-
-
-def children(pid: int) -> set[int]:
-    out = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.add(int(stat.parent.name))
-    return out
 
 
 def write_values(server, n: int, tag: str) -> dict:
@@ -116,37 +102,16 @@ class Server(Gunicorn):
                     raise
 
     def _start(self):
-        env = dict(os.environ)
-        env.update(
-            SHMCACHE_DEMO_LOCATION=self.location,
-            SHMCACHE_APP_LOCATION=self.location,
-            DJANGO_SETTINGS_MODULE="mysite.settings",
-            PYTHONPATH=os.pathsep.join(filter(None, [str(DEMO), str(TESTS), env.get("PYTHONPATH")])),
-            PYTHONUNBUFFERED="1",
-        )
-        env.update(self.extra_env)
-        self._log = tempfile.TemporaryFile(mode="w+b", prefix="shmcache-server-")
+        env = self.environment(pythonpath=(DEMO, TESTS), SHMCACHE_APP_LOCATION=self.location)
         if self.pass_socket:
             sock = listening_socket()
             self.port = sock.getsockname()[1]
-            fds = (sock.fileno(),)
             cmd = self.cmd(sock.fileno(), self.port)
         else:  # the server binds the address itself (a port free a moment ago)
-            sock, fds = None, ()
+            sock = None
             self.port = free_port()
             cmd = self.cmd(None, self.port)
-        try:
-            self.proc = subprocess.Popen(cmd, cwd=TESTS, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                         pass_fds=fds, start_new_session=True)
-        finally:
-            if sock is not None:
-                sock.close()
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return self._launch(cmd, sock, env, TESTS)
 
 
 def gunicorn_cmd(*extra, bind_address=False, script=False):
