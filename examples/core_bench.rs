@@ -21,9 +21,11 @@
 //! own work and memory traffic. Orders: shuffled (the items are all over
 //! the ~17 MB of records and index, so most gets miss the CPU caches), the
 //! order the keys were stored (each shard's log read front to back), and
-//! 1,000 hot keys (their cache lines fit in L2; after the shuffled overwrite
-//! their index slots and records sit on ~2,000 different pages, so TLB misses
-//! remain; `--profile-get --hot` runs before the overwrite, records contiguous).
+//! 1,000 hot keys (their cache lines fit in L2; after the shuffled overwrites
+//! that change the record size, their index slots and records sit on ~2,000
+//! different pages, so TLB misses remain; `--profile-get --hot` runs before
+//! the overwrites, records contiguous). Sets are measured both ways: same
+//! size (in place) and alternating sizes (appended at the log head).
 //! Beside them, the raw Python API's workload exactly (`raw_workload_*`: a
 //! fresh 64 MB cache of just 1,000 keys, read in the order stored), so the
 //! core and the Python layer above it compare one to one.
@@ -205,11 +207,29 @@ fn main() {
     let gets_seq = measure(min_round, n, || get_free(&cache, &keys));
 
     // set: overwrite existing keys (the steady state of a cache), shuffled.
+    // Same size, so in place.
     let sets = measure(min_round, n, || {
         for k in &stream {
             black_box(cache.set(k, ENC_BYTES, &value, 0).unwrap());
         }
     });
+    // Overwrites that change the record size (100 <-> 164 bytes each pass)
+    // are appended at the log head and compact the log. They also scatter
+    // the records in shuffled order for the gets below.
+    let values = [vec![b'w'; 164], value.clone()];
+    let mut pass = 0usize;
+    let sets_append = measure(min_round, n, || {
+        pass += 1;
+        for k in &stream {
+            black_box(cache.set(k, ENC_BYTES, &values[pass % 2], 0).unwrap());
+        }
+    });
+    if pass % 2 == 0 {
+        // End on the 100-byte values (the gets' workload).
+        for k in &stream {
+            black_box(cache.set(k, ENC_BYTES, &value, 0).unwrap());
+        }
+    }
 
     let gets = measure(min_round, n, || get_free(&cache, &stream));
     let gets_hot = measure(min_round, hot_n, || get_free(&cache, &hot));
@@ -274,7 +294,7 @@ fn main() {
     println!(
         "{{\"gets_per_sec\": {gets:.0}, \"gets_hot_per_sec\": {gets_hot:.0}, \"gets_hot_2threads_per_sec\": {gets_hot_2:.0}, \"gets_seq_per_sec\": {gets_seq:.0}, \
          \"gets_locked_per_sec\": {gets_locked:.0}, \"gets_locked_hot_per_sec\": {gets_locked_hot:.0}, \
-         \"gets_copy_per_sec\": {gets_copy:.0}, \"raw_workload_gets_per_sec\": {raw_gets:.0}, \"raw_workload_sets_per_sec\": {raw_sets:.0}, \"gets_miss_per_sec\": {gets_miss:.0}, \"sets_per_sec\": {sets:.0}, \
+         \"gets_copy_per_sec\": {gets_copy:.0}, \"raw_workload_gets_per_sec\": {raw_gets:.0}, \"raw_workload_sets_per_sec\": {raw_sets:.0}, \"gets_miss_per_sec\": {gets_miss:.0}, \"sets_per_sec\": {sets:.0}, \"sets_append_per_sec\": {sets_append:.0}, \
          \"ns_per_get\": {:.1}, \"ns_per_set\": {:.1}, \
          \"ns_hash\": {:.1}, \"ns_now_ms\": {:.1}, \"ns_hash_lock_unlock\": {:.1}, \
          \"keys\": {n}, \"hot_keys\": {hot_n}, \"value_bytes\": {}, \"shards\": {}, \"items\": {}, \"keys_present\": {present}, \

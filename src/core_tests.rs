@@ -108,6 +108,47 @@ fn ttl_with_controlled_clock() {
 }
 
 #[test]
+fn same_size_overwrite_is_written_in_place() {
+    let c = cache(4 << 20, 64 << 10);
+    let k = b"in-place-key";
+    c.set(k, ENC_BYTES, &[1u8; 100], 0).unwrap();
+    c.set(b"neighbour", ENC_BYTES, b"n", 0).unwrap();
+    let sh = c.shard_for(c.hash(k));
+    let (head0, s0) = (sh.log_head(), c.stats());
+    for i in 0..1000u32 {
+        // 97 to 100 value bytes round up to the same 144-byte record.
+        let v = vec![i as u8; 97 + (i % 4) as usize];
+        c.set(k, ENC_BYTES, &v, 0).unwrap();
+        assert_eq!(get(&c, k), Some(v));
+    }
+    assert_eq!(sh.log_head(), head0, "same-size overwrites used log space");
+    let s1 = c.stats();
+    assert_eq!((s1.items, s1.bytes_used), (s0.items, s0.bytes_used));
+    assert_eq!(s1.counter(Counter::Sets), s0.counter(Counter::Sets) + 1000);
+    c.verify().unwrap();
+
+    // Another record size is appended; the old record is left dead.
+    c.set(k, ENC_BYTES, &[9u8; 300], 0).unwrap();
+    assert!(sh.log_head() > head0);
+    assert_eq!((c.stats().items, get(&c, k)), (s0.items, Some(vec![9u8; 300])));
+    assert_eq!(get(&c, b"neighbour"), Some(b"n".to_vec()));
+
+    // In place, the encoding and the expiry change too: an expired item
+    // overwritten in place is live again with its new expiry.
+    let h = c.hash(k);
+    let max = c.geometry().max_item_size;
+    let put = |enc, v: &[u8], exp, now| c.with_shard(h, Wait::Bounded, |g| g.set(k, h, enc, v, exp, SetMode::Set, now, max)).unwrap();
+    let at = |now| c.with_shard(h, Wait::Bounded, |g| g.get(k, h, now, |e, v| (e, v.to_vec()))).unwrap();
+    put(ENC_BYTES, b"8 bytes!", 2000, 1000);
+    let head1 = sh.log_head();
+    put(ENC_INT, &7i64.to_le_bytes(), 0, 3000);
+    assert_eq!(sh.log_head(), head1);
+    assert_eq!(at(3000), Some((ENC_INT, 7i64.to_le_bytes().to_vec())));
+    assert_eq!(c.with_shard(h, Wait::Bounded, |g| g.incr(k, h, 1, 3000)).unwrap(), 8);
+    c.verify().unwrap();
+}
+
+#[test]
 fn sweep_reclaims_expired_items_nobody_reads() {
     let c = cache(1 << 20, 1024);
     let max = c.geometry().max_item_size;
@@ -313,6 +354,17 @@ fn names_cannot_escape_dev_shm() {
 
 #[test]
 fn killed_writer_mid_set_wipes_only_its_shard() {
+    killed_writer_mid_set(false);
+}
+
+#[test]
+fn killed_writer_mid_in_place_overwrite_wipes_only_its_shard() {
+    killed_writer_mid_set(true);
+}
+
+/// A child dies halfway through copying a 50,000-byte value into shard 0:
+/// into a fresh record, or (`in_place`) over a record of the same size.
+fn killed_writer_mid_set(in_place: bool) {
     let c = cache(4 << 20, 64 << 10);
     assert!(c.geometry().nshards > 1);
     // Keys in shard 0 and in other shards.
@@ -321,6 +373,10 @@ fn killed_writer_mid_set_wipes_only_its_shard() {
         c.set(k, ENC_BYTES, k, 0).unwrap();
     }
     let victim = keys.iter().find(|k| c.shard_of(c.hash(k)) == 0).unwrap().clone();
+    if in_place {
+        c.set(&victim, ENC_BYTES, &vec![b'o'; 50_000], 0).unwrap();
+    }
+    let head0 = c.shard(0).log_head();
     let gen0 = c.shard(0).generation();
     // SAFETY: test-only fork; the child only runs a cache set and then sleeps.
     let pid = unsafe { libc::fork() };
@@ -348,6 +404,7 @@ fn killed_writer_mid_set_wipes_only_its_shard() {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert!(held, "child never began its write under the lock");
+    assert_eq!(c.shard(0).log_head() == head0, in_place, "in place iff the record size is the same");
     assert_eq!(c.get(&victim), Err(Error::LockTimeout), "lock wait must be bounded");
     unsafe {
         libc::kill(pid, libc::SIGKILL);
@@ -503,6 +560,19 @@ fn stamp_ok(i: u32, v: &[u8]) -> bool {
 
 #[test]
 fn lock_free_reads_never_see_torn_or_foreign_values() {
+    // Sizes change between rounds: fresh records, compaction and eviction.
+    torn_read_check(|round, i| ((round as usize * 7 + i * 13) % 3000) + 1);
+}
+
+#[test]
+fn lock_free_reads_never_see_torn_values_of_in_place_overwrites() {
+    // Each key keeps its size: every overwrite after the first is in place.
+    torn_read_check(|_, i| 1000 + i * 24);
+}
+
+/// Readers check every value they get (lock-free and locked) while a writer
+/// overwrites 64 keys with values of `len(round, key index)` bytes.
+fn torn_read_check(len: fn(u32, usize) -> usize) {
     // One small shard so writers constantly overwrite, compact and evict
     // exactly where readers read.
     let cfg = Config { size: 256 << 10, max_item_size: 4096, shards: 1 };
@@ -516,7 +586,7 @@ fn lock_free_reads_never_see_torn_or_foreign_values() {
             let mut round = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 for (i, k) in keys.iter().enumerate() {
-                    let len = ((round as usize * 7 + i * 13) % 3000) + 1;
+                    let len = len(round, i);
                     // A lock timeout is allowed (a descheduled holder; under
                     // valgrind often): this test is about what reads return.
                     match c.set(k, ENC_BYTES, &stamp(i as u32, round, len), 0) {

@@ -121,6 +121,12 @@ impl Shard {
         unsafe { &*self.hdr }
     }
 
+    /// The log's logical head (tests: did a write use log space?).
+    #[cfg(test)]
+    pub(crate) fn log_head(&self) -> u64 {
+        self.header().head.load(Relaxed)
+    }
+
     fn index(&self) -> Index<'_> {
         // SAFETY: index_cap u64 slots follow the header inside the shard (Geometry).
         Index::new(unsafe { std::slice::from_raw_parts(self.index, self.index_cap) })
@@ -436,11 +442,8 @@ impl<'a> ShardGuard<'a> {
         if mode == SetMode::Add && self.lookup_live(key, hash, now)?.is_some() {
             return Ok(false);
         }
-        self.begin_write();
         let n = rec_size(key.len() as u64, value.len() as u64);
-        let off = self.alloc(n, now)?;
-        let log = self.log();
-        let rh = RecHdr {
+        let mut rh = RecHdr {
             kind: KIND_LIVE,
             enc,
             visited: 0,
@@ -451,22 +454,29 @@ impl<'a> ShardGuard<'a> {
             expires,
             hash,
         };
-        log.write_hdr(off, &rh);
-        let dst = log.bytes_mut(off + REC_HDR, n - REC_HDR);
-        // SAFETY: the allocator handed out n bytes at off; key+value fit in n - REC_HDR.
-        unsafe {
-            std::ptr::copy_nonoverlapping(key.as_ptr(), dst, key.len());
-            let vdst = dst.add(key.len());
-            let pause = TEST_PAUSE_MS.load(Relaxed);
-            if pause > 0 {
-                let half = value.len() / 2;
-                std::ptr::copy_nonoverlapping(value.as_ptr(), vdst, half);
-                std::thread::sleep(Duration::from_millis(pause));
-                std::ptr::copy_nonoverlapping(value.as_ptr().add(half), vdst.add(half), value.len() - half);
-            } else {
-                std::ptr::copy_nonoverlapping(value.as_ptr(), vdst, value.len());
+        // An overwrite whose record keeps its size is written in place, as
+        // incr and touch are: no log space used, no dead record left to
+        // compact, and the bytes written are ones the last set made hot.
+        // Lock-free readers see seq odd and retry, exactly as for a move.
+        // The set counts as a use (visited), since it keeps the old position.
+        if let Some((_, off, old)) = self.lookup(key, hash)? {
+            if old.rec_len as u64 == n {
+                self.begin_write();
+                rh.visited = 1;
+                self.log().write_hdr(off, &rh);
+                self.write_value(off + REC_HDR + key.len() as u64, value);
+                self.h().counters.bump_locked(Counter::Sets);
+                self.sweep(now, SWEEP_PER_WRITE)?;
+                return Ok(true);
             }
         }
+        self.begin_write();
+        let off = self.alloc(n, now)?;
+        let log = self.log();
+        log.write_hdr(off, &rh);
+        // SAFETY: the allocator handed out n bytes at off; the key fits in n - REC_HDR.
+        unsafe { std::ptr::copy_nonoverlapping(key.as_ptr(), log.bytes_mut(off + REC_HDR, key.len() as u64), key.len()) };
+        self.write_value(off + REC_HDR + key.len() as u64, value);
         let h = self.h();
         match self.lookup(key, hash)? {
             Some((slot, old, oldh)) => {
@@ -483,6 +493,25 @@ impl<'a> ShardGuard<'a> {
         h.counters.bump_locked(Counter::Sets);
         self.sweep(now, SWEEP_PER_WRITE)?;
         Ok(true)
+    }
+
+    /// Copy `value` to `at`, the value bytes of a record sized for it (a
+    /// record just allocated, or one of the same size being overwritten).
+    /// Under `set_test_pause_ms` it stops halfway, mid-write, for the tests.
+    fn write_value(&self, at: u64, value: &[u8]) {
+        let dst = self.log().bytes_mut(at, value.len() as u64);
+        // SAFETY: the caller's record (allocated or validated by lookup) spans at..at + value.len().
+        unsafe {
+            let pause = TEST_PAUSE_MS.load(Relaxed);
+            if pause > 0 {
+                let half = value.len() / 2;
+                std::ptr::copy_nonoverlapping(value.as_ptr(), dst, half);
+                std::thread::sleep(Duration::from_millis(pause));
+                std::ptr::copy_nonoverlapping(value.as_ptr().add(half), dst.add(half), value.len() - half);
+            } else {
+                std::ptr::copy_nonoverlapping(value.as_ptr(), dst, value.len());
+            }
+        }
     }
 
     /// Find `n` contiguous bytes at the head, reclaiming from the tail.
