@@ -459,7 +459,9 @@ impl<'a> ShardGuard<'a> {
         // compact, and the bytes written are ones the last set made hot.
         // Lock-free readers see seq odd and retry, exactly as for a move.
         // The set counts as a use (visited), since it keeps the old position.
-        if let Some((_, off, old)) = self.lookup(key, hash)? {
+        // (An add got here only if no live record exists: nothing to look up.)
+        let existing = if mode == SetMode::Set { self.lookup(key, hash)? } else { None };
+        if let Some((_, off, old)) = existing {
             if old.rec_len as u64 == n {
                 self.begin_write();
                 rh.visited = 1;

@@ -19,7 +19,9 @@ What is checked:
 
 * every value is self-checking (magic, its key, its length, a blake2b digest,
   sizes from 16 B to near MAX_ITEM_SIZE): a torn or misplaced ("foreign")
-  value read by any get/get_many is counted;
+  value read by any get/get_many is counted. A third of the keys always get
+  values of one length, so their overwrites (armed ones included) are
+  written in place; the rest change size and are appended;
 * values stored with a TTL carry the writer's clock before the call and the
   TTL: one returned later than that plus the tolerance is an expired value
   returned (a set that was itself slow is re-judged with the clock read after
@@ -239,6 +241,10 @@ class Worker:
         self.kinds, self.cum = kinds, list(_accumulate(weights))
         self.vkeys = [b"v:%d" % i for i in range(Cfg.nv)]
         self.hot = set(self.vkeys[:HOT])
+        # Every third key always gets a bytes value of one length: each
+        # overwrite of it keeps the record size and is written in place.
+        self.fixed_len = {k: (8192 + i * 997 % 24576 if k in self.hot else 16 + i * 37 % 4000)
+                          for i, k in enumerate(self.vkeys) if i % 3 == 0}
         self.ikeys = [b"i:%d" % i for i in range(Cfg.ni)]
         self.tkeys = [b"t:%d" % i for i in range(Cfg.nt)]
         self.shard_of = self.c._core.shard_of
@@ -416,8 +422,9 @@ class Worker:
         ttl = self.ttl()
         nonce = self.next_nonce()
         hot = key in self.hot
-        n = self.rng.randint(8192, 32768) if hot else self.body_len()
-        if self.rng.random() < (0.5 if hot else 0.25):  # a str value
+        fixed = self.fixed_len.get(key)
+        n = fixed or (self.rng.randint(8192, 32768) if hot else self.body_len())
+        if fixed is None and self.rng.random() < (0.5 if hot else 0.25):  # a str value
             text = self.text(n)
             t0 = now_ms()
             v = make_str_value(key, text, nonce, t0, ttl)
@@ -548,7 +555,7 @@ class Worker:
     def op_armed_set(self, pause_ms: int):
         """A set with the pause hook armed: the parent kills us during it."""
         key = self.vkey()
-        v = make_value(key, self.body(self.rng.randint(1024, 8192)), self.next_nonce(), 0, 0)
+        v = make_value(key, self.body(self.fixed_len.get(key) or self.rng.randint(1024, 8192)), self.next_nonce(), 0, 0)
         S, b = self.S, self.b
         self.inc(C_ARMED_SETS)
         self.core_mod._set_test_pause_ms(pause_ms)
