@@ -90,7 +90,7 @@ def _writer(wid: int, args, pause, stop, barrier) -> dict:
     rnd = random.Random(args.seed * 1000 + wid)
     # key -> (version, value size, deadline after which it must be gone, or None); deleted keys -> None
     state: dict[bytes, tuple[int, int, float | None] | None] = {}
-    n = dict(sets=0, set_bytes=0, gets=0, hits=0, deletes=0, touches=0, ttl_sets=0, near_max=0, typed=0,
+    n = dict(sets=0, set_bytes=0, gets=0, hits=0, deletes=0, touches=0, ttl_sets=0, near_max=0, same_size=0, typed=0,
              lock_timeouts=0, over_10ms=0, over_100ms=0, max_op_ms=0.0)
     keys = [b"w%d-%d" % (wid, i) for i in range(args.keys)]
     version = 0
@@ -116,6 +116,10 @@ def _writer(wid: int, args, pause, stop, barrier) -> dict:
 
     def size_for(key: bytes) -> int:
         room = max_item - len(key)
+        prev = state.get(key)
+        if prev is not None and prev[1] >= 0 and rnd.random() < 0.2:
+            n["same_size"] += 1  # the same record size: overwritten in place
+            return prev[1]
         r = rnd.random()
         if r < 0.40:
             return rnd.randint(0, 64)  # tiny
@@ -346,7 +350,7 @@ def run(args) -> int:
     print(f"  item capacity      {cap} bytes")
     if tot:
         print(f"  sets               {tot['sets']} ({tot['sets'] / elapsed:.0f}/s), all True; "
-              f"{tot['ttl_sets']} with a TTL, {tot['near_max']} at/near MAX_ITEM_SIZE, {tot['typed']} pickled/int")
+              f"{tot['ttl_sets']} with a TTL, {tot['near_max']} at/near MAX_ITEM_SIZE, {tot['same_size']} the key's previous size (in place if still stored), {tot['typed']} pickled/int")
         print(f"  value bytes set    {written} = {written / cap:.1f} x capacity")
         print(f"  gets               {tot['gets']}, hits {tot['hits']} ({100 * tot['hits'] / max(tot['gets'], 1):.1f}%), "
               f"every hit the latest version")
