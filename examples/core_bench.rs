@@ -133,11 +133,23 @@ fn profile_gets(cache: &ShmCache, stream: &[Key], n: usize, locked: bool) -> usi
     total
 }
 
+/// A fresh cache of `size` bytes (MAX_ITEM_SIZE 1 MB, auto shards) of its own.
+fn open(tag: &str, size: u64) -> ShmCache {
+    let cfg = shmcache::Config { size, max_item_size: 1 << 20, shards: 0 };
+    let location = format!("core-bench-{tag}-{}", std::process::id());
+    ShmCache::open(&location, &cfg, Duration::from_millis(100)).expect("open segment")
+}
+
+/// Detach and remove the segment.
+fn close(cache: ShmCache) {
+    let name = cache.name().to_string();
+    drop(cache);
+    shmcache::segment::destroy(&name).expect("destroy segment");
+}
+
 /// gets/s and sets/s on the raw Python API's workload (see its call site).
 fn raw_api_workload(min_round: Duration) -> (f64, f64) {
-    let cfg = shmcache::Config { size: 64 << 20, max_item_size: 1 << 20, shards: 0 };
-    let location = format!("core-bench-raw-{}", std::process::id());
-    let cache = ShmCache::open(&location, &cfg, Duration::from_millis(100)).expect("open segment");
+    let cache = open("raw", 64 << 20);
     let keys: Vec<Key> = (0..1_000).map(|i| key("raw", i)).collect();
     let mut rng = Rng(0xD1B5_4A32_D192_ED03);
     let value: Vec<u8> = (0..100).map(|_| rng.next() as u8).collect();
@@ -155,9 +167,7 @@ fn raw_api_workload(min_round: Duration) -> (f64, f64) {
     });
     let present = keys.iter().filter(|k| cache.get_with(&k[..], 0, |_e, _v| ()).unwrap().is_some()).count();
     assert_eq!(present, keys.len(), "keys lost in the raw-API workload");
-    let name = cache.name().to_string();
-    drop(cache);
-    shmcache::segment::destroy(&name).expect("destroy segment");
+    close(cache);
     (gets, sets)
 }
 
@@ -173,9 +183,7 @@ fn main() {
 
     let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     pin(ncpu - 1);
-    let cfg = shmcache::Config { size: 256 << 20, max_item_size: 1 << 20, shards: 0 };
-    let location = format!("core-bench-{}", std::process::id());
-    let cache = ShmCache::open(&location, &cfg, Duration::from_millis(100)).expect("open segment");
+    let cache = open("main", 256 << 20);
     let value = vec![b'v'; 100];
     let keys: Vec<Key> = (0..n).map(|i| key("key", i)).collect();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
@@ -197,9 +205,7 @@ fn main() {
         let hot_only = args.iter().any(|a| a == "--hot");
         let total = profile_gets(&cache, if hot_only { &hot } else { &stream }, count, profile_locked);
         println!("{{\"profile_gets\": {count}, \"locked\": {profile_locked}, \"bytes\": {total}}}");
-        let name = cache.name().to_string();
-        drop(cache);
-        shmcache::segment::destroy(&name).expect("destroy segment");
+        close(cache);
         return;
     }
 
@@ -309,7 +315,5 @@ fn main() {
         st.items,
         st.counter(shmcache::Counter::Evictions),
     );
-    let name = cache.name().to_string();
-    drop(cache);
-    shmcache::segment::destroy(&name).expect("destroy segment");
+    close(cache);
 }

@@ -480,7 +480,10 @@ impl<'a> ShardGuard<'a> {
         unsafe { std::ptr::copy_nonoverlapping(key.as_ptr(), log.bytes_mut(off + REC_HDR, key.len() as u64), key.len()) };
         self.write_value(off + REC_HDR + key.len() as u64, value);
         let h = self.h();
-        match self.lookup(key, hash)? {
+        // `alloc` may have moved or dropped the old record: find it again. A
+        // key that was absent is still absent (reclaiming never adds one).
+        let old = if existing.is_some() { self.lookup(key, hash)? } else { None };
+        match old {
             Some((slot, old, oldh)) => {
                 log.set_kind(old, KIND_DEAD);
                 h.live_bytes.fetch_sub(oldh.rec_len as u64, Relaxed);

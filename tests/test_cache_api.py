@@ -12,7 +12,6 @@ from decimal import Decimal
 import pytest
 
 import shmcache
-from shmcache import _core
 
 SIZE, MAX_ITEM = "8MB", "64KB"
 TOO_BIG = b"x" * (64 * 1024 + 1)
@@ -24,7 +23,6 @@ class Point:
 
     def __eq__(self, other):
         return type(other) is Point and (self.x, self.y) == (other.x, other.y)
-
 
 
 # ---------------------------------------------------------------- values

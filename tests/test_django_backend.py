@@ -10,7 +10,6 @@ import uuid
 import pytest
 
 import shmcache
-from shmcache import _core
 
 OPTIONS = {"SIZE": "8MB", "MAX_ITEM_SIZE": "64KB"}
 TOO_BIG = b"x" * (64 * 1024 + 1)
@@ -21,7 +20,6 @@ def backend(location, **params):
 
     params.setdefault("OPTIONS", dict(OPTIONS))
     return SharedMemoryCache(location, params)
-
 
 
 # ---------------------------------------------------------------- configuration
