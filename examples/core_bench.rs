@@ -175,8 +175,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let profile_locked = args.iter().any(|a| a == "--locked");
-    let profile_n: Option<usize> =
-        args.iter().position(|a| a == "--profile-get").map(|i| args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(200_000));
+    let profile_n: Option<usize> = args
+        .iter()
+        .position(|a| a == "--profile-get")
+        .map(|i| args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(200_000));
     let min_round = if quick { Duration::from_millis(20) } else { Duration::from_millis(400) };
     let n = if quick { 20_000 } else { 100_000 };
     let hot_n = 1_000;

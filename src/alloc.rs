@@ -139,7 +139,11 @@ impl Log {
     #[inline]
     pub fn skip_for(&self, head: u64, n: u64) -> u64 {
         let phys = self.phys(head);
-        if self.size - phys < n { self.size - phys } else { 0 }
+        if self.size - phys < n {
+            self.size - phys
+        } else {
+            0
+        }
     }
 
     /// Mark `skip` bytes at logical `head` as unusable (wrap).

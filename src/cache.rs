@@ -119,7 +119,12 @@ impl ShmCache {
         self.with_shard_index(self.shard_of(hash), wait, &mut f)
     }
 
-    pub fn with_shard_index<R>(&self, idx: usize, wait: Wait, f: &mut impl FnMut(&mut ShardGuard) -> Result<R>) -> Result<R> {
+    pub fn with_shard_index<R>(
+        &self,
+        idx: usize,
+        wait: Wait,
+        f: &mut impl FnMut(&mut ShardGuard) -> Result<R>,
+    ) -> Result<R> {
         let timeout = match wait {
             Wait::No => None,
             Wait::Bounded => Some(self.lock_timeout),
@@ -228,12 +233,14 @@ impl ShmCache {
         let now = &LazyNow::new();
         let mut out = vec![None; keys.len()];
         let mut plan = self.plan(keys);
-        plan.retain(|&(s, h, i)| match self.shards[s].get_optimistic(keys[i].as_ref(), h, now, |e, v| (e, v.to_vec())) {
-            Some(r) => {
-                out[i] = r;
-                false
+        plan.retain(|&(s, h, i)| {
+            match self.shards[s].get_optimistic(keys[i].as_ref(), h, now, |e, v| (e, v.to_vec())) {
+                Some(r) => {
+                    out[i] = r;
+                    false
+                }
+                None => true,
             }
-            None => true,
         });
         let mut err = None;
         self.batch(
@@ -262,11 +269,7 @@ impl ShmCache {
     }
 
     pub fn stats(&self) -> Stats {
-        let mut s = Stats {
-            segment_size: self.geo.total_size,
-            shards: self.geo.nshards,
-            ..Stats::default()
-        };
+        let mut s = Stats { segment_size: self.geo.total_size, shards: self.geo.nshards, ..Stats::default() };
         // Read without the locks from shared memory: a damaged shard (wiped at
         // its next lock) may hold any values, so no sum may overflow (a panic
         // with overflow checks). Counters wrap like the counters themselves.

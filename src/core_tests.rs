@@ -137,7 +137,9 @@ fn same_size_overwrite_is_written_in_place() {
     // overwritten in place is live again with its new expiry.
     let h = c.hash(k);
     let max = c.geometry().max_item_size;
-    let put = |enc, v: &[u8], exp, now| c.with_shard(h, Wait::Bounded, |g| g.set(k, h, enc, v, exp, SetMode::Set, now, max)).unwrap();
+    let put = |enc, v: &[u8], exp, now| {
+        c.with_shard(h, Wait::Bounded, |g| g.set(k, h, enc, v, exp, SetMode::Set, now, max)).unwrap()
+    };
     let at = |now| c.with_shard(h, Wait::Bounded, |g| g.get(k, h, now, |e, v| (e, v.to_vec()))).unwrap();
     put(ENC_BYTES, b"8 bytes!", 2000, 1000);
     let head1 = sh.log_head();
@@ -153,7 +155,8 @@ fn sweep_reclaims_expired_items_nobody_reads() {
     let c = cache(1 << 20, 1024);
     let max = c.geometry().max_item_size;
     // Shard 0 only, to watch one sweep cursor.
-    let keys: Vec<Vec<u8>> = (0..2000u32).map(|i| i.to_le_bytes().to_vec()).filter(|k| c.shard_of(c.hash(k)) == 0).collect();
+    let keys: Vec<Vec<u8>> =
+        (0..2000u32).map(|i| i.to_le_bytes().to_vec()).filter(|k| c.shard_of(c.hash(k)) == 0).collect();
     for k in &keys[..50] {
         let h = c.hash(k);
         c.with_shard(h, Wait::Bounded, |g| g.set(k, h, ENC_BYTES, b"x", 100, SetMode::Set, 10, max)).unwrap();
@@ -234,7 +237,8 @@ fn model_run(size: u64, seed: u64, exact: bool) {
                 let exp = if next() % 3 == 0 { now + next() % 200 + 1 } else { 0 };
                 let add = next() % 4 == 0;
                 let mode = if add { SetMode::Add } else { SetMode::Set };
-                let stored = c.with_shard(h, Wait::Bounded, |g| g.set(&k, h, ENC_BYTES, &v, exp, mode, now, max)).unwrap();
+                let stored =
+                    c.with_shard(h, Wait::Bounded, |g| g.set(&k, h, ENC_BYTES, &v, exp, mode, now, max)).unwrap();
                 let should = !add || live(&model, now).is_none();
                 if exact {
                     assert_eq!(stored, should, "step {step}");
@@ -538,7 +542,10 @@ fn admin_attach_adopts_the_existing_geometry() {
     assert_eq!(a.geometry(), c.geometry());
     assert_eq!(get(&a, b"k"), Some(b"v".to_vec()));
     segment::destroy(c.name()).unwrap();
-    assert!(matches!(ShmCache::attach_existing(&loc, Duration::from_millis(100)), Err(Error::Config { option: "LOCATION", .. })));
+    assert!(matches!(
+        ShmCache::attach_existing(&loc, Duration::from_millis(100)),
+        Err(Error::Config { option: "LOCATION", .. })
+    ));
 }
 
 /// A self-checking value: every byte derives from (key index, round).
@@ -603,7 +610,9 @@ fn torn_read_check(len: fn(u32, usize) -> usize) {
             .map(|_| {
                 s.spawn(|| {
                     let t = std::time::Instant::now();
-                    while (t.elapsed() < Duration::from_millis(1500) || !enough()) && t.elapsed() < Duration::from_secs(60) {
+                    while (t.elapsed() < Duration::from_millis(1500) || !enough())
+                        && t.elapsed() < Duration::from_secs(60)
+                    {
                         for (i, k) in keys.iter().enumerate() {
                             let h = c.hash(k);
                             let now = crate::clock::now_ms();
@@ -776,7 +785,8 @@ fn verify_sees_stray_index_slots_and_unknown_record_kinds() {
 fn verify_sees_a_damaged_sweep_cursor() {
     let c = cache(2 << 20, 4096);
     let g = *c.geometry();
-    let keys: Vec<[u8; 4]> = (0..2000u32).map(|i| i.to_le_bytes()).filter(|k| c.shard_of(c.hash(k)) == 0).take(20).collect();
+    let keys: Vec<[u8; 4]> =
+        (0..2000u32).map(|i| i.to_le_bytes()).filter(|k| c.shard_of(c.hash(k)) == 0).take(20).collect();
     for k in &keys {
         c.set(k, ENC_BYTES, &[1u8; 100], 0).unwrap();
     }

@@ -55,7 +55,9 @@ impl fmt::Display for Error {
             }
             Error::NotFound => write!(f, "key not found"),
             Error::NotInteger => write!(f, "value is not an integer"),
-            Error::Overflow => write!(f, "increment or decrement would overflow a signed 64-bit integer (out of range)"),
+            Error::Overflow => {
+                write!(f, "increment or decrement would overflow a signed 64-bit integer (out of range)")
+            }
         }
     }
 }

@@ -433,7 +433,21 @@ impl<'b, B: Backend> Model<'b, B> {
         let max = b.geometry().max_item_size;
         let nkeys = if exact { NKEYS_EXACT } else { NKEYS_SMALL };
         let evictions0 = b.counter(Counter::Evictions);
-        Model { b, exact, m: HashMap::new(), now: T0, max, wipes, step: 0, hits: 0, evictions0, nkeys, room: usize::MAX, hot: 128, max_items: 0 }
+        Model {
+            b,
+            exact,
+            m: HashMap::new(),
+            now: T0,
+            max,
+            wipes,
+            step: 0,
+            hits: 0,
+            evictions0,
+            nkeys,
+            room: usize::MAX,
+            hot: 128,
+            max_items: 0,
+        }
     }
 
     fn live(&self, k: &[u8]) -> Option<&Item> {
@@ -444,14 +458,24 @@ impl<'b, B: Backend> Model<'b, B> {
     /// the model; without, the model must agree.
     fn absent(&mut self, k: &[u8], what: &str) {
         if self.exact {
-            assert!(self.live(k).is_none(), "step {}: {what}: cache lost {k:?}, model has {:?}", self.step, self.live(k));
+            assert!(
+                self.live(k).is_none(),
+                "step {}: {what}: cache lost {k:?}, model has {:?}",
+                self.step,
+                self.live(k)
+            );
         }
         self.m.remove(k);
     }
 
     /// The cache says `k` is present: the model must say so too.
     fn present(&self, k: &[u8], what: &str) {
-        assert!(self.live(k).is_some(), "step {}: {what}: cache has {k:?} the model lacks ({:?})", self.step, self.m.get(k));
+        assert!(
+            self.live(k).is_some(),
+            "step {}: {what}: cache has {k:?} the model lacks ({:?})",
+            self.step,
+            self.m.get(k)
+        );
     }
 
     fn run(mut self, inp: &mut Input) -> Report {
@@ -562,7 +586,11 @@ impl<'b, B: Backend> Model<'b, B> {
             Some(Some((enc, val))) => {
                 self.present(k, "lock-free get");
                 let want = self.live(k).unwrap();
-                assert!(enc == want.enc && val == want.val, "step {}: lock-free get {k:?}: stale or foreign value", self.step);
+                assert!(
+                    enc == want.enc && val == want.val,
+                    "step {}: lock-free get {k:?}: stale or foreign value",
+                    self.step
+                );
                 self.hits += 1;
             }
             Some(None) => self.absent(k, "lock-free get"),
@@ -572,7 +600,8 @@ impl<'b, B: Backend> Model<'b, B> {
 
     fn delete(&mut self, k: &[u8]) {
         let (h, now) = (self.b.hash(k), self.now);
-        let had = self.b.with_shard(h, |g| g.delete(k, h, now)).unwrap_or_else(|e| panic!("step {}: delete: {e}", self.step));
+        let had =
+            self.b.with_shard(h, |g| g.delete(k, h, now)).unwrap_or_else(|e| panic!("step {}: delete: {e}", self.step));
         if had {
             self.present(k, "delete");
         } else {
@@ -584,7 +613,10 @@ impl<'b, B: Backend> Model<'b, B> {
     fn touch(&mut self, inp: &mut Input, k: &[u8]) {
         let exp = expiry(inp, self.now);
         let (h, now) = (self.b.hash(k), self.now);
-        let ok = self.b.with_shard(h, |g| g.touch(k, h, exp, now)).unwrap_or_else(|e| panic!("step {}: touch: {e}", self.step));
+        let ok = self
+            .b
+            .with_shard(h, |g| g.touch(k, h, exp, now))
+            .unwrap_or_else(|e| panic!("step {}: touch: {e}", self.step));
         if ok {
             self.present(k, "touch");
             self.m.get_mut(k).unwrap().exp = exp;
@@ -616,7 +648,11 @@ impl<'b, B: Backend> Model<'b, B> {
 
     fn contains(&mut self, k: &[u8]) {
         let (h, now) = (self.b.hash(k), self.now);
-        if self.b.with_shard(h, |g| g.contains(k, h, now)).unwrap_or_else(|e| panic!("step {}: contains: {e}", self.step)) {
+        if self
+            .b
+            .with_shard(h, |g| g.contains(k, h, now))
+            .unwrap_or_else(|e| panic!("step {}: contains: {e}", self.step))
+        {
             self.present(k, "contains");
         } else {
             self.absent(k, "contains");
@@ -673,7 +709,11 @@ impl<'b, B: Backend> Model<'b, B> {
                     Some(got) => {
                         self.present(&k, "batch get");
                         let it = self.live(&k).unwrap();
-                        assert!(got == (it.enc, it.val.clone()), "step {}: batch get {k:?}: stale or foreign value", self.step);
+                        assert!(
+                            got == (it.enc, it.val.clone()),
+                            "step {}: batch get {k:?}: stale or foreign value",
+                            self.step
+                        );
                         self.hits += 1;
                     }
                     None => self.absent(&k, "batch get"),
@@ -706,12 +746,27 @@ impl<'b, B: Backend> Model<'b, B> {
         let (items, bytes) = self.b.verify().unwrap_or_else(|e| panic!("step {}: verify: {e}", self.step));
         assert_eq!(self.b.counts(), (items, bytes), "step {}: header counts", self.step);
         self.max_items = self.max_items.max(items);
-        assert_eq!(self.b.counter(Counter::ShardWipes), self.wipes, "step {}: a shard was wiped (corruption detected)", self.step);
+        assert_eq!(
+            self.b.counter(Counter::ShardWipes),
+            self.wipes,
+            "step {}: a shard was wiped (corruption detected)",
+            self.step
+        );
         let live = self.m.values().filter(|it| it.live(self.now)).count() as u64;
         if self.exact {
             // Every live model item is in the cache; expired ones may linger until reclaimed.
-            assert!(live <= items && items <= self.m.len() as u64, "step {}: cache holds {items} items, model {live} live of {}", self.step, self.m.len());
-            assert_eq!(self.b.counter(Counter::Evictions), self.evictions0, "step {}: the exact cache evicted", self.step);
+            assert!(
+                live <= items && items <= self.m.len() as u64,
+                "step {}: cache holds {items} items, model {live} live of {}",
+                self.step,
+                self.m.len()
+            );
+            assert_eq!(
+                self.b.counter(Counter::Evictions),
+                self.evictions0,
+                "step {}: the exact cache evicted",
+                self.step
+            );
         }
         // Every value the cache holds is the model's (sampled through get).
         // The exact model checks every key; the small one its own keys and the hot ones.
@@ -833,7 +888,13 @@ pub fn run_corrupt<B: Backend>(b: &B, data: &[u8]) -> Report {
         let h = b.hash(&k);
         assert!(b.with_shard(h, |g| g.set(&k, h, ENC_BYTES, b"v", 0, SetMode::Set, now, max)).unwrap());
         let got = b.with_shard(h, |g| g.get(&k, h, now, |_, v| v.to_vec())).unwrap();
-        assert_eq!(got.as_deref(), Some(&b"v"[..]), "a set after verify passed was lost (wipes {} -> {})", wipes, b.counter(Counter::ShardWipes));
+        assert_eq!(
+            got.as_deref(),
+            Some(&b"v"[..]),
+            "a set after verify passed was lost (wipes {} -> {})",
+            wipes,
+            b.counter(Counter::ShardWipes)
+        );
     }
     assert_eq!(b.counter(Counter::ShardWipes), wipes, "damage left after verify() passed");
     rep
@@ -967,7 +1028,12 @@ impl Budget {
     /// until the budget is spent. A failing input is printed (with the seed
     /// and its number) before the panic goes on. Returns the inputs run.
     /// `one` gets the input's number, or `None` for a file input.
-    pub fn run(&self, name: &str, max_len: impl Fn(u64) -> usize, mut one: impl FnMut(Option<u64>, &mut Vec<u8>)) -> u64 {
+    pub fn run(
+        &self,
+        name: &str,
+        max_len: impl Fn(u64) -> usize,
+        mut one: impl FnMut(Option<u64>, &mut Vec<u8>),
+    ) -> u64 {
         if let Some(path) = std::env::var_os("SHMCACHE_FUZZ_INPUT") {
             let mut data = std::fs::read(&path).expect("SHMCACHE_FUZZ_INPUT");
             one(None, &mut data);
@@ -1001,7 +1067,13 @@ mod tests {
     /// The quick default suits `cargo test --release` (~1 s); a debug build
     /// is ~20x slower, Miri ~10^4x. tools/fuzz.sh sets SHMCACHE_FUZZ_SECONDS.
     fn budget(quick: u64) -> Budget {
-        Budget::from_env(if cfg!(miri) { 2 } else if cfg!(debug_assertions) { quick / 8 } else { quick })
+        Budget::from_env(if cfg!(miri) {
+            2
+        } else if cfg!(debug_assertions) {
+            quick / 8
+        } else {
+            quick
+        })
     }
 
     /// Use `HeapCache` (under Miri, or with SHMCACHE_FUZZ_BACKEND=heap: ASan
@@ -1015,7 +1087,15 @@ mod tests {
         let b = budget(600);
         let mut total = Report::default();
         let t = std::time::Instant::now();
-        let long = |i: u64| if cfg!(miri) { 1500 } else if i.is_multiple_of(4) { 30_000 } else { 6000 };
+        let long = |i: u64| {
+            if cfg!(miri) {
+                1500
+            } else if i.is_multiple_of(4) {
+                30_000
+            } else {
+                6000
+            }
+        };
         let n = b.run("model", long, |i, data| {
             if let Some(i) = i {
                 data[0] = i as u8; // cycle through exact / small / tiny values
@@ -1033,7 +1113,11 @@ mod tests {
         let mut total = Report::default();
         let t = std::time::Instant::now();
         let n = b.run("corruption", |_| if cfg!(miri) { 1500 } else { 3000 }, |_, data| total += run_corrupt(c, data));
-        eprintln!("fuzz_model: {n} corruption inputs in {:.1?} (SHMCACHE_FUZZ_SEED={}): {total:?}", t.elapsed(), b.seed);
+        eprintln!(
+            "fuzz_model: {n} corruption inputs in {:.1?} (SHMCACHE_FUZZ_SEED={}): {total:?}",
+            t.elapsed(),
+            b.seed
+        );
         if n >= 50 {
             assert!(total.wipes > 0 && total.survived > 0, "damage never detected or nothing survived: {total:?}");
         }
@@ -1086,14 +1170,18 @@ mod tests {
                 let k = format!("key{}", (i * 7 + round) % 50).into_bytes();
                 let len = ((i * 997 + round * 31) % 3000) as usize;
                 let exp = if i % 5 == 0 { now + 20 } else { 0 };
-                op(&k, &mut |g, h| g.set(&k, h, ENC_BYTES, &vec![i as u8; len], exp, SetMode::Set, now, max).map(|_| ()));
+                op(&k, &mut |g, h| {
+                    g.set(&k, h, ENC_BYTES, &vec![i as u8; len], exp, SetMode::Set, now, max).map(|_| ())
+                });
                 op(&k, &mut |g, h| g.get(&k, h, now, |_, v| v.len()).map(|_| ()));
                 if i % 9 == 0 {
                     op(&k, &mut |g, h| g.delete(&k, h, now).map(|_| ()));
                 }
                 if i % 11 == 0 {
                     let n = format!("n{i}").into_bytes();
-                    op(&n, &mut |g, h| g.set(&n, h, ENC_INT, &5i64.to_le_bytes(), 0, SetMode::Set, now, max).map(|_| ()));
+                    op(&n, &mut |g, h| {
+                        g.set(&n, h, ENC_INT, &5i64.to_le_bytes(), 0, SetMode::Set, now, max).map(|_| ())
+                    });
                     op(&n, &mut |g, h| g.incr(&n, h, 3, now).map(|_| ()));
                     op(&n, &mut |g, h| g.touch(&n, h, now + 5, now).map(|_| ()));
                 }

@@ -72,7 +72,11 @@ pub const fn rec_size(key_len: u64, val_len: u64) -> u64 {
 }
 
 fn prev_pow2(n: u64) -> u64 {
-    if n == 0 { 0 } else { 1u64 << (63 - n.leading_zeros()) }
+    if n == 0 {
+        0
+    } else {
+        1u64 << (63 - n.leading_zeros())
+    }
 }
 
 impl Geometry {
@@ -101,7 +105,12 @@ impl Geometry {
         if data_size < need.max(MIN_SHARD_DATA) || data_size >= (1 << 35) {
             let min_size = HEADER_SIZE + nshards * (SHARD_HEADER_SIZE + 4096 + 2 * (need.max(MIN_SHARD_DATA)));
             if data_size >= (1 << 35) {
-                return err("SHARDS", format!("{nshards} shards make shards of {shard_size} bytes; at most 32 GiB per shard, use more shards"));
+                return err(
+                    "SHARDS",
+                    format!(
+                        "{nshards} shards make shards of {shard_size} bytes; at most 32 GiB per shard, use more shards"
+                    ),
+                );
             }
             return err(
                 "SIZE",
@@ -127,7 +136,11 @@ impl Geometry {
     /// what `compute` gives for its own SIZE/MAX_ITEM_SIZE/SHARDS, so every
     /// offset derived from it stays inside the segment.
     pub fn check_untrusted(&self) -> Result<()> {
-        let cfg = Config { size: self.total_size, max_item_size: self.max_item_size, shards: self.nshards.min(u32::MAX as u64) as u32 };
+        let cfg = Config {
+            size: self.total_size,
+            max_item_size: self.max_item_size,
+            shards: self.nshards.min(u32::MAX as u64) as u32,
+        };
         match Geometry::compute(&cfg) {
             Ok(g) if g == *self => Ok(()),
             _ => Err(Error::GeometryMismatch(format!("segment header has an inconsistent geometry: {self:?}"))),
@@ -207,8 +220,7 @@ impl SegHeader {
                  but this process asks for SIZE={} MAX_ITEM_SIZE={} SHARDS={}; give every process \
                  the same OPTIONS, use another LOCATION, or remove the old segment with \
                  `python -m shmcache destroy` once no process uses it",
-                have.total_size, have.max_item_size, have.nshards,
-                want.total_size, want.max_item_size, want.nshards
+                have.total_size, have.max_item_size, have.nshards, want.total_size, want.max_item_size, want.nshards
             )));
         }
         Ok(())

@@ -6,11 +6,11 @@ pub mod alloc;
 pub mod cache;
 pub mod clock;
 pub mod error;
-pub mod handle;
 pub mod eviction;
 /// Fuzzing harnesses (fuzz/ targets and quick runs in `cargo test`); not API.
 #[doc(hidden)]
 pub mod fuzz_model;
+pub mod handle;
 pub mod layout;
 pub mod lock;
 pub mod segment;

@@ -97,10 +97,7 @@ impl MutexRef {
         }
         // pthread_mutex_timedlock takes an absolute CLOCK_REALTIME deadline;
         // build it with a normalised tv_nsec (raw_sync's bug was not doing so).
-        let deadline = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .saturating_add(timeout);
+        let deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().saturating_add(timeout);
         let ts = libc::timespec {
             tv_sec: deadline.as_secs() as libc::time_t,
             tv_nsec: deadline.subsec_nanos() as libc::c_long,
@@ -131,8 +128,14 @@ mod tests {
         fn new() -> Anon {
             // SAFETY: anonymous shared mapping of one page, checked for failure.
             let p = unsafe {
-                libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
             };
             assert_ne!(p, libc::MAP_FAILED);
             Anon(p.cast())

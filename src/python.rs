@@ -9,11 +9,11 @@
 //! shard lock is held and a shard lock is never awaited with the GIL held.
 
 use crate::cache::{ShmCache, Wait};
-use crate::handle::Handle;
+use crate::clock::{self, LazyNow};
 use crate::error::Error;
+use crate::handle::Handle;
 use crate::layout::Config;
 use crate::shard::{SetMode, ShardGuard, Ttl, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
-use crate::clock::{self, LazyNow};
 use crate::{segment, shard};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyKeyError, PyOverflowError, PyTypeError, PyValueError};
@@ -36,9 +36,12 @@ fn to_py(e: Error) -> PyErr {
         Error::NotFound => PyKeyError::new_err(msg),
         Error::NotInteger => PyTypeError::new_err(msg),
         Error::Overflow => PyOverflowError::new_err(msg),
-        Error::NoSpace { .. } | Error::Untrusted(_) | Error::GeometryMismatch(_) | Error::Os { .. } | Error::Poisoned | Error::Corrupt(_) => {
-            SegmentError::new_err(msg)
-        }
+        Error::NoSpace { .. }
+        | Error::Untrusted(_)
+        | Error::GeometryMismatch(_)
+        | Error::Os { .. }
+        | Error::Poisoned
+        | Error::Corrupt(_) => SegmentError::new_err(msg),
     }
 }
 
@@ -218,7 +221,12 @@ impl Cache {
 
 /// Try without waiting while attached; on contention, detach and wait
 /// (bounded) for the lock, then run `f` detached.
-fn run<R: Send>(c: &ShmCache, py: Python<'_>, hash: u64, mut f: impl FnMut(&mut ShardGuard) -> Result<R, Error> + Send) -> PyResult<R> {
+fn run<R: Send>(
+    c: &ShmCache,
+    py: Python<'_>,
+    hash: u64,
+    mut f: impl FnMut(&mut ShardGuard) -> Result<R, Error> + Send,
+) -> PyResult<R> {
     match c.with_shard(hash, Wait::No, &mut f) {
         Err(Error::WouldBlock) => py.detach(|| c.with_shard(hash, Wait::Bounded, f)).map_err(to_py),
         r => r.map_err(to_py),
@@ -229,7 +237,14 @@ fn run<R: Send>(c: &ShmCache, py: Python<'_>, hash: u64, mut f: impl FnMut(&mut 
 impl Cache {
     #[new]
     #[pyo3(signature = (location, size, max_item_size, shards=0, lock_timeout=0.1))]
-    fn new(py: Python<'_>, location: &str, size: u64, max_item_size: u64, shards: u32, lock_timeout: f64) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        location: &str,
+        size: u64,
+        max_item_size: u64,
+        shards: u32,
+        lock_timeout: f64,
+    ) -> PyResult<Self> {
         if !(lock_timeout.is_finite() && lock_timeout > 0.0 && lock_timeout <= 60.0) {
             return Err(PyValueError::new_err(format!(
                 "invalid LOCK_TIMEOUT: {lock_timeout}; must be more than 0 and at most 60 seconds"
@@ -271,7 +286,9 @@ impl Cache {
         }
         match c.with_shard(h, Wait::No, |g| g.get(key, h, now, |e, v| out(py, e, v))) {
             Err(Error::WouldBlock) => {
-                let r = py.detach(|| c.with_shard(h, Wait::Bounded, |g| g.get(key, h, clock::now_ms(), |e, v| (e, v.to_vec()))));
+                let r = py.detach(|| {
+                    c.with_shard(h, Wait::Bounded, |g| g.get(key, h, clock::now_ms(), |e, v| (e, v.to_vec())))
+                });
                 Ok(r.map_err(to_py)?.map(|(e, v)| out(py, e, &v)))
             }
             r => r.map_err(to_py),
@@ -280,7 +297,14 @@ impl Cache {
 
     /// Store; with `add=True` only if absent. Returns whether it stored.
     #[pyo3(signature = (key, value, timeout, add=false))]
-    fn set(&self, py: Python<'_>, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, timeout: Option<f64>, add: bool) -> PyResult<bool> {
+    fn set(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        add: bool,
+    ) -> PyResult<bool> {
         let k = self::key(key)?;
         let key: &[u8] = &k;
         let v = val(value)?;
@@ -294,7 +318,12 @@ impl Cache {
 
     /// Store many `(key, value)`; returns the indexes that were not stored
     /// (too large for MAX_ITEM_SIZE, or their shard's lock timed out).
-    fn set_many(&self, py: Python<'_>, items: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)>, timeout: Option<f64>) -> PyResult<Vec<usize>> {
+    fn set_many(
+        &self,
+        py: Python<'_>,
+        items: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)>,
+        timeout: Option<f64>,
+    ) -> PyResult<Vec<usize>> {
         let now = clock::now_ms();
         let exp = expires(timeout, now)?;
         let vals: Vec<Val> = items.iter().map(|(_, v)| val(v)).collect::<PyResult<_>>()?;
@@ -399,7 +428,12 @@ impl Cache {
     }
 
     fn clear(&self, py: Python<'_>) -> PyResult<()> {
-        { let c = self.cache(); let c = &*c; py.detach(|| c.clear()) }.map_err(to_py)
+        {
+            let c = self.cache();
+            let c = &*c;
+            py.detach(|| c.clear())
+        }
+        .map_err(to_py)
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -415,7 +449,12 @@ impl Cache {
 
     /// Walk every shard and check it (tests, `shmcache verify`): (items, bytes).
     fn verify(&self, py: Python<'_>) -> PyResult<(u64, u64)> {
-        { let c = self.cache(); let c = &*c; py.detach(|| c.verify()) }.map_err(to_py)
+        {
+            let c = self.cache();
+            let c = &*c;
+            py.detach(|| c.verify())
+        }
+        .map_err(to_py)
     }
 
     #[getter]

@@ -70,7 +70,9 @@ pub fn remove_stale_layouts() -> Vec<String> {
             continue;
         }
         // LOCK_EX succeeds only if no process holds LOCK_SH, i.e. nobody is attached.
-        if rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_ok() && rustix::shm::unlink(name.as_str()).is_ok() {
+        if rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_ok()
+            && rustix::shm::unlink(name.as_str()).is_ok()
+        {
             removed.push(name);
         }
     }
@@ -130,8 +132,14 @@ fn read_ready_header(fd: &OwnedFd, size: u64) -> Result<Option<SegHeader>> {
     }
     // SAFETY: mapping HEADER_SIZE bytes of a file at least that large; unmapped below.
     let p = unsafe {
-        rustix::mm::mmap(std::ptr::null_mut(), HEADER_SIZE as usize, rustix::mm::ProtFlags::READ,
-            rustix::mm::MapFlags::SHARED, fd, 0)
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            HEADER_SIZE as usize,
+            rustix::mm::ProtFlags::READ,
+            rustix::mm::MapFlags::SHARED,
+            fd,
+            0,
+        )
     }
     .map_err(|e| Error::os("mmap", e))?;
     // SAFETY: p is a readable mapping of HEADER_SIZE >= size_of::<SegHeader>() bytes.
@@ -159,8 +167,11 @@ impl Segment {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut init = Some(init);
         'reopen: loop {
-            let fd = rustix::shm::open(name, rustix::shm::OFlags::CREATE | rustix::shm::OFlags::RDWR,
-                Mode::RUSR | Mode::WUSR)
+            let fd = rustix::shm::open(
+                name,
+                rustix::shm::OFlags::CREATE | rustix::shm::OFlags::RDWR,
+                Mode::RUSR | Mode::WUSR,
+            )
             .map_err(|e| Error::os("shm_open", e))?;
             check_trusted(&fd, name)?;
             loop {
@@ -187,8 +198,10 @@ impl Segment {
                     Ok(()) => {}
                     Err(rustix::io::Errno::WOULDBLOCK) => {
                         if Instant::now() > deadline {
-                            return Err(Error::os("flock (waiting for another process to create the segment)",
-                                rustix::io::Errno::TIMEDOUT));
+                            return Err(Error::os(
+                                "flock (waiting for another process to create the segment)",
+                                rustix::io::Errno::TIMEDOUT,
+                            ));
                         }
                         std::thread::sleep(Duration::from_millis(1));
                         continue;
@@ -220,7 +233,9 @@ impl Segment {
     /// checked by `check`.
     pub fn attach_existing(name: &str, check: impl Fn(&SegHeader) -> Result<u64>) -> Result<Segment> {
         let fd = rustix::shm::open(name, rustix::shm::OFlags::RDWR, Mode::empty()).map_err(|e| match e {
-            rustix::io::Errno::NOENT => Error::Config { option: "LOCATION", message: format!("no segment {SHM_DIR}{name} exists") },
+            rustix::io::Errno::NOENT => {
+                Error::Config { option: "LOCATION", message: format!("no segment {SHM_DIR}{name} exists") }
+            }
             e => Error::os("shm_open", e),
         })?;
         let st = check_trusted(&fd, name)?;
@@ -275,9 +290,14 @@ impl Segment {
         // SAFETY: fresh shared mapping of `len` bytes of a file at least that large,
         // never truncated afterwards (nothing in this library shrinks a segment).
         let p = unsafe {
-            rustix::mm::mmap(std::ptr::null_mut(), len as usize,
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len as usize,
                 rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
-                rustix::mm::MapFlags::SHARED, &fd, 0)
+                rustix::mm::MapFlags::SHARED,
+                &fd,
+                0,
+            )
         }
         .map_err(|e| Error::os("mmap", e))?;
         Ok(Segment {

@@ -14,7 +14,10 @@ use crate::layout::{rec_size, Geometry, REC_HDR, SHARD_HEADER_SIZE};
 use crate::lock::{Acquired, LockError, MutexRef, MUTEX_SLOT};
 use crate::stats::{Counter, ShardCounters};
 use crate::table::Index;
-use std::sync::atomic::{fence, AtomicU64, Ordering::{Acquire, Relaxed, Release}};
+use std::sync::atomic::{
+    fence, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::time::Duration;
 
 /// Value encodings (a tag stored with each item). The core treats them as
@@ -46,7 +49,8 @@ pub struct ShardHeader {
     pub counters: ShardCounters,
 }
 const _: () = assert!(std::mem::size_of::<ShardHeader>() as u64 <= SHARD_HEADER_SIZE);
-const _: () = assert!(std::mem::offset_of!(ShardHeader, seq) == 64 && std::mem::offset_of!(ShardHeader, counters) == 128);
+const _: () =
+    assert!(std::mem::offset_of!(ShardHeader, seq) == 64 && std::mem::offset_of!(ShardHeader, counters) == 128);
 
 /// Test hook: when non-zero, a set sleeps this long half-way through copying
 /// its value, while holding the lock with the shard marked mid-write.
@@ -178,7 +182,13 @@ impl Shard {
     /// bookkeeping: an expired item (to reclaim it) or an item not yet marked
     /// visited (a lock-free write there could land in reused space).
     #[inline]
-    pub fn get_optimistic<R>(&self, key: &[u8], hash: u64, now: impl Time, f: impl FnOnce(u8, &[u8]) -> R) -> Option<Option<R>> {
+    pub fn get_optimistic<R>(
+        &self,
+        key: &[u8],
+        hash: u64,
+        now: impl Time,
+        f: impl FnOnce(u8, &[u8]) -> R,
+    ) -> Option<Option<R>> {
         let h = self.header();
         let s1 = h.seq.load(Acquire);
         if s1 & 1 == 1 {
@@ -206,7 +216,11 @@ impl Shard {
     /// Run `f` under the lock (see `lock` for `timeout`). If `f` finds the
     /// shard corrupt, the shard is wiped and `f` runs once more on the clean
     /// shard, so callers see a miss rather than damage.
-    pub fn with_lock<R>(&self, timeout: Option<Duration>, f: &mut impl FnMut(&mut ShardGuard) -> Result<R>) -> Result<R> {
+    pub fn with_lock<R>(
+        &self,
+        timeout: Option<Duration>,
+        f: &mut impl FnMut(&mut ShardGuard) -> Result<R>,
+    ) -> Result<R> {
         let mut g = self.lock(timeout)?;
         match f(&mut g) {
             Err(Error::Corrupt(_)) => {
@@ -362,7 +376,13 @@ impl<'a> ShardGuard<'a> {
 
     /// Read `key`; `f` receives (encoding, value bytes) while the lock is held.
     #[inline]
-    pub fn get<R>(&mut self, key: &[u8], hash: u64, now: impl Time, f: impl FnOnce(u8, &[u8]) -> R) -> Result<Option<R>> {
+    pub fn get<R>(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        now: impl Time,
+        f: impl FnOnce(u8, &[u8]) -> R,
+    ) -> Result<Option<R>> {
         match self.lookup_live(key, hash, now)? {
             Some((_, off, rh)) => {
                 let log = self.log();
@@ -434,7 +454,17 @@ impl<'a> ShardGuard<'a> {
 
     /// Store `key` -> (enc, value). Returns false only for `SetMode::Add`
     /// when a live item exists. Evicts as needed; never fails for lack of room.
-    pub fn set(&mut self, key: &[u8], hash: u64, enc: u8, value: &[u8], expires: u64, mode: SetMode, now: u64, max_item: u64) -> Result<bool> {
+    pub fn set(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        enc: u8,
+        value: &[u8],
+        expires: u64,
+        mode: SetMode,
+        now: u64,
+        max_item: u64,
+    ) -> Result<bool> {
         let size = key.len() as u64 + value.len() as u64;
         if size > max_item {
             return Err(Error::TooLarge { size, max: max_item });
@@ -477,7 +507,9 @@ impl<'a> ShardGuard<'a> {
         let log = self.log();
         log.write_hdr(off, &rh);
         // SAFETY: the allocator handed out n bytes at off; the key fits in n - REC_HDR.
-        unsafe { std::ptr::copy_nonoverlapping(key.as_ptr(), log.bytes_mut(off + REC_HDR, key.len() as u64), key.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(key.as_ptr(), log.bytes_mut(off + REC_HDR, key.len() as u64), key.len())
+        };
         self.write_value(off + REC_HDR + key.len() as u64, value);
         let h = self.h();
         // `alloc` may have moved or dropped the old record: find it again. A

@@ -17,10 +17,8 @@ pub enum Counter {
 }
 
 pub const N_COUNTERS: usize = 8;
-pub const COUNTER_NAMES: [&str; N_COUNTERS] = [
-    "hits", "misses", "sets", "evictions", "expirations", "lock_recoveries", "lock_timeouts",
-    "shard_wipes",
-];
+pub const COUNTER_NAMES: [&str; N_COUNTERS] =
+    ["hits", "misses", "sets", "evictions", "expirations", "lock_recoveries", "lock_timeouts", "shard_wipes"];
 
 /// Stripes of the hit and miss counters, one cache line each.
 pub const STRIPES: usize = 4;
