@@ -228,8 +228,9 @@ impl ShmCache {
     }
 
     /// Values for `keys`, in order: lock-free where possible, then one lock
-    /// pass per shard for the rest.
-    pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<(u8, Vec<u8>)>>> {
+    /// pass per shard for the rest. Also returns how many keys are `None`
+    /// because their shard's lock timed out (not misses); other errors fail.
+    pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<(Vec<Option<(u8, Vec<u8>)>>, usize)> {
         let now = &LazyNow::new();
         let mut out = vec![None; keys.len()];
         let mut plan = self.plan(keys);
@@ -242,17 +243,21 @@ impl ShmCache {
                 None => true,
             }
         });
-        let mut err = None;
+        let (mut err, mut timed_out) = (None, 0);
         self.batch(
             &plan,
             |g, h, i| {
                 out[i] = g.get(keys[i].as_ref(), h, now, |e, v| (e, v.to_vec()))?;
                 Ok(())
             },
-            |_, e| err = Some(e.clone()),
+            // A timed-out shard's keys stay None (`f` never ran for them).
+            |_, e| match e {
+                Error::LockTimeout => timed_out += 1,
+                e => err = Some(e.clone()),
+            },
         );
         match err {
-            Some(Error::LockTimeout) | None => Ok(out),
+            None => Ok((out, timed_out)),
             Some(e) => Err(e),
         }
     }
@@ -285,15 +290,27 @@ impl ShmCache {
         s
     }
 
-    /// Check every shard's log against its index and counts (takes each lock).
+    /// Check every shard's log against its index and counts (takes each
+    /// lock): (items, bytes). Every damaged shard is wiped (`Shard::verify`)
+    /// and the first damage found is returned as `Error::Corrupt`.
     pub fn verify(&self) -> Result<(u64, u64)> {
-        let (mut items, mut bytes) = (0, 0);
+        let (mut items, mut bytes, mut damage) = (0, 0, None);
         for sh in &self.shards {
-            let (i, b) = sh.lock(Some(self.lock_timeout))?.verify()?;
-            items += i;
-            bytes += b;
+            match sh.verify(Some(self.lock_timeout)) {
+                Ok((i, b)) => {
+                    items += i;
+                    bytes += b;
+                }
+                Err(e @ Error::Corrupt(_)) => {
+                    damage.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok((items, bytes))
+        match damage {
+            None => Ok((items, bytes)),
+            Some(e) => Err(e),
+        }
     }
 
     /// Test/diagnostic access to a shard.

@@ -301,7 +301,8 @@ fn batch_get_many() {
         c.set(&i.to_le_bytes(), ENC_BYTES, &i.to_be_bytes(), 0).unwrap();
     }
     let keys: Vec<[u8; 4]> = (0..120u32).map(|i| i.to_le_bytes()).collect();
-    let got = c.get_many(&keys).unwrap();
+    let (got, timed_out) = c.get_many(&keys).unwrap();
+    assert_eq!(timed_out, 0);
     for (i, g) in got.iter().enumerate() {
         if i < 100 {
             assert_eq!(g.as_ref().unwrap().1, (i as u32).to_be_bytes());
@@ -758,9 +759,19 @@ fn verify_sees_stray_index_slots_and_unknown_record_kinds() {
         Err(Error::Corrupt(m)) => assert!(m.contains("index"), "{m}"),
         r => panic!("stray slot not seen: {r:?}"),
     }
-    unsafe { slot(empty).write(0) };
+    // verify() wiped shard 0 (its index too): the slot is empty again.
+    assert_eq!(unsafe { slot(empty).read() }, 0, "verify did not wipe the damaged shard");
     c.verify().unwrap();
-    // A dead record whose kind byte was damaged.
+    // A dead record whose kind byte was damaged, in a fresh cache (the wipe
+    // left shard 0's old records in its log bytes).
+    drop(c);
+    let c = cache(2 << 20, 4096);
+    let base = c.segment().base();
+    for i in 0..50u32 {
+        c.set(&i.to_le_bytes(), ENC_BYTES, b"value", 0).unwrap();
+    }
+    c.delete(&7u32.to_le_bytes()).unwrap();
+    c.verify().unwrap();
     let h = c.hash(&7u32.to_le_bytes());
     let s = c.shard_of(h) as u64;
     let log = g.shard_offset(s) + crate::layout::SHARD_HEADER_SIZE + g.index_cap * 8;
@@ -794,17 +805,107 @@ fn verify_sees_a_damaged_sweep_cursor() {
     // SAFETY: words of shard 0's header (offsets checked against `items`), inside our mapping.
     let word = |off: u64| unsafe { c.segment().base().add((g.shard_offset(0) + off) as usize).cast::<u64>() };
     assert_eq!(unsafe { word(104).read() }, c.shard(0).items(), "ShardHeader layout changed");
-    let (head, tail, cursor) = unsafe { (word(80).read(), word(88).read(), word(96).read()) };
-    assert_eq!(head - tail, 20 * crate::layout::rec_size(4, 100));
-    for bad in [head + 8, tail + 8] {
+    // (head, tail, cursor) of shard 0 after (re)filling it; verify() wipes
+    // the shard it finds damaged, so each damage starts from a refill.
+    let fill = || {
+        for k in &keys {
+            c.set(k, ENC_BYTES, &[1u8; 100], 0).unwrap();
+        }
+        let hdr = unsafe { (word(80).read(), word(88).read(), word(96).read()) };
+        assert_eq!(hdr.0 - hdr.1, 20 * crate::layout::rec_size(4, 100));
+        hdr
+    };
+    for which in 0..2 {
+        let (head, tail, _) = fill();
+        let bad = [head + 8, tail + 8][which];
         unsafe { word(96).write(bad) };
+        let wipes = c.stats().counter(Counter::ShardWipes);
         match c.verify() {
             Err(Error::Corrupt(m)) => assert!(m.contains("cursor"), "{m}"),
             r => panic!("cursor {bad} (head {head}) not seen: {r:?}"),
         }
+        assert_eq!(c.stats().counter(Counter::ShardWipes), wipes + 1, "verify did not wipe the damaged shard");
     }
+    let (_, _, cursor) = fill();
     unsafe { word(96).write(cursor) };
     c.verify().unwrap();
+}
+
+/// `verify()` wipes a shard it finds damaged (its `Error::Corrupt` says
+/// so), through the same wipe as an operation that finds damage, and still
+/// reports the damage; other shards keep their items, and the wiped one works.
+#[test]
+fn verify_wipes_a_damaged_shard_and_reports_it() {
+    let c = cache(2 << 20, 4096);
+    let g = *c.geometry();
+    assert!(g.nshards > 1);
+    let keys: Vec<[u8; 4]> = (0..200u32).map(|i| i.to_le_bytes()).collect();
+    for k in &keys {
+        c.set(k, ENC_BYTES, b"value", 0).unwrap();
+    }
+    let (items, _) = c.verify().unwrap();
+    assert_eq!(items, 200);
+    let in0 = keys.iter().filter(|k| c.shard_of(c.hash(&k[..])) == 0).count() as u64;
+    assert!(in0 > 0 && in0 < 200);
+    // Damage shard 0's live byte count (the header's `live_bytes`, offset 112).
+    // SAFETY: a word of shard 0's header inside our mapping; a stray writer.
+    let p = unsafe { c.segment().base().add((g.shard_offset(0) + 112) as usize).cast::<u64>() };
+    assert_eq!(unsafe { p.read() }, c.shard(0).live_bytes(), "ShardHeader layout changed");
+    unsafe { p.write(p.read() - 8) };
+    let (wipes, gen) = (c.stats().counter(Counter::ShardWipes), c.shard(0).generation());
+    match c.verify() {
+        Err(e @ Error::Corrupt(_)) => assert!(e.to_string().contains("wiped"), "{e}"),
+        r => panic!("damage not reported: {r:?}"),
+    }
+    assert_eq!(c.stats().counter(Counter::ShardWipes), wipes + 1);
+    assert_eq!(c.shard(0).generation(), gen + 1);
+    assert_eq!(c.shard(0).items(), 0);
+    assert_eq!(c.verify().unwrap(), (200 - in0, (200 - in0) * crate::layout::rec_size(4, 5)));
+    let k0 = keys.iter().find(|k| c.shard_of(c.hash(&k[..])) == 0).unwrap();
+    assert_eq!(get(&c, k0), None);
+    c.set(k0, ENC_BYTES, b"again", 0).unwrap();
+    assert_eq!(get(&c, k0), Some(b"again".to_vec()));
+}
+
+/// `get_many` counts the keys whose shard lock timed out (they are None, not
+/// misses); the other keys are answered.
+#[test]
+fn get_many_counts_keys_whose_lock_timed_out() {
+    let c = cache(4 << 20, 1024);
+    let keys: Vec<[u8; 4]> = (0..64u32).map(|i| i.to_le_bytes()).collect();
+    for k in &keys {
+        c.set(k, ENC_BYTES, k, 0).unwrap();
+    }
+    let busy = c.shard_of(c.hash(&keys[0]));
+    let in_busy = keys.iter().filter(|k| c.shard_of(c.hash(&k[..])) == busy).count();
+    assert!(in_busy < keys.len());
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let (cr, k0) = (&*c, keys[0]);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // A write in progress (seq odd): lock-free reads of this shard give up.
+            cr.with_shard(cr.hash(&k0), Wait::Bounded, |g| {
+                g.delete(&k0, cr.hash(&k0), crate::clock::now_ms())?;
+                locked_tx.send(()).unwrap();
+                done_rx.recv().unwrap();
+                Ok(())
+            })
+            .unwrap();
+        });
+        locked_rx.recv().unwrap();
+        let (got, timed_out) = c.get_many(&keys).unwrap();
+        done_tx.send(()).unwrap();
+        assert_eq!(timed_out, in_busy);
+        for (k, v) in keys.iter().zip(&got) {
+            if c.shard_of(c.hash(k)) == busy {
+                assert!(v.is_none());
+            } else {
+                assert_eq!(v.as_ref().unwrap().1, k);
+            }
+        }
+    });
+    assert!(c.stats().counter(Counter::LockTimeouts) >= 1);
 }
 
 #[test]

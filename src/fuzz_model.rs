@@ -239,7 +239,7 @@ impl Backend for HeapCache {
     fn verify(&self) -> Result<(u64, u64)> {
         let (mut items, mut bytes) = (0, 0);
         for sh in &self.shards {
-            let (i, b) = sh.lock(None)?.verify()?;
+            let (i, b) = sh.verify(None)?;
             items += i;
             bytes += b;
         }

@@ -219,6 +219,18 @@ impl Cache {
     }
 }
 
+/// LOCK_TIMEOUT seconds as a Duration. Only the conversion is checked here
+/// (NaN, infinite, negative or huge: a ValueError naming LOCK_TIMEOUT); the
+/// range is the core's to check (`ShmCache::open_named`).
+fn lock_timeout_secs(secs: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(secs).map_err(|_| {
+        to_py(Error::Config {
+            option: "LOCK_TIMEOUT",
+            message: format!("{secs}; must be more than 0 and at most 60 seconds"),
+        })
+    })
+}
+
 /// Try without waiting while attached; on contention, detach and wait
 /// (bounded) for the lock, then run `f` detached.
 fn run<R: Send>(
@@ -245,13 +257,8 @@ impl Cache {
         shards: u32,
         lock_timeout: f64,
     ) -> PyResult<Self> {
-        if !(lock_timeout.is_finite() && lock_timeout > 0.0 && lock_timeout <= 60.0) {
-            return Err(PyValueError::new_err(format!(
-                "invalid LOCK_TIMEOUT: {lock_timeout}; must be more than 0 and at most 60 seconds"
-            )));
-        }
         let cfg = Config { size, max_item_size, shards };
-        let t = Duration::from_secs_f64(lock_timeout);
+        let t = lock_timeout_secs(lock_timeout)?;
         let location = location.to_string();
         let h = py.detach(move || Handle::open(&location, &cfg, t)).map_err(to_py)?;
         Ok(Cache { inner: Inner::Named(h) })
@@ -261,7 +268,7 @@ impl Cache {
     #[staticmethod]
     #[pyo3(signature = (location, lock_timeout=1.0))]
     fn attach_existing(py: Python<'_>, location: &str, lock_timeout: f64) -> PyResult<Self> {
-        let t = Duration::from_secs_f64(lock_timeout.clamp(0.001, 60.0));
+        let t = lock_timeout_secs(lock_timeout)?.clamp(Duration::from_millis(1), Duration::from_secs(60));
         let location = location.to_string();
         let c = py.detach(move || ShmCache::attach_existing(&location, t)).map_err(to_py)?;
         Ok(Cache { inner: Inner::Fixed(std::sync::Arc::new(c)) })
@@ -359,13 +366,15 @@ impl Cache {
         Ok(failed)
     }
 
-    /// A list, per key, of the value (as `get` returns it) or None.
-    fn get_many<'py>(&self, py: Python<'py>, keys: Vec<Bound<'_, PyAny>>) -> PyResult<Bound<'py, PyList>> {
+    /// `(values, timed_out)`: a list, per key, of the value (as `get`
+    /// returns it) or None, and how many keys are None because their shard's
+    /// lock timed out (not misses). Other errors raise.
+    fn get_many<'py>(&self, py: Python<'py>, keys: Vec<Bound<'_, PyAny>>) -> PyResult<(Bound<'py, PyList>, usize)> {
         let owned: Vec<Cow<[u8]>> = keys.iter().map(key).collect::<PyResult<_>>()?;
         let c = self.cache();
         let c = &*c;
-        let got = py.detach(|| c.get_many(&owned)).map_err(to_py)?;
-        PyList::new(py, got.iter().map(|o| o.as_ref().map(|(e, v)| out(py, *e, v))))
+        let (got, timed_out) = py.detach(|| c.get_many(&owned)).map_err(to_py)?;
+        Ok((PyList::new(py, got.iter().map(|o| o.as_ref().map(|(e, v)| out(py, *e, v))))?, timed_out))
     }
 
     fn delete(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -405,7 +414,7 @@ impl Cache {
         self.keyed(py, key, |g, k, h| g.touch(k, h, exp, now))
     }
 
-    /// Atomically add `delta` to an integer; KeyError if missing, ValueError
+    /// Atomically add `delta` to an integer; KeyError if missing, TypeError
     /// if not an integer, OverflowError past the signed 64-bit range.
     fn incr(&self, py: Python<'_>, key: &Bound<'_, PyAny>, delta: i64) -> PyResult<i64> {
         let now = clock::now_ms();
@@ -526,6 +535,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ENC_INT", ENC_INT)?;
     m.add("ENC_STR", ENC_STR)?;
     m.add("LAYOUT_VERSION", crate::layout::LAYOUT_VERSION)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(segment_name, m)?)?;
     m.add_function(wrap_pyfunction!(destroy, m)?)?;
     m.add_function(wrap_pyfunction!(_set_test_pause_ms, m)?)?;

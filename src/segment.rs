@@ -34,7 +34,7 @@ pub fn segment_name(location: &str) -> Result<String> {
     if location.is_empty() || location.len() > 200 || location.contains('\0') {
         return Err(Error::Config {
             option: "LOCATION",
-            message: format!("{location:?}; must be a non-empty name of at most 200 characters without NUL"),
+            message: format!("{location:?}; give a non-empty name of at most 200 bytes (UTF-8), without NUL"),
         });
     }
     // Only [A-Za-z0-9_-] survive into the readable part: no '/', no '..'.

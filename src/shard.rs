@@ -231,6 +231,18 @@ impl Shard {
         }
     }
 
+    /// Check the whole shard under its lock (`ShardGuard::verify`). A shard
+    /// found damaged is wiped, as `with_lock` wipes it, and the damage is
+    /// still reported (`Error::Corrupt`), so that a check says what it found.
+    pub fn verify(&self, timeout: Option<Duration>) -> Result<(u64, u64)> {
+        let mut g = self.lock(timeout)?;
+        let r = g.verify();
+        if let Err(Error::Corrupt(_)) = r {
+            g.wipe();
+        }
+        r
+    }
+
     /// Take the lock: without waiting (`timeout` None) or for at most `timeout`.
     /// Repairs the shard if its previous owner died mid-write.
     pub fn lock(&self, timeout: Option<Duration>) -> Result<ShardGuard<'_>> {

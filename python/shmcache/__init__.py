@@ -220,7 +220,7 @@ class Cache:
     def get_many(self, keys: Iterable[str | bytes]) -> dict:
         keys = _key_list(keys)
         out = {}
-        for key, v in zip(keys, self._core.get_many(keys)):
+        for key, v in zip(keys, self._core.get_many(keys)[0]):
             if v is not None:
                 if type(v) is tuple:
                     v = self._load(key, v, _DEFAULT)

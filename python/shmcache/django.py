@@ -198,7 +198,7 @@ class SharedMemoryCache(BaseCache):
     def get_many(self, keys, version=None):
         keys = list(keys)
         ks = [self._k(key, version) for key in keys]
-        values = self._try(self._core.get_many, ks, fallback=None) or ()
+        values, _ = self._try(self._core.get_many, ks, fallback=None) or ((), 0)
         out = {}
         for key, k, v in zip(keys, ks, values):
             if v is not None:
