@@ -22,7 +22,7 @@ venv: $(STAMP)
 
 # Build the extension into the venv (release mode: tests exercise real speed paths).
 build: $(STAMP)
-	$(ACT) $(BIN)/maturin develop --release -q
+	$(ACT) $(BIN)/maturin develop --release -q --features python,test-hooks
 
 test-rust:
 	cargo test --release

@@ -13,8 +13,8 @@ use crate::clock::{self, LazyNow};
 use crate::error::Error;
 use crate::handle::Handle;
 use crate::layout::Config;
+use crate::segment;
 use crate::shard::{SetMode, ShardGuard, Ttl, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
-use crate::{segment, shard};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyKeyError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -511,13 +511,16 @@ fn destroy(location: &str) -> PyResult<bool> {
     segment::destroy(&segment::segment_name(location).map_err(to_py)?).map_err(to_py)
 }
 
-/// Test hook: sets sleep `ms` half-way through writing a value, holding the lock.
+/// Test hook (feature `test-hooks`): sets sleep `ms` half-way through
+/// writing a value, holding the lock.
+#[cfg(feature = "test-hooks")]
 #[pyfunction]
 fn _set_test_pause_ms(ms: u64) {
-    shard::set_test_pause_ms(ms);
+    crate::shard::set_test_pause_ms(ms);
 }
 
-/// Test hook: shift this process's clock by `ms`.
+/// Test hook (feature `test-hooks`): shift this process's clock by `ms`.
+#[cfg(feature = "test-hooks")]
 #[pyfunction]
 fn _set_clock_offset_ms(ms: i64) {
     clock::set_offset_ms(ms);
@@ -538,7 +541,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(segment_name, m)?)?;
     m.add_function(wrap_pyfunction!(destroy, m)?)?;
-    m.add_function(wrap_pyfunction!(_set_test_pause_ms, m)?)?;
-    m.add_function(wrap_pyfunction!(_set_clock_offset_ms, m)?)?;
+    #[cfg(feature = "test-hooks")]
+    {
+        m.add_function(wrap_pyfunction!(_set_test_pause_ms, m)?)?;
+        m.add_function(wrap_pyfunction!(_set_clock_offset_ms, m)?)?;
+    }
     Ok(())
 }

@@ -54,8 +54,10 @@ const _: () =
 
 /// Test hook: when non-zero, a set sleeps this long half-way through copying
 /// its value, while holding the lock with the shard marked mid-write.
+#[cfg(any(test, feature = "test-hooks"))]
 static TEST_PAUSE_MS: AtomicU64 = AtomicU64::new(0);
 
+#[cfg(any(test, feature = "test-hooks"))]
 pub fn set_test_pause_ms(ms: u64) {
     TEST_PAUSE_MS.store(ms, Relaxed);
 }
@@ -546,21 +548,25 @@ impl<'a> ShardGuard<'a> {
 
     /// Copy `value` to `at`, the value bytes of a record sized for it (a
     /// record just allocated, or one of the same size being overwritten).
-    /// Under `set_test_pause_ms` it stops halfway, mid-write, for the tests.
+    /// Under `set_test_pause_ms` (test builds only) it stops halfway, mid-write.
     fn write_value(&self, at: u64, value: &[u8]) {
         let dst = self.log().bytes_mut(at, value.len() as u64);
-        // SAFETY: the caller's record (allocated or validated by lookup) spans at..at + value.len().
-        unsafe {
+        #[cfg(any(test, feature = "test-hooks"))]
+        {
             let pause = TEST_PAUSE_MS.load(Relaxed);
             if pause > 0 {
                 let half = value.len() / 2;
-                std::ptr::copy_nonoverlapping(value.as_ptr(), dst, half);
-                std::thread::sleep(Duration::from_millis(pause));
-                std::ptr::copy_nonoverlapping(value.as_ptr().add(half), dst.add(half), value.len() - half);
-            } else {
-                std::ptr::copy_nonoverlapping(value.as_ptr(), dst, value.len());
+                // SAFETY: the caller's record (allocated or validated by lookup) spans at..at + value.len().
+                unsafe {
+                    std::ptr::copy_nonoverlapping(value.as_ptr(), dst, half);
+                    std::thread::sleep(Duration::from_millis(pause));
+                    std::ptr::copy_nonoverlapping(value.as_ptr().add(half), dst.add(half), value.len() - half);
+                }
+                return;
             }
         }
+        // SAFETY: the caller's record (allocated or validated by lookup) spans at..at + value.len().
+        unsafe { std::ptr::copy_nonoverlapping(value.as_ptr(), dst, value.len()) };
     }
 
     /// Find `n` contiguous bytes at the head, reclaiming from the tail.
