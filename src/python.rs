@@ -377,6 +377,17 @@ impl Cache {
         Ok((PyList::new(py, got.iter().map(|o| o.as_ref().map(|(e, v)| out(py, *e, v))))?, timed_out))
     }
 
+    /// `(value, ttl_ms)` read together under the lock (`ttl_ms` -1: never
+    /// expires), or None if missing.
+    fn get_with_ttl<'py>(&self, py: Python<'py>, key: &Bound<'_, PyAny>) -> PyResult<Option<(Bound<'py, PyAny>, i64)>> {
+        let now = clock::now_ms();
+        let got = self.keyed(py, key, |g, k, h| g.get_entry(k, h, now, |e, v, exp| (e, v.to_vec(), exp)))?;
+        Ok(got.map(|(e, v, exp)| {
+            let ms = if exp == clock::NEVER { -1 } else { exp.saturating_sub(now).min(i64::MAX as u64) as i64 };
+            (out(py, e, &v), ms)
+        }))
+    }
+
     fn delete(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         let now = clock::now_ms();
         self.keyed(py, key, |g, k, h| g.delete(k, h, now))

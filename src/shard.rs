@@ -397,6 +397,18 @@ impl<'a> ShardGuard<'a> {
         now: impl Time,
         f: impl FnOnce(u8, &[u8]) -> R,
     ) -> Result<Option<R>> {
+        self.get_entry(key, hash, now, |enc, v, _| f(enc, v))
+    }
+
+    /// Read `key` with its expiry; `f` receives (encoding, value bytes,
+    /// absolute expiry or `NEVER`) while the lock is held.
+    pub fn get_entry<R>(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        now: impl Time,
+        f: impl FnOnce(u8, &[u8], u64) -> R,
+    ) -> Result<Option<R>> {
         match self.lookup_live(key, hash, now)? {
             Some((_, off, rh)) => {
                 let log = self.log();
@@ -405,7 +417,7 @@ impl<'a> ShardGuard<'a> {
                     v.store(1, Relaxed);
                 }
                 self.h().counters.read(true);
-                Ok(Some(f(rh.enc, log.value(off, &rh))))
+                Ok(Some(f(rh.enc, log.value(off, &rh), rh.expires)))
             }
             None => {
                 self.h().counters.read(false);

@@ -145,7 +145,7 @@ def test_get_many_skips_and_drops_undecodable_values(django_cache, vanishing_mod
 def test_int_is_stored_natively(django_cache):
     django_cache.set("n", 41)
     k = django_cache.make_and_validate_key("n")
-    value = django_cache._core.get(k)  # a native int comes back as int, not (encoding, bytes)
+    value = django_cache._cache._core.get(k)  # a native int comes back as int, not (encoding, bytes)
     assert type(value) is int and value == 41
     assert django_cache.incr("n") == 42
     django_cache.set("big", 2**64)  # beyond 64 bits: pickled, still an int

@@ -66,7 +66,7 @@ def test_redeploy_with_new_size_replaces_an_unused_segment(name):
     assert b.returncode != 0 and "SIZE" in b.stderr
     assert c.get("k") == "3MB"
     # Once nobody is attached the new deploy's SIZE replaces the old segment.
-    shmcache._attached.clear()
+    shmcache.client._attached.clear()
     del c
     import gc
 

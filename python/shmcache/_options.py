@@ -1,9 +1,20 @@
 """Parsing and checking of user options (sizes, timeouts), with errors that
-name the option to change."""
+name the option to change.
+
+Every option has two spellings: the keyword of ``shmcache.Cache`` (``size``)
+and the Django OPTIONS key (``SIZE``). `Settings` parses either, so each
+option is checked once, by one function, and its error names the option the
+way the user wrote it.
+"""
 
 from __future__ import annotations
 
+import math
+import pickle
 import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 _UNITS = {
     "": 1, "b": 1,
@@ -11,7 +22,7 @@ _UNITS = {
     "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
     "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
     "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
-}
+}  # fmt: skip
 # Memory sizes people write as "256MB" mean MiB (like memcached's -m and
 # Redis' maxmemory "256mb"); say "256MiB" or an int to be exact.
 _BINARY = {"kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -21,6 +32,7 @@ _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 DEFAULT_SIZE = 64 * 1024**2
 DEFAULT_MAX_ITEM_SIZE = 1024**2
 DEFAULT_LOCK_TIMEOUT = 0.1
+MAX_LOCATION_BYTES = 200
 
 
 def parse_size(value: object, option: str) -> int:
@@ -45,6 +57,7 @@ def parse_size(value: object, option: str) -> int:
 
 
 def parse_seconds(value: object, option: str) -> float:
+    """A lock wait: more than 0 and at most 60 seconds (NaN and inf fail)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value <= 60):
         raise ValueError(f"invalid {option}: {value!r}; give seconds, more than 0 and at most 60")
     return float(value)
@@ -56,10 +69,75 @@ def parse_int(value: object, option: str, lo: int, hi: int) -> int:
     return value
 
 
+def parse_default_timeout(value: object, option: str) -> float | None:
+    """A default expiry: finite seconds, or None for never."""
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+    ):
+        raise ValueError(f"invalid {option}: {value!r}; give a finite number of seconds or None")
+    return value
+
+
 def check_location(location: object, option: str = "LOCATION") -> str:
-    if not isinstance(location, str) or not location or "\0" in location or len(location) > 200:
+    """The name of a cache on the host: at most 200 bytes of UTF-8 (the core
+    counts the same bytes), no NUL."""
+    if (
+        not isinstance(location, str)
+        or not location
+        or "\0" in location
+        or len(location.encode("utf-8", "surrogatepass")) > MAX_LOCATION_BYTES
+    ):
         raise ValueError(
-            f"invalid {option}: {location!r}; give a non-empty name (at most 200 characters, no NUL) "
-            "that identifies this cache on the host"
+            f"invalid {option}: {location!r}; give a non-empty name of at most {MAX_LOCATION_BYTES} bytes "
+            "(UTF-8), without NUL, that identifies this cache on the host"
         )
     return location
+
+
+def _shards(v: object, option: str) -> int:
+    return parse_int(v, option, 0, 1024)
+
+
+def _pickle_protocol(v: object, option: str) -> int:
+    return parse_int(v, option, 0, pickle.HIGHEST_PROTOCOL)
+
+
+# keyword, Django OPTIONS key, default, parser
+_FIELDS: tuple[tuple[str, str, Any, Callable[[object, str], Any]], ...] = (
+    ("size", "SIZE", DEFAULT_SIZE, parse_size),
+    ("max_item_size", "MAX_ITEM_SIZE", DEFAULT_MAX_ITEM_SIZE, parse_size),
+    ("shards", "SHARDS", 0, _shards),
+    ("lock_timeout", "LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT, parse_seconds),
+    ("pickle_protocol", "PICKLE_PROTOCOL", pickle.HIGHEST_PROTOCOL, _pickle_protocol),
+)
+DJANGO_OPTIONS = frozenset(django for _, django, _, _ in _FIELDS)
+# Understood by BaseCache for LocMem/file/db culling; eviction here is automatic.
+IGNORED_DJANGO_OPTIONS = frozenset({"MAX_ENTRIES", "CULL_FREQUENCY"})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated options of one cache: the segment's geometry, the lock wait
+    and how values are pickled."""
+
+    size: int = DEFAULT_SIZE
+    max_item_size: int = DEFAULT_MAX_ITEM_SIZE
+    shards: int = 0
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    pickle_protocol: int = pickle.HIGHEST_PROTOCOL
+
+    @classmethod
+    def from_kwargs(cls, **given: Any) -> Settings:
+        """From ``shmcache.Cache`` keywords; errors name the keyword."""
+        return cls(**{kw: parse(given.get(kw, default), kw) for kw, _, default, parse in _FIELDS})
+
+    @classmethod
+    def from_django(cls, options: Mapping[str, Any]) -> Settings:
+        """From a Django CACHES entry's OPTIONS; errors name the OPTIONS key."""
+        unknown = set(options) - DJANGO_OPTIONS - IGNORED_DJANGO_OPTIONS
+        if unknown:
+            raise ValueError(
+                f"unknown OPTIONS for shmcache: {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(sorted(DJANGO_OPTIONS))}"
+            )
+        return cls(**{kw: parse(options.get(key, default), key) for kw, key, default, parse in _FIELDS})

@@ -1,0 +1,356 @@
+"""The one client: everything that is not a Django rule lives here once.
+
+``shmcache.Cache`` (this module's `Cache`) is the plain Python API and the
+engine behind the Django backend, as redis-py's client is behind Django's
+``RedisCache``. It holds the encoding of values (`_codec`), the checking of
+options (`_options`), batch handling, and the error policy:
+
+- A lock that cannot be had within LOCK_TIMEOUT, or a segment that cannot be
+  used (`ShmCacheError`), is raised by default (``on_error="raise"``). With
+  ``on_error="log"`` (what the Django backend uses) it is logged instead and
+  the call answers as if the cache were empty: a read is a miss, a write is
+  not stored, a delete deletes nothing. A batch read that timed out on some
+  shards follows the same rule as a single read.
+- ``incr``/``decr`` always raise: they must not silently lose a count.
+- A value too large for MAX_ITEM_SIZE is logged, not stored, and the old
+  value of its key removed (never left looking current).
+- A value that can no longer be unpickled is a miss and is dropped.
+- Bad arguments (a key that is not str/bytes, a timeout that is not a number)
+  raise TypeError/ValueError naming the problem and touch nothing stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from . import _core
+from ._codec import encode, load
+from ._core import LockTimeout, ShmCacheError, ValueTooLarge
+from ._options import (
+    DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_MAX_ITEM_SIZE,
+    DEFAULT_SIZE,
+    Settings,
+    check_location,
+    parse_default_timeout,
+)
+
+log = logging.getLogger("shmcache")
+
+_attached: dict[tuple, _core.Cache] = {}
+_attach_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held the lock at fork time.
+    global _attach_lock
+    _attach_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def attach(location: str, s: Settings) -> _core.Cache:
+    """The process-wide handle on a segment: every Cache and Django alias with
+    the same LOCATION, geometry (SIZE, MAX_ITEM_SIZE, SHARDS) and LOCK_TIMEOUT
+    shares one mapping. It stays valid in forked children (the mapping is
+    MAP_SHARED and owns no process state)."""
+    k = (location, s.size, s.max_item_size, s.shards, s.lock_timeout)
+    with _attach_lock:
+        c = _attached.get(k)
+        if c is None:
+            c = _attached[k] = _core.Cache(location, s.size, s.max_item_size, s.shards, s.lock_timeout)
+        return c
+
+
+def segment_name(location: str) -> str:
+    """The /dev/shm name of LOCATION's segment for this user."""
+    return _core.segment_name(check_location(location))
+
+
+def destroy(location: str) -> bool:
+    """Remove LOCATION's segment. Attached processes keep using their mapping
+    until they exit; new ones create a fresh, empty segment."""
+    location = check_location(location)
+    with _attach_lock:
+        for k in [k for k in _attached if k[0] == location]:
+            del _attached[k]
+    return _core.destroy(location)
+
+
+_DEFAULT = object()
+_MISSING = object()
+_ON_ERROR = ("raise", "log")
+
+
+def _delta(delta: Any) -> int:
+    if type(delta) is not int:
+        raise TypeError(f"delta must be an integer, not {type(delta).__name__}")
+    return delta
+
+
+def _key_list(keys: Any) -> list:
+    """A list of keys from an iterable; a lone str or bytes is refused (it
+    would otherwise be taken as one key per character)."""
+    if isinstance(keys, (str, bytes)):
+        raise TypeError(f"expected an iterable of keys, not a single {type(keys).__name__} key")
+    return list(keys)
+
+
+class Cache:
+    """A shared-memory cache for any Python program.
+
+    ``Cache("myapp", size="256MB")`` in every process of the host gives one
+    shared cache. Keys are ``str`` or ``bytes``; values are ``bytes`` or any
+    picklable object. Timeouts are seconds; ``None`` means never expire; 0 or
+    less means "do not keep". ``on_error`` is the error policy (module doc).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        size: int | str = DEFAULT_SIZE,
+        max_item_size: int | str = DEFAULT_MAX_ITEM_SIZE,
+        shards: int = 0,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        default_timeout: float | None = None,
+        pickle_protocol: int = pickle.HIGHEST_PROTOCOL,
+        on_error: str = "raise",
+    ) -> None:
+        self._open(
+            check_location(name, "name"),
+            Settings.from_kwargs(
+                size=size,
+                max_item_size=max_item_size,
+                shards=shards,
+                lock_timeout=lock_timeout,
+                pickle_protocol=pickle_protocol,
+            ),
+            parse_default_timeout(default_timeout, "default_timeout"),
+            on_error,
+        )
+
+    @classmethod
+    def from_options(cls, location: str, options: Mapping[str, Any], on_error: str = "log") -> Cache:
+        """A client from a Django CACHES entry's LOCATION and OPTIONS (errors
+        name LOCATION and the OPTIONS keys)."""
+        self = cls.__new__(cls)
+        self._open(check_location(location), Settings.from_django(options), None, on_error)
+        return self
+
+    def _open(self, name: str, settings: Settings, default_timeout: float | None, on_error: str) -> None:
+        if on_error not in _ON_ERROR:
+            raise ValueError(f"invalid on_error: {on_error!r}; give 'raise' or 'log'")
+        self._raise = on_error == "raise"
+        self.name = name
+        self.settings = settings
+        self.default_timeout = default_timeout
+        self.pickle_protocol = settings.pickle_protocol
+        self._core = attach(name, settings)
+
+    # -- the error policy, encoding, timeouts --
+
+    def _failed(self, e: ShmCacheError, fallback: Any) -> Any:
+        """A lock timeout or an unusable segment: raise it, or log it and
+        answer `fallback` (module doc)."""
+        if self._raise:
+            raise e
+        log.warning("shmcache %s: %s", self.name, e)
+        return fallback
+
+    def _timeout(self, timeout: Any) -> float | None:
+        if timeout is _DEFAULT:
+            return self.default_timeout
+        if timeout is None:
+            return None
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout must be seconds (int or float) or None, not {type(timeout).__name__}")
+        return timeout
+
+    def _load(self, key: Any, item: tuple, default: Any) -> Any:
+        try:
+            return load(item)
+        except Exception as e:  # code changed between deploys, class gone, ...
+            log.warning("shmcache: dropping undecodable value for key %.200r: %s", key, e)
+            try:
+                self._core.delete(key)
+            except ShmCacheError:
+                pass  # already a miss; the next read tries again
+            return default
+
+    def _store(self, key: Any, value: Any, t: float | None, add: bool) -> bool:
+        v = encode(value, self.pickle_protocol)
+        try:
+            return self._core.set(key, v, t, add)
+        except ValueTooLarge as e:
+            log.warning("shmcache: not storing %.200r: %s", key, e)
+            if not add:
+                self.delete(key)  # never leave the previous value looking current
+            return False
+        except ShmCacheError as e:
+            return self._failed(e, False)
+
+    # -- one key --
+
+    def get(self, key: str | bytes, default: Any = None) -> Any:
+        try:
+            v = self._core.get(key)
+        except ShmCacheError as e:
+            return self._failed(e, default)
+        if v is None:
+            return default
+        if type(v) is tuple:
+            return self._load(key, v, default)
+        return v
+
+    def set(self, key: str | bytes, value: Any, timeout: Any = _DEFAULT) -> bool:
+        """Store; False if not stored (too large: the old value is removed)."""
+        t = self._timeout(timeout)
+        if t is not None and t <= 0:
+            self.delete(key)
+            return False
+        return self._store(key, value, t, False)
+
+    def add(self, key: str | bytes, value: Any, timeout: Any = _DEFAULT) -> bool:
+        """Store only if absent, atomically across processes."""
+        t = self._timeout(timeout)
+        if t is not None and t <= 0:
+            # Nothing is kept; report what a store-then-expire would have.
+            try:
+                return not self._core.has(key)
+            except ShmCacheError as e:
+                return self._failed(e, False)
+        return self._store(key, value, t, True)
+
+    def delete(self, key: str | bytes) -> bool:
+        try:
+            return self._core.delete(key)
+        except ShmCacheError as e:
+            return self._failed(e, False)
+
+    def touch(self, key: str | bytes, timeout: Any = _DEFAULT) -> bool:
+        t = self._timeout(timeout)
+        if t is not None and t <= 0:
+            return self.delete(key)
+        try:
+            return self._core.touch(key, t)
+        except ShmCacheError as e:
+            return self._failed(e, False)
+
+    def incr(self, key: str | bytes, delta: int = 1) -> int:
+        """Atomic across processes. KeyError if missing, TypeError if not an
+        int, OverflowError outside the signed 64-bit range; lock timeouts
+        raise whatever `on_error` says (a count must not be lost silently)."""
+        return self._core.incr(key, _delta(delta))
+
+    def decr(self, key: str | bytes, delta: int = 1) -> int:
+        return self._core.incr(key, -_delta(delta))
+
+    def has_key(self, key: str | bytes) -> bool:
+        try:
+            return self._core.has(key)
+        except ShmCacheError as e:
+            return self._failed(e, False)
+
+    __contains__ = has_key
+
+    def ttl(self, key: str | bytes) -> float | None:
+        """Seconds left; None if it never expires; 0 if missing."""
+        try:
+            ms = self._core.ttl_ms(key)
+        except ShmCacheError as e:
+            ms = self._failed(e, -2)
+        return None if ms == -1 else 0 if ms == -2 else ms / 1000
+
+    def rename(self, src: str | bytes, dst: str | bytes) -> bool:
+        """Move `src`'s value to `dst` with the time it had left (Redis
+        RENAME); False if `src` is missing. The value and its expiry are read
+        together, so the copy never outlives the original."""
+        try:
+            got = self._core.get_with_ttl(src)
+        except ShmCacheError as e:
+            got = self._failed(e, None)
+        if got is None:
+            return False
+        v, ms = got
+        if type(v) is tuple:
+            v = self._load(src, v, _MISSING)
+            if v is _MISSING:
+                return False
+        t = None if ms == -1 else max(ms, 1) / 1000
+        stored = self._store(dst, v, t, False)
+        self.delete(src)
+        return stored
+
+    # -- many keys --
+
+    def get_many(self, keys: Iterable[str | bytes]) -> dict:
+        """The keys found, with their values; missing keys are left out."""
+        keys = _key_list(keys)
+        try:
+            values, timed_out = self._core.get_many(keys)
+        except ShmCacheError as e:
+            return self._failed(e, {})
+        if timed_out:
+            self._failed(LockTimeout(f"{timed_out} of {len(keys)} keys not read: timed out waiting for a shard lock (LOCK_TIMEOUT)"), None)
+        out = {}
+        for key, v in zip(keys, values):
+            if v is not None:
+                if type(v) is tuple:
+                    v = self._load(key, v, _MISSING)
+                    if v is _MISSING:
+                        continue
+                out[key] = v
+        return out
+
+    def set_many(self, mapping: Mapping, timeout: Any = _DEFAULT) -> list:
+        """Store every item; returns the keys that were not stored (too large,
+        or their shard's lock timed out: logged either way), as Django's
+        ``set_many`` does."""
+        if not isinstance(mapping, Mapping):
+            raise TypeError(f"set_many needs a mapping (a dict of key -> value), not {type(mapping).__name__}")
+        t = self._timeout(timeout)
+        keys = list(mapping)
+        if t is not None and t <= 0:
+            self.delete_many(keys)
+            return []
+        p = self.pickle_protocol
+        items = [(k, encode(mapping[k], p)) for k in keys]
+        try:
+            failed = [keys[i] for i in self._core.set_many(items, t)]
+        except ShmCacheError as e:
+            return self._failed(e, keys)
+        if failed:
+            log.warning("shmcache: %d key(s) not stored (too large or lock timeout)", len(failed))
+            try:
+                self._core.delete_many(failed)  # no old value may look current
+            except ShmCacheError:
+                pass
+        return failed
+
+    def delete_many(self, keys: Iterable[str | bytes]) -> int:
+        """Returns how many of the keys existed."""
+        try:
+            return self._core.delete_many(_key_list(keys))
+        except ShmCacheError as e:
+            return self._failed(e, 0)
+
+    # -- the whole cache --
+
+    def clear(self) -> None:
+        try:
+            self._core.clear()
+        except ShmCacheError as e:
+            self._failed(e, None)
+
+    def stats(self) -> dict:
+        return self._core.stats()
+
+    def close(self) -> None:
+        """Nothing to release per call: the mapping is shared by every Cache on
+        this LOCATION in the process and unmapped when the process exits."""
