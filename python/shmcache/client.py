@@ -210,7 +210,8 @@ class Cache:
 
     def set(self, key: str | bytes, value: Any, timeout: Any = _DEFAULT) -> bool:
         """Store; False if not stored (too large: the old value is removed)."""
-        t = self._timeout(timeout)
+        # The hot path: a float (what the Django face passes) or an int.
+        t = timeout if type(timeout) is float or type(timeout) is int else self._timeout(timeout)
         if t is not None and t <= 0:
             self.delete(key)
             return False
