@@ -47,7 +47,7 @@ fuzz: build
 
 bench: build
 	$(BIN)/python -m pip install -q -r bench/requirements.txt
-	$(ACT) $(BIN)/python bench/run.py
+	$(ACT) $(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) target
