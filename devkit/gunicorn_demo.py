@@ -39,6 +39,23 @@ def no_control_socket() -> list[str]:
     return ["--no-control-socket"] if hasattr(cfg, "ControlSocketDisable") else []
 
 
+def gunicorn_argv(bind: str, workers: int, extra_args: tuple[str, ...] = (), exe: list[str] | None = None) -> list[str]:
+    """The command serving demo/mysite: `exe` (default ``python -m gunicorn``)
+    with --bind `bind` (``fd://N`` or ``host:port``), `workers`, then `extra_args`."""
+    return [
+        *(exe or [sys.executable, "-m", "gunicorn"]),
+        "--bind", bind,
+        "--workers", str(workers),
+        "--pythonpath", str(DEMO_DIR),
+        "--graceful-timeout", "5",
+        "--timeout", "30",
+        "--log-level", "info",
+        *no_control_socket(),
+        *extra_args,
+        "mysite.wsgi:application",
+    ]
+
+
 class Gunicorn:
     """A gunicorn master + workers serving demo/mysite on 127.0.0.1.
 
@@ -83,18 +100,7 @@ class Gunicorn:
         return env
 
     def command(self, fd: int) -> list[str]:
-        return [
-            sys.executable, "-m", "gunicorn",
-            "--bind", f"fd://{fd}",
-            "--workers", str(self.workers),
-            "--pythonpath", str(DEMO_DIR),
-            "--graceful-timeout", "5",
-            "--timeout", "30",
-            "--log-level", "info",
-            *no_control_socket(),
-            *self.extra_args,
-            "mysite.wsgi:application",
-        ]
+        return gunicorn_argv(f"fd://{fd}", self.workers, self.extra_args)
 
     def start(self) -> "Gunicorn":
         sock = listening_socket()

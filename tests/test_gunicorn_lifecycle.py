@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import shmcache
-from devkit.gunicorn_demo import DEMO_DIR, Gunicorn, GunicornError, no_control_socket
+from devkit.gunicorn_demo import DEMO_DIR, Gunicorn, GunicornError, gunicorn_argv
 from devkit.net import free_port, listening_socket
 from devkit.proc import alive, children
 
@@ -109,9 +109,8 @@ class Server(Gunicorn):
 def gunicorn_cmd(*extra, bind_address=False, script=False):
     def cmd(fd, port):
         bind = f"127.0.0.1:{port}" if bind_address else f"fd://{fd}"
-        exe = [str(Path(sys.executable).parent / "gunicorn")] if script else [sys.executable, "-m", "gunicorn"]
-        return [*exe, "--bind", bind, "--workers", str(WORKERS), "--pythonpath", str(DEMO_DIR),
-                "--graceful-timeout", "5", "--timeout", "30", *no_control_socket(), *extra, "mysite.wsgi:application"]
+        exe = [str(Path(sys.executable).parent / "gunicorn")] if script else None
+        return gunicorn_argv(bind, WORKERS, extra, exe)
 
     return cmd
 
