@@ -44,5 +44,9 @@ def get_json(url: str, timeout: float = 10.0):
         with urllib.request.urlopen(req, timeout=timeout) as r:
             body = r.read()
     except urllib.error.HTTPError as e:
-        raise HTTPStatusError(url, e.code, e.reason, e.read()) from None
+        try:
+            body = e.read()
+        except Exception:  # the server died mid-answer: the status is what we have
+            body = b""
+        raise HTTPStatusError(url, e.code, e.reason, body) from None
     return json.loads(body)
