@@ -33,21 +33,21 @@ test-python: build
 test: test-rust test-python
 
 demo: build
-	$(ACT) $(BIN)/python demo/run_demo.py
+	$(ACT) $(BIN)/python -m demo.run_demo
 
 # Long runs with their own targets; a short version of each is inside `make test`.
 chaos: build
-	$(ACT) $(BIN)/python tools/chaos.py --seconds 300
+	$(ACT) $(BIN)/python -m tools.chaos --seconds 300
 
 soak: build
-	$(ACT) $(BIN)/python tools/soak.py --seconds 600
+	$(ACT) $(BIN)/python -m tools.soak --seconds 600
 
 fuzz: build
 	$(ACT) bash tools/fuzz.sh 600
 
 bench: build
 	$(BIN)/python -m pip install -q -r bench/requirements.txt
-	$(ACT) $(BIN)/python bench/run.py
+	$(ACT) $(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) target

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """shmcache benchmark: the Django cache backends side by side, one run.
 
-    make bench                       # = .venv/bin/python bench/run.py, ~8 minutes on 2 cores
-    .venv/bin/python bench/run.py --quick   # smoke run in seconds (tiny op counts)
+    make bench                       # = .venv/bin/python -m bench.run, ~8 minutes on 2 cores
+    .venv/bin/python -m bench.run --quick   # smoke run in seconds (tiny op counts)
 
 Writes docs/benchmarks.md, docs/benchmarks.png and bench/results/latest.json
 (a --quick run writes bench/results/quick.{md,json,png} instead, so it never
@@ -27,11 +27,10 @@ import tempfile
 import time
 import traceback
 
+from bench.servers import Servers, ensure_installed, log, version_of
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-
-from servers import Servers, ensure_installed, log, version_of  # noqa: E402
 
 
 def loadavg() -> list[float]:
@@ -97,7 +96,7 @@ def main() -> int:
     ap.add_argument("--render", metavar="JSON", help="only re-write the .md/.png from a saved results JSON")
     args = ap.parse_args()
     if args.render:
-        import report
+        from bench import report
 
         with open(args.render) as f:
             res = json.load(f)
@@ -114,7 +113,7 @@ def main() -> int:
 
     t_start = time.time()
     meta = {
-        "command": "make bench (= .venv/bin/python bench/run.py" + (" --quick" if quick else "") + ")",
+        "command": "make bench (= .venv/bin/python -m bench.run" + (" --quick" if quick else "") + ")",
         "argv": " ".join([os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(ROOT) else sys.executable] + sys.argv),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": os.cpu_count(), "cpu": cpu_model(), "kernel": platform.release(),
@@ -161,7 +160,7 @@ def main() -> int:
             except Exception as e:  # noqa: BLE001
                 server_skip["memcached"] = f"memcached did not start: {e}"
 
-        from backends import BACKENDS, LABEL, caches_setting
+        from bench.backends import BACKENDS, LABEL, caches_setting
 
         caches_cfg, skipped = caches_setting(tmp, shm_location, redis_srv, memc_srv, server_skip)
         if args.backends:
@@ -183,7 +182,7 @@ def main() -> int:
         settings.configure(CACHES={"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}, **caches_cfg},
                            USE_TZ=True)
         django.setup()
-        import workloads as W
+        from bench import workloads as W
 
         active = [a for a, _ in BACKENDS if a in caches_cfg]
 
@@ -244,7 +243,7 @@ def main() -> int:
             results["memory"] = memory(W, servers, server_skip, results, 10_000 if quick else W.MEM_ITEMS)
 
         if "profile" in sections and "shmcache" in active and "locmem" in active:
-            import shm_profile as P
+            from bench import shm_profile as P
 
             log("== profile: layers of a Django get/set")
             section("profile")
@@ -279,7 +278,7 @@ def main() -> int:
 
     meta["loadavg_end"] = loadavg()
     meta["seconds"] = round(time.time() - t_start, 1)
-    import report
+    from bench import report
 
     if args.out:
         json_path, md_path, png_path = args.out + ".json", args.out + ".md", args.out + ".png"

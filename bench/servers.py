@@ -13,18 +13,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+from devkit.net import free_port
+from devkit.proc import rss_kb
+
 
 _T0 = time.monotonic()
 
 
 def log(msg: str) -> None:
     print(f"[bench {time.monotonic() - _T0:5.0f}s] {msg}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ensure_installed(allow_install: bool) -> dict[str, str]:
@@ -81,11 +78,7 @@ class Server:
         return self.proc.pid
 
     def rss_bytes(self) -> int:
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
+        return rss_kb(self.pid) * 1024
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -21,7 +21,7 @@ import tempfile
 import timeit
 from collections import defaultdict
 
-from servers import log
+from bench.servers import log
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -52,7 +52,7 @@ def layers(number: int) -> dict:
     from django.core.cache.backends.base import DEFAULT_TIMEOUT
 
     from shmcache import _codec
-    from workloads import core_setter, make_value
+    from bench.workloads import make_value
 
     out: dict = {}
     for size in (100, 10_000, 100_000):
@@ -197,8 +197,7 @@ def top(d: dict, total: int, n: int) -> list[tuple[str, int, float]]:
 
 
 PY_TARGET = r"""
-import os, sys
-sys.path.insert(0, {here!r})
+import sys
 import django
 from django.conf import settings
 settings.configure(CACHES={{
@@ -247,7 +246,7 @@ def callgrind_python(python: str, alias: str, op: str, n: int) -> dict | None:
     script = os.path.join(d, "target.py")
     loc = f"bench-cg-{os.getpid()}-{alias}-{op}"
     with open(script, "w") as f:
-        f.write(PY_TARGET.format(here=HERE, loc=loc))
+        f.write(PY_TARGET.format(loc=loc))
     try:
         p = run_callgrind("map_next", [python, script, alias, op, str(n)], f"{alias} {op}", d)
     finally:

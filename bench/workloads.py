@@ -21,7 +21,9 @@ import uuid
 
 import numpy as np
 
-from servers import log
+from bench.servers import log
+from devkit.proc import rss_kb
+from devkit.stats import percentile
 
 VALUE_SIZES = [100, 10_000, 100_000]
 
@@ -47,10 +49,8 @@ def make_dict_value() -> dict:
 
 
 def pct(lat_ns, q: float) -> float:
-    """Percentile in microseconds."""
-    if len(lat_ns) == 0:
-        return float("nan")
-    return float(np.percentile(np.asarray(lat_ns, dtype=np.int64), q)) / 1000.0
+    """Percentile of latencies in ns, in microseconds."""
+    return percentile(lat_ns, q) / 1000.0
 
 
 def timed(fn, args, extra=None, _sentinel=object()):
@@ -530,14 +530,6 @@ def shm_overhead(items: int) -> dict:
     }
 
 
-def rss_self() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def _locmem_rss_child(q, items):
     """In a fresh (spawned) interpreter: RSS growth of LocMemCache holding the
     data set. Fresh, so no memory freed earlier in the run is reused."""
@@ -552,12 +544,12 @@ def _locmem_rss_child(q, items):
     c = caches["default"]
     c.set("warm", "v")  # imports and first-use allocations happen before the baseline
     gc.collect()
-    before = rss_self()
+    before = rss_kb() * 1024
     v = "v" * MEM_VALUE
     for i in range(0, items, 1000):
         c.set_many({f"mem:{j:06d}": v for j in range(i, min(items, i + 1000))})
     gc.collect()
-    q.put(rss_self() - before)
+    q.put(rss_kb() * 1024 - before)
 
 
 def locmem_rss_growth(items: int) -> int:

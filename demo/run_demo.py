@@ -5,6 +5,8 @@ through some workers, reads them back through others, counts to 200 with
 /incr from many connections at once, prints the cache stats and a one-line
 verdict, then stops gunicorn and removes the shared-memory segment.
 Exit status 0 only if every check passed.
+
+    python -m demo.run_demo          (from the repository root; make demo)
 """
 
 from __future__ import annotations
@@ -15,13 +17,10 @@ import signal
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 from urllib.parse import quote
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import shmcache  # noqa: E402
-from gunicorn_util import Gunicorn, GunicornError  # noqa: E402
+import shmcache
+from devkit.gunicorn_demo import Gunicorn, GunicornError
 
 WORKERS = 4
 KEYS = ["color", "fruit", "planet", "river", "city", "metal", "bird", "tree"]

@@ -1,29 +1,24 @@
 """Short chaos runs (the long ones are `make chaos`, see docs/reliability-chaos.md):
 
-* tools/chaos.py: worker processes SIGKILLed at random moments, some inside
+* python -m tools.chaos: worker processes SIGKILLed at random moments, some inside
   the shard lock mid-write, while they read and write self-checking values;
 * the same with faults injected on purpose, to show the checks catch them;
-* tools/chaos.py --gunicorn: a real gunicorn recycling and timing out workers
+* python -m tools.chaos --gunicorn: a real gunicorn recycling and timing out workers
   under client load.
 
 Each run is a subprocess judged by the JSON it writes.
 """
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-CHAOS = ROOT / "tools" / "chaos.py"
+from devkit import run_module
 
 
 def run_chaos(tmp_path, *args, timeout=180):
     out = tmp_path / "chaos.json"
-    p = subprocess.run([sys.executable, str(CHAOS), *args, "--json", str(out), "--quiet"],
-                       capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    p = run_module("tools.chaos", *args, "--json", str(out), "--quiet", capture_output=True, text=True, timeout=timeout)
     assert out.exists(), f"no JSON written (exit {p.returncode}):\n{p.stdout}\n{p.stderr[-3000:]}"
     return p, json.loads(out.read_text())
 

@@ -2,7 +2,6 @@
 process are read by another, and /incr is atomic across workers."""
 
 import os
-import sys
 import threading
 import uuid
 from collections import Counter
@@ -10,11 +9,8 @@ from pathlib import Path
 
 import pytest
 
-DEMO = Path(__file__).resolve().parent.parent / "demo"
-sys.path.insert(0, str(DEMO))
-
-import shmcache  # noqa: E402
-from gunicorn_util import Gunicorn  # noqa: E402  (demo/gunicorn_util.py)
+import shmcache
+from devkit.gunicorn_demo import Gunicorn
 
 WORKERS = 4
 

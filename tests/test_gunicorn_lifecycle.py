@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 
+import shmcache
+from devkit.gunicorn_demo import DEMO_DIR, Gunicorn, GunicornError, gunicorn_argv
+from devkit.net import free_port, listening_socket
+from devkit.proc import alive, children
+
 pytest.importorskip("gunicorn")
 
 TESTS = Path(__file__).resolve().parent
-DEMO = TESTS.parent / "demo"
-sys.path.insert(0, str(DEMO))
-
-import shmcache  # noqa: E402
-from gunicorn_util import Gunicorn, GunicornError, _no_control_socket, children, free_port, listening_socket  # noqa: E402
 
 WORKERS = 2
 
@@ -51,14 +51,6 @@ def wait_for(cond, timeout: float, what: str, every: float = 0.05):
             return r
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def write_values(server, n: int, tag: str) -> dict:
@@ -102,7 +94,7 @@ class Server(Gunicorn):
                     raise
 
     def _start(self):
-        env = self.environment(pythonpath=(DEMO, TESTS), SHMCACHE_APP_LOCATION=self.location)
+        env = self.environment(pythonpath=(DEMO_DIR, TESTS), SHMCACHE_APP_LOCATION=self.location)
         if self.pass_socket:
             sock = listening_socket()
             self.port = sock.getsockname()[1]
@@ -117,9 +109,8 @@ class Server(Gunicorn):
 def gunicorn_cmd(*extra, bind_address=False, script=False):
     def cmd(fd, port):
         bind = f"127.0.0.1:{port}" if bind_address else f"fd://{fd}"
-        exe = [str(Path(sys.executable).parent / "gunicorn")] if script else [sys.executable, "-m", "gunicorn"]
-        return [*exe, "--bind", bind, "--workers", str(WORKERS), "--pythonpath", str(DEMO),
-                "--graceful-timeout", "5", "--timeout", "30", *_no_control_socket(), *extra, "mysite.wsgi:application"]
+        exe = [str(Path(sys.executable).parent / "gunicorn")] if script else None
+        return gunicorn_argv(bind, WORKERS, extra, exe)
 
     return cmd
 
@@ -221,16 +212,16 @@ def test_gunicorn_usr2_upgrade_old_and_new_masters_share(location):
         # Retire the old master: its workers stop, the new generation serves.
         s.proc.send_signal(signal.SIGTERM)
         s.proc.wait(20)
-        wait_for(lambda: not any(pid_alive(p) for p in old_workers), 20, "the old workers to exit")
-        assert pid_alive(new_master)
+        wait_for(lambda: not any(alive(p) for p in old_workers), 20, "the old workers to exit")
+        assert alive(new_master)
         readers = assert_values(s, values)
         assert readers <= children(new_master)
         assert seg_inode(location) == inode
     finally:
-        if new_master and pid_alive(new_master):
+        if new_master and alive(new_master):
             os.kill(new_master, signal.SIGTERM)
             try:
-                wait_for(lambda: not pid_alive(new_master), 15, "the new master to stop")
+                wait_for(lambda: not alive(new_master), 15, "the new master to stop")
             except AssertionError:
                 os.kill(new_master, signal.SIGKILL)
         s.stop()

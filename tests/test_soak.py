@@ -1,18 +1,14 @@
-"""The soak test (tools/soak.py) for one minute: sizes up to MAX_ITEM_SIZE,
+"""The soak test (python -m tools.soak) for one minute: sizes up to MAX_ITEM_SIZE,
 overwrites, deletes and TTLs from two writer processes, many times the
 cache's capacity; the segment never grows, stats agree with verify(), sets
 keep succeeding through eviction and deleted items' memory comes back.
 `make soak` runs it for ten minutes."""
 
-import pathlib
-import subprocess
-import sys
-
-SOAK = pathlib.Path(__file__).resolve().parent.parent / "tools" / "soak.py"
+from devkit import run_module
 
 
 def test_soak_one_minute():
-    r = subprocess.run([sys.executable, str(SOAK), "--seconds", "60"], capture_output=True, text=True, timeout=400)
+    r = run_module("tools.soak", "--seconds", "60", capture_output=True, text=True, timeout=400)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     assert "soak: OK" in out, out

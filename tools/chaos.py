@@ -3,7 +3,7 @@
 
 Process mode (default)::
 
-    python tools/chaos.py --seconds 300 [--procs 4] [--json out.json]
+    python -m tools.chaos --seconds 300 [--procs 4] [--json out.json]
 
 P worker processes (forked from this one after it attached, as under
 ``gunicorn --preload``) run a random mix of get/set/add/delete/incr/touch/
@@ -50,7 +50,7 @@ non-zero if any pass condition fails.
 
 Gunicorn mode::
 
-    python tools/chaos.py --gunicorn --seconds 120 [--json out.json]
+    python -m tools.chaos --gunicorn --seconds 120 [--json out.json]
 
 runs tools/chaos_gunicorn.py (see there).
 """
@@ -75,7 +75,7 @@ import uuid
 from collections import defaultdict
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from devkit.proc import proc_state, read_proc
 
 # ---------------------------------------------------------------------------
 # shared per-worker slot (int64 words in an anonymous MAP_SHARED mapping that
@@ -598,22 +598,6 @@ def worker_main(slots: memoryview, slot: int, incarnation: int) -> None:
 # the parent: killer and judge
 
 
-def read_proc(pid: int, what: str) -> str:
-    try:
-        with open(f"/proc/{pid}/{what}") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
-def proc_state(pid: int) -> str:
-    s = read_proc(pid, "stat")
-    try:
-        return s.rsplit(")", 1)[1].split()[0]
-    except IndexError:
-        return "?"
-
-
 class Chaos:
     def __init__(self, args) -> None:
         import shmcache
@@ -1059,8 +1043,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     a, rest = parse_args(argv)
     if a.gunicorn:
-        sys.path.insert(0, str(HERE))
-        import chaos_gunicorn
+        from tools import chaos_gunicorn
 
         return chaos_gunicorn.main(rest + ["--seconds", str(a.seconds)] + (["--json", a.json] if a.json else [])
                                    + (["--quiet"] if a.quiet else []))

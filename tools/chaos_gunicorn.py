@@ -2,8 +2,8 @@
 """Gunicorn chaos: the demo Django site (demo/mysite) under a real gunicorn
 whose workers are recycled and killed all the time, with client load.
 
-    python tools/chaos_gunicorn.py --seconds 120 [--workers 4] [--json out.json]
-    python tools/chaos.py --gunicorn --seconds 120          # the same
+    python -m tools.chaos_gunicorn --seconds 120 [--workers 4] [--json out.json]
+    python -m tools.chaos --gunicorn --seconds 120          # the same
 
 * ``--max-requests 20 --max-requests-jitter 10``: every worker is replaced
   after 20-30 requests, so workers start (and attach) and exit constantly;
@@ -38,14 +38,12 @@ import sys
 import threading
 import time
 import traceback
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "demo"))
+from devkit.net import HTTPStatusError, get_json
+from devkit.stats import percentile
 
 DEMO_SIZE = "32MB"  # demo/mysite/settings.py: SHMCACHE_DEMO_SIZE
 
@@ -69,12 +67,10 @@ class Result:
 
 def http_get(url: str, timeout: float):
     """(status, body dict or None, error string or None)."""
-    req = urllib.request.Request(url, headers={"Connection": "close"})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read()), None
-    except urllib.error.HTTPError as e:
-        return e.code, None, f"HTTP {e.code}"
+        return 200, get_json(url, timeout), None
+    except HTTPStatusError as e:
+        return e.status, None, f"HTTP {e.status}"
     except Exception as e:  # connection reset/refused, timeout, bad JSON
         return None, None, repr(e)
 
@@ -96,7 +92,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
 
     import shmcache
-    from gunicorn_util import Gunicorn
+    from devkit.gunicorn_demo import Gunicorn
 
     location = f"chaos-gunicorn-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     seg_path = "/dev/shm" + shmcache.segment_name(location)
@@ -265,10 +261,8 @@ def main(argv=None) -> int:
     ok_incr = len(vals)
     incr_ok = (len(set(vals)) == len(vals) and isinstance(final, int)
                and ok_incr <= final <= ok_incr + res.incr_uncertain and (max(vals) if vals else 0) <= final)
-    lat = sorted(res.latencies)
-
     def pct(q):
-        return round(lat[min(len(lat) - 1, int(q * len(lat)))], 4) if lat else None
+        return round(percentile(res.latencies, q), 4) if res.latencies else None
 
     # Which workers gunicorn timed out: the deliberate sleepers (they log their
     # pid), workers that never answered (their boot, i.e. importing Django,
@@ -300,7 +294,7 @@ def main(argv=None) -> int:
         "non_200_not_deliberate": len(res.errors),
         "errors_examples": res.errors[:10],
         "deliberate_sleepers": dict(res.sleepers),
-        "latency_s": {"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0)},
+        "latency_s": {"p50": pct(50), "p99": pct(99), "max": pct(100)},
         "sleeper_examples": res.sleeper_log[:6],
         "sleeper_latency_max_s": round(max(res.sleeper_latencies), 3) if res.sleeper_latencies else None,
         "requests_over_bound": len(res.over_bound),

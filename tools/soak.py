@@ -27,7 +27,7 @@ operations) and the checker verifies:
 At the end every key is deleted: ``items`` and ``bytes_used`` must be 0.
 Prints figures; exits 1 on any failure.
 
-    python tools/soak.py --seconds 600          (make soak)
+    python -m tools.soak --seconds 600          (make soak)
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import traceback
 import uuid
 
 import shmcache
+from devkit.proc import rss_kb
 
 REC_HDR = 32
 FORK = mp.get_context("fork")
@@ -51,15 +52,6 @@ FORK = mp.get_context("fork")
 def rec_size(key: bytes, value_len: int) -> int:
     """Bytes an item occupies in the log (32-byte header, key, value, pad to 8)."""
     return (REC_HDR + len(key) + value_len + 7) & ~7
-
-
-def rss_anon_kb() -> int:
-    """This process's private resident memory (the shared segment excluded)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1])
-    return 0
 
 
 def value_for(key: bytes, version: int, size: int) -> bytes:
@@ -198,7 +190,7 @@ def _writer(wid: int, args, pause, stop, barrier) -> dict:
                         raise Failure(f"touch {key!r}: a deleted or never-written key was present")
                     state[key] = (st[0], st[1], None if ttl is None else time.time() + ttl + 0.005)
                 n["touches"] += 1
-    n["rss_anon_kb"] = rss_anon_kb()
+    n["rss_anon_kb"] = rss_kb("self", "RssAnon")
     return n
 
 
@@ -291,7 +283,7 @@ def run(args) -> int:
     results = FORK.Queue()
     procs = [FORK.Process(target=writer, args=(w, args, pause, stop, barrier, results), daemon=True)
              for w in range(args.procs)]
-    rss0 = rss_anon_kb()
+    rss0 = rss_kb("self", "RssAnon")
     t0 = time.time()
     for p in procs:
         p.start()
@@ -368,7 +360,7 @@ def run(args) -> int:
     print(f"  checks             {figures['checks']} (size, stats == verify, no wipes, probe of {args.probe} "
           f"items freed exactly: {figures['probe_bytes_returned']} bytes in all)")
     print(f"  after drain        items {end['items']}, bytes_used {end['bytes_used']}, verify {end_verify}")
-    print(f"  checker RssAnon    {rss0} KiB -> {rss_anon_kb()} KiB")
+    print(f"  checker RssAnon    {rss0} KiB -> {rss_kb('self', 'RssAnon')} KiB")
     if tot and written < 2 * cap:
         fail(f"wrote only {written} bytes, less than twice the capacity ({2 * cap}); run longer")
     if tot and tot["lock_timeouts"] * 1_000_000 > args.max_lock_timeouts_ppm * max(tot["sets"] + tot["gets"], 1):

@@ -1,6 +1,6 @@
 """Run the demo Django project (demo/mysite) under a real multi-worker
-gunicorn and talk to it over HTTP. Used by demo/run_demo.py and by the
-tests (which put demo/ on sys.path), so a chaos test can reuse it too.
+gunicorn and talk to it over HTTP. Used by demo/run_demo.py, the tests and
+tools/chaos_gunicorn.py.
 
 Only the standard library is used; gunicorn is run as
 ``sys.executable -m gunicorn`` so it is the same interpreter/venv.
@@ -8,7 +8,6 @@ Only the standard library is used; gunicorn is run as
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -16,50 +15,21 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-DEMO_DIR = Path(__file__).resolve().parent
+from devkit import ROOT
+from devkit.net import HTTPStatusError, get_json, listening_socket
+from devkit.proc import children
+
+DEMO_DIR = ROOT / "demo"
 
 
 class GunicornError(RuntimeError):
     pass
 
 
-def listening_socket(host: str = "127.0.0.1") -> socket.socket:
-    """A bound, listening socket on a free port. gunicorn inherits it
-    (``--bind fd://N``), so there is no window in which another process could
-    take the port between choosing it and gunicorn binding it."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((host, 0))
-    s.listen(128)
-    return s
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (prefer Gunicorn(), which inherits
-    an already-bound socket)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def fetch_json(url: str, timeout: float = 10.0) -> dict:
-    """GET url on a fresh connection and decode the JSON body. Raises
-    GunicornError (with the body) on a non-200 answer."""
-    req = urllib.request.Request(url, headers={"Connection": "close"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            body = r.read()
-    except urllib.error.HTTPError as e:
-        raise GunicornError(f"GET {url} -> HTTP {e.code} {e.reason}: {e.read()[:200]!r}") from None
-    return json.loads(body)
-
-
-def _no_control_socket() -> list[str]:
+def no_control_socket() -> list[str]:
     """gunicorn >= 25 opens a control socket at a fixed per-user path
     (~/.gunicorn/gunicorn.ctl): concurrent servers would fight over it."""
     try:
@@ -69,17 +39,21 @@ def _no_control_socket() -> list[str]:
     return ["--no-control-socket"] if hasattr(cfg, "ControlSocketDisable") else []
 
 
-def children(pid: int) -> set[int]:
-    """Live (not zombie) child processes of `pid`, read from /proc."""
-    out = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # fields[0] = state, fields[1] = ppid
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.add(int(stat.parent.name))
-    return out
+def gunicorn_argv(bind: str, workers: int, extra_args: tuple[str, ...] = (), exe: list[str] | None = None) -> list[str]:
+    """The command serving demo/mysite: `exe` (default ``python -m gunicorn``)
+    with --bind `bind` (``fd://N`` or ``host:port``), `workers`, then `extra_args`."""
+    return [
+        *(exe or [sys.executable, "-m", "gunicorn"]),
+        "--bind", bind,
+        "--workers", str(workers),
+        "--pythonpath", str(DEMO_DIR),
+        "--graceful-timeout", "5",
+        "--timeout", "30",
+        "--log-level", "info",
+        *no_control_socket(),
+        *extra_args,
+        "mysite.wsgi:application",
+    ]
 
 
 class Gunicorn:
@@ -126,18 +100,7 @@ class Gunicorn:
         return env
 
     def command(self, fd: int) -> list[str]:
-        return [
-            sys.executable, "-m", "gunicorn",
-            "--bind", f"fd://{fd}",
-            "--workers", str(self.workers),
-            "--pythonpath", str(DEMO_DIR),
-            "--graceful-timeout", "5",
-            "--timeout", "30",
-            "--log-level", "info",
-            *_no_control_socket(),
-            *self.extra_args,
-            "mysite.wsgi:application",
-        ]
+        return gunicorn_argv(f"fd://{fd}", self.workers, self.extra_args)
 
     def start(self) -> "Gunicorn":
         sock = listening_socket()
@@ -231,7 +194,11 @@ class Gunicorn:
 
     # -- HTTP --
     def get(self, path: str, timeout: float = 10.0) -> dict:
-        return fetch_json(self.base_url + path, timeout=timeout)
+        """GET path, decoded from JSON; GunicornError on a non-2xx answer."""
+        try:
+            return get_json(self.base_url + path, timeout=timeout)
+        except HTTPStatusError as e:
+            raise GunicornError(str(e)) from None
 
     def get_many(self, paths: list[str], concurrency: int = 8) -> list[dict]:
         """GET every path, `concurrency` at a time (so several workers are

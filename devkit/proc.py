@@ -1,0 +1,50 @@
+"""Linux /proc readers: a process's state, parent, children and memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def read_proc(pid: int | str, what: str) -> str:
+    """/proc/<pid>/<what> as text, "" if it cannot be read (the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/{what}") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _stat_fields(text: str) -> list[str]:
+    """The fields of a /proc/<pid>/stat line after "(comm)": [state, ppid, ...]."""
+    return text.rsplit(")", 1)[1].split() if ")" in text else []
+
+
+def proc_state(pid: int) -> str:
+    """The state letter of /proc/<pid>/stat (R, S, T, Z, ...), "?" if it is gone."""
+    f = _stat_fields(read_proc(pid, "stat"))
+    return f[0] if f else "?"
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    return proc_state(pid) not in ("?", "Z")
+
+
+def children(pid: int) -> set[int]:
+    """Live (not zombie) child processes of `pid`."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        f = _stat_fields(read_proc(stat.parent.name, "stat"))
+        if len(f) > 1 and int(f[1]) == pid and f[0] != "Z":
+            out.add(int(stat.parent.name))
+    return out
+
+
+def rss_kb(pid: int | str = "self", field: str = "VmRSS") -> int:
+    """A memory line of /proc/<pid>/status in KiB: VmRSS (all resident
+    memory, shared pages included) or RssAnon (private resident memory: a
+    shared-memory segment is not counted). Raises LookupError if absent."""
+    for line in read_proc(pid, "status").splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise LookupError(f"no {field} in /proc/{pid}/status")
