@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.deps-stamp
 ACT     := VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH
 
-.PHONY: all venv build test test-rust test-python demo chaos soak fuzz bench clean
+.PHONY: all venv build lint test test-rust test-python demo chaos soak fuzz bench clean
 
 all: test
 
@@ -23,6 +23,15 @@ venv: $(STAMP)
 # Build the extension into the venv (release mode: tests exercise real speed paths).
 build: $(STAMP)
 	$(ACT) $(BIN)/maturin develop --release -q --features python,test-hooks
+
+# rustfmt (rustfmt.toml), clippy on every target and feature, ruff
+# (pyproject.toml), and the stub of _core checked against the built module.
+lint: build
+	cargo fmt --check
+	rustfmt --check --edition 2021 --config-path rustfmt.toml fuzz/fuzz_targets/*.rs
+	cargo clippy -q --all-targets --all-features -- -D warnings
+	$(BIN)/ruff check .
+	$(ACT) $(BIN)/python -m mypy.stubtest shmcache._core
 
 test-rust:
 	cargo test --release

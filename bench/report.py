@@ -66,12 +66,12 @@ def targets(res: dict) -> list[dict]:
         out.append({"target": target, "met": met, "detail": detail})
 
     def vs_locmem(op, size, need, label):
-        s, l = sp(res, "shmcache", op, size), sp(res, "locmem", op, size)
-        if not s or not l:
+        s, lm = sp(res, "shmcache", op, size), sp(res, "locmem", op, size)
+        if not s or not lm:
             t(label, None, "not measured")
             return
-        r = s["ops_per_s"] / l["ops_per_s"]
-        t(label, r >= need, f"shmcache {fnum(s['ops_per_s'])} ops/s vs LocMemCache {fnum(l['ops_per_s'])} ops/s = {r:.2f}× (need ≥ {need:.2f}×)")
+        r = s["ops_per_s"] / lm["ops_per_s"]
+        t(label, r >= need, f"shmcache {fnum(s['ops_per_s'])} ops/s vs LocMemCache {fnum(lm['ops_per_s'])} ops/s = {r:.2f}× (need ≥ {need:.2f}×)")
 
     vs_locmem("get-hit", 100, 1.0, "get-hit 100 B through Django ≥ LocMemCache")
     vs_locmem("set", 100, 1.0, "set 100 B through Django ≥ LocMemCache")
@@ -153,7 +153,7 @@ def chart(res: dict, path: str) -> None:
     labels = res.get("labels", {})
     order = [a for a in res.get("order", []) if a in res.get("single", {}) or a in res.get("multi", {})]
     fig, axes = plt.subplots(2, 2, figsize=(15, 10.5))
-    colors = {a: c for a, c in zip(res.get("order", []), plt.get_cmap("tab10").colors)}
+    colors = dict(zip(res.get("order", []), plt.get_cmap("tab10").colors))
 
     def empty(ax, title):
         ax.set_title(title, fontsize=10)
@@ -244,7 +244,7 @@ def chart(res: dict, path: str) -> None:
 def markdown(res: dict, path: str, png_rel: str, json_rel: str) -> None:
     m = res["meta"]
     labels = res.get("labels", {})
-    order = [a for a in res.get("order", [])]
+    order = list(res.get("order", []))
     L: list[str] = []
     w = L.append
     w("# Benchmarks")
@@ -336,8 +336,8 @@ def markdown(res: dict, path: str, png_rel: str, json_rel: str) -> None:
                 continue
             cells = []
             for size, _ in SIZES:
-                r, l = sp(res, a, op, size), sp(res, "locmem", op, size)
-                cells += [fnum(r and r["ops_per_s"]), fratio(ratio(r and r["ops_per_s"], l and l["ops_per_s"])),
+                r, lm = sp(res, a, op, size), sp(res, "locmem", op, size)
+                cells += [fnum(r and r["ops_per_s"]), fratio(ratio(r and r["ops_per_s"], lm and lm["ops_per_s"])),
                           flat(r and r["p50_us"]), flat(r and r["p99_us"])]
             name = f"**{labels.get(a, a)}**" if a == "shmcache" else labels.get(a, a)
             w(f"| {name} | " + " | ".join(cells) + " |")
@@ -353,8 +353,8 @@ def markdown(res: dict, path: str, png_rel: str, json_rel: str) -> None:
             continue
         cells = []
         for op, size, _ in extra:
-            r, l = sp(res, a, op, size), sp(res, "locmem", op, size)
-            cells += [fnum(r and r["ops_per_s"]), fratio(ratio(r and r["ops_per_s"], l and l["ops_per_s"])), flat(r and r["p99_us"])]
+            r, lm = sp(res, a, op, size), sp(res, "locmem", op, size)
+            cells += [fnum(r and r["ops_per_s"]), fratio(ratio(r and r["ops_per_s"], lm and lm["ops_per_s"])), flat(r and r["p99_us"])]
         name = f"**{labels.get(a, a)}**" if a == "shmcache" else labels.get(a, a)
         w(f"| {name} | " + " | ".join(cells) + " |")
     w("")
@@ -481,7 +481,7 @@ def markdown(res: dict, path: str, png_rel: str, json_rel: str) -> None:
                         ("raw_workload_sets_per_sec", "set (overwrite, same size: in place), the raw Python API's workload"),
                         ("gets_per_sec", f"get, copy-free, lock-free path (`get_with`), {core['keys']:,} keys shuffled"),
                         ("gets_hot_per_sec", f"get, copy-free, lock-free path, {core['hot_keys']:,} hot keys"),
-                        ("gets_hot_2threads_per_sec", f"the same, 2 threads at once on the 2 cores (aggregate)"),
+                        ("gets_hot_2threads_per_sec", "the same, 2 threads at once on the 2 cores (aggregate)"),
                         ("gets_seq_per_sec", f"get, copy-free, lock-free path, {core['keys']:,} keys in the order stored"),
                         ("gets_locked_per_sec", f"get, copy-free, under the lock (`with_shard` + `ShardGuard::get`), {core['keys']:,} keys shuffled"),
                         ("gets_locked_hot_per_sec", f"get, copy-free, under the lock, {core['hot_keys']:,} hot keys"),
@@ -601,7 +601,7 @@ def profile_section(res: dict, w) -> None:
                  f"shuffled overwrites with new sizes they are spread over about 2,000 pages, near the TLB's reach) and "
                  f"{t_sh:,.0f} ns over {core['keys']:,} keys in shuffled order"]
         if ccg:
-            fb = dict((k, v) for k, v, _ in ccg["by_file"])
+            fb = {k: v for k, v, _ in ccg["by_file"]}
             clock = sum(v for k, v in fb.items() if "time.rs" in k or "clock_gettime" in k)
             parts.append(f"; it executes {ccg['ir_per_op']:,.0f} instructions either way (callgrind below)"
                          + (f", {clock:,.0f} of them ({100 * clock / ccg['ir_per_op']:.0f}%) reading the wall clock" if clock else

@@ -174,7 +174,7 @@ def main() -> int:
             log(f"SKIPPING {LABEL[a]}: {why}")
         results["labels"] = LABEL
         results["order"] = [a for a, _ in BACKENDS]
-        results["config"] = {a: {k: v for k, v in c.items()} for a, c in caches_cfg.items()}
+        results["config"] = {a: dict(c) for a, c in caches_cfg.items()}
 
         import django
         from django.conf import settings

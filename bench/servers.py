@@ -9,13 +9,12 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 from devkit.net import free_port
 from devkit.proc import rss_kb
-
 
 _T0 = time.monotonic()
 

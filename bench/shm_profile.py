@@ -51,8 +51,8 @@ def layers(number: int) -> dict:
     from django.core.cache import caches
     from django.core.cache.backends.base import DEFAULT_TIMEOUT
 
-    from shmcache import _codec
     from bench.workloads import make_value
+    from shmcache import _codec
 
     out: dict = {}
     for size in (100, 10_000, 100_000):
@@ -69,7 +69,7 @@ def layers(number: int) -> dict:
             def kf(key, version, s=s):
                 return s.make_and_validate_key(key, version).encode("utf-8", "surrogatepass")
         k = kf(key, None)
-        core = s._core
+        core = s._cache._core
         item = core.get(k)
         encv = _codec.encode(v, pickle.HIGHEST_PROTOCOL)
         pickled = pickle.dumps(v, pickle.HIGHEST_PROTOCOL)
@@ -79,7 +79,7 @@ def layers(number: int) -> dict:
 
         def step(name, stmt):
             try:
-                r[name] = ns(stmt, g, n)
+                r[name] = ns(stmt, g, n)  # noqa: B023 (called within this iteration)
             except Exception as e:  # noqa: BLE001
                 log(f"  layers: step {name} ({stmt}) not measured: {e!r}")
 

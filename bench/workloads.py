@@ -53,7 +53,10 @@ def pct(lat_ns, q: float) -> float:
     return percentile(lat_ns, q) / 1000.0
 
 
-def timed(fn, args, extra=None, _sentinel=object()):
+_SENTINEL = object()
+
+
+def timed(fn, args, extra=None, _sentinel=_SENTINEL):
     """Call fn(a) (or fn(a, extra)) for each a in args, stamping each call.
     Returns (ops/s, latencies in ns as an int64 array)."""
     pc = time.perf_counter_ns
@@ -108,7 +111,7 @@ class Budget:
 def fill(cache, keys, value) -> None:
     """Store value under every key (set_many in batches; untimed)."""
     for i in range(0, len(keys), 100):
-        cache.set_many({k: value for k in keys[i : i + 100]})
+        cache.set_many(dict.fromkeys(keys[i:i + 100], value))
 
 
 def row(op: str, size, ops_s: float, lat, n: int, **extra) -> dict:

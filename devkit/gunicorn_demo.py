@@ -102,15 +102,15 @@ class Gunicorn:
     def command(self, fd: int) -> list[str]:
         return gunicorn_argv(f"fd://{fd}", self.workers, self.extra_args)
 
-    def start(self) -> "Gunicorn":
+    def start(self) -> Gunicorn:
         sock = listening_socket()
         self.port = sock.getsockname()[1]
         return self._launch(self.command(sock.fileno()), sock, self.environment(), DEMO_DIR)
 
-    def _launch(self, cmd: list[str], sock: socket.socket | None, env: dict, cwd: Path) -> "Gunicorn":
+    def _launch(self, cmd: list[str], sock: socket.socket | None, env: dict, cwd: Path) -> Gunicorn:
         """Run `cmd` in its own process group (Ctrl-C reaches us, we stop it),
         its output to a temp log, handing it `sock`; wait until it answers."""
-        self._log = tempfile.TemporaryFile(mode="w+b", prefix="shmcache-server-")
+        self._log = tempfile.TemporaryFile(mode="w+b", prefix="shmcache-server-")  # noqa: SIM115 (read by log() after the server stops; freed with the object)
         try:
             self.proc = subprocess.Popen(
                 cmd, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
@@ -166,7 +166,7 @@ class Gunicorn:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def __enter__(self) -> "Gunicorn":
+    def __enter__(self) -> Gunicorn:
         return self.start()
 
     def __exit__(self, *exc) -> None:

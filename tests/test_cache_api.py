@@ -178,9 +178,8 @@ def test_incr_missing_raises_keyerror(cache):
 
 def test_incr_expired_raises_keyerror(cache, clock_offset):
     cache.set("n", 1, timeout=5)
-    with clock_offset(6000):
-        with pytest.raises(KeyError):
-            cache.incr("n")
+    with clock_offset(6000), pytest.raises(KeyError):
+        cache.incr("n")
 
 
 @pytest.mark.parametrize("value", ["5", b"5", 1.0, True, 2**64, [1]], ids=repr)

@@ -10,7 +10,6 @@ import tarfile
 from pathlib import Path
 
 import django
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = ROOT / ".cache"

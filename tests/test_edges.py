@@ -504,11 +504,11 @@ def test_django_bad_timeouts_and_deltas(django_cache):
     c.set(*SENTINEL)
     c.set("n", 5)
     for t in (float("nan"), float("inf"), 1e12):
-        bad(ValueError, "timeout")(lambda: c.set(SENTINEL[0], "overwritten?", timeout=t))
-        bad(ValueError, "timeout")(lambda: c.touch("n", t))
-        bad(ValueError, "timeout")(lambda: c.set_many({SENTINEL[0]: "x"}, timeout=t))
+        bad(ValueError, "timeout")(lambda t=t: c.set(SENTINEL[0], "overwritten?", timeout=t))
+        bad(ValueError, "timeout")(lambda t=t: c.touch("n", t))
+        bad(ValueError, "timeout")(lambda t=t: c.set_many({SENTINEL[0]: "x"}, timeout=t))
     for d in (1.5, "1", None):
-        bad(TypeError, "integer", "delta")(lambda: c.incr("n", d))
+        bad(TypeError, "integer", "delta")(lambda d=d: c.incr("n", d))
     bad(ValueError, "not found")(lambda: c.incr("missing"))
     assert c.get(SENTINEL[0]) == SENTINEL[1]
     assert c.get("n") == 5

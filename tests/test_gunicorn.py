@@ -32,7 +32,7 @@ def test_values_cross_worker_processes(server):
     written = {}  # key -> (value, writer pid)
     i = 0
     while len({pid for _, pid in written.values()}) < 2:
-        assert i < 200, f"200 writes all served by {set(p for _, p in written.values())}"
+        assert i < 200, f"200 writes all served by { {p for _, p in written.values()} }"
         batch = [(f"k{n}", f"v{n}-{os.getpid()}") for n in range(i, i + WORKERS)]
         i += WORKERS
         for (k, v), r in zip(batch, server.get_many([f"/set/{k}/{v}" for k, v in batch], concurrency=WORKERS)):

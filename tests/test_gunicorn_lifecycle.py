@@ -199,7 +199,7 @@ def test_gunicorn_usr2_upgrade_old_and_new_masters_share(location):
             w = s.get(f"/set/side{i}/v{i}")
             other = new_workers if w["pid"] in old_workers else old_workers
 
-            def read_by_other():
+            def read_by_other(i=i, other=other):
                 for r in s.get_many([f"/get/side{i}"] * 8):
                     if r["pid"] in other:
                         return r

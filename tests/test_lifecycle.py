@@ -5,8 +5,6 @@ import multiprocessing as mp
 import os
 import time
 
-import pytest
-
 import shmcache
 
 FORK = mp.get_context("fork")

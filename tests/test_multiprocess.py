@@ -14,7 +14,6 @@ import time
 import pytest
 
 import shmcache
-from shmcache import _core
 
 FORK = mp.get_context("fork")
 

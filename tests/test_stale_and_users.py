@@ -10,7 +10,6 @@ import uuid
 import pytest
 
 import shmcache
-from shmcache import _core
 
 
 def _fake_old_layout(tag):

@@ -344,7 +344,7 @@ class Worker:
                 self.inject(rng.choice(Cfg.inject))
                 continue
             x = rng.random() * self.cum[-1]
-            for kind, c in zip(self.kinds, self.cum):
+            for kind, c in zip(self.kinds, self.cum):  # noqa: B007 (kind is used after the loop)
                 if x < c:
                     break
             self.op(kind)

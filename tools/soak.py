@@ -162,7 +162,7 @@ def _writer(wid: int, args, pause, stop, barrier) -> dict:
                 if got is skipped:
                     continue
                 n["gets"] += 1
-                st = state.get(key, None)
+                st = state.get(key)
                 if got is None:
                     continue
                 n["hits"] += 1

@@ -13,7 +13,7 @@ from django.test import TestCase, override_settings
 
 from .tests import BaseCacheTests, caches_setting_for_tests
 
-LOCATION = os.environ.get("SHMCACHE_SUITE_LOCATION", "django-suite-%d" % os.getpid())
+LOCATION = os.environ.get("SHMCACHE_SUITE_LOCATION", f"django-suite-{os.getpid()}")
 
 
 @override_settings(
