@@ -61,7 +61,7 @@ impl Log {
     /// Read a record header, checking that it lies inside the region.
     #[inline]
     pub fn hdr(&self, off: u64) -> Result<RecHdr> {
-        if off % 8 != 0 || off.checked_add(REC_HDR).is_none_or(|e| e > self.size) {
+        if !off.is_multiple_of(8) || off.checked_add(REC_HDR).is_none_or(|e| e > self.size) {
             return Err(Error::Corrupt("record offset out of bounds"));
         }
         // SAFETY: bounds checked above; RecHdr is plain old data, any bytes are valid.

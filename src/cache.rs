@@ -6,7 +6,7 @@ use crate::clock::{self, LazyNow, Time};
 use crate::error::{Error, Result};
 use crate::layout::{Config, Geometry, SegHeader};
 use crate::segment::{self, Segment};
-use crate::shard::{SetMode, Shard, ShardGuard, Ttl};
+use crate::shard::{Item, SetMode, Shard, ShardGuard, Ttl};
 use crate::stats::{Stats, N_COUNTERS};
 use std::time::Duration;
 
@@ -18,6 +18,9 @@ pub struct ShmCache {
     // Last field: unmapped after the shards (which point into it) are gone.
     seg: Segment,
 }
+
+/// A stored value as the core returns it: (encoding, bytes).
+pub type Value = (u8, Vec<u8>);
 
 /// Which waits are allowed when taking a lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,18 +153,22 @@ impl ShmCache {
         self.with_shard(h, Wait::Bounded, |g| g.get(key, h, now, &mut f))
     }
 
-    pub fn get(&self, key: &[u8]) -> Result<Option<(u8, Vec<u8>)>> {
+    pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         self.get_with(key, &LazyNow::new(), |e, v| (e, v.to_vec()))
     }
 
     pub fn set(&self, key: &[u8], enc: u8, value: &[u8], expires: u64) -> Result<bool> {
         let (h, now, max) = (self.hash(key), clock::now_ms(), self.geo.max_item_size);
-        self.with_shard(h, Wait::Bounded, |g| g.set(key, h, enc, value, expires, SetMode::Set, now, max))
+        self.with_shard(h, Wait::Bounded, |g| {
+            g.set(&Item { key, hash: h, enc, value, expires }, SetMode::Set, now, max)
+        })
     }
 
     pub fn add(&self, key: &[u8], enc: u8, value: &[u8], expires: u64) -> Result<bool> {
         let (h, now, max) = (self.hash(key), clock::now_ms(), self.geo.max_item_size);
-        self.with_shard(h, Wait::Bounded, |g| g.set(key, h, enc, value, expires, SetMode::Add, now, max))
+        self.with_shard(h, Wait::Bounded, |g| {
+            g.set(&Item { key, hash: h, enc, value, expires }, SetMode::Add, now, max)
+        })
     }
 
     pub fn delete(&self, key: &[u8]) -> Result<bool> {
@@ -230,7 +237,7 @@ impl ShmCache {
     /// Values for `keys`, in order: lock-free where possible, then one lock
     /// pass per shard for the rest. Also returns how many keys are `None`
     /// because their shard's lock timed out (not misses); other errors fail.
-    pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<(Vec<Option<(u8, Vec<u8>)>>, usize)> {
+    pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<(Vec<Option<Value>>, usize)> {
         let now = &LazyNow::new();
         let mut out = vec![None; keys.len()];
         let mut plan = self.plan(keys);

@@ -4,7 +4,7 @@ use crate::cache::{ShmCache, Wait};
 use crate::error::Error;
 use crate::layout::{Config, Geometry};
 use crate::segment;
-use crate::shard::{SetMode, Ttl, ENC_BYTES, ENC_INT};
+use crate::shard::{Item, SetMode, Ttl, ENC_BYTES, ENC_INT};
 use crate::stats::Counter;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -92,7 +92,10 @@ fn ttl_with_controlled_clock() {
     let k = b"k";
     let h = c.hash(k);
     let max = c.geometry().max_item_size;
-    c.with_shard(h, Wait::Bounded, |g| g.set(k, h, ENC_BYTES, b"v", 2000, SetMode::Set, 1000, max)).unwrap();
+    c.with_shard(h, Wait::Bounded, |g| {
+        g.set(&Item { key: k, hash: h, enc: ENC_BYTES, value: b"v", expires: 2000 }, SetMode::Set, 1000, max)
+    })
+    .unwrap();
     let at = |now| c.with_shard(h, Wait::Bounded, |g| g.get(k, h, now, |_, v| v.to_vec())).unwrap();
     assert_eq!(at(1999), Some(b"v".to_vec()));
     assert_eq!(c.with_shard(h, Wait::Bounded, |g| g.ttl(k, h, 1500)).unwrap(), Ttl::Ms(500));
@@ -102,8 +105,18 @@ fn ttl_with_controlled_clock() {
     assert_eq!(at(3000), None, "expired exactly at its deadline");
     assert_eq!(c.stats().counter(Counter::Expirations), 1);
     // add over an expired item succeeds
-    c.with_shard(h, Wait::Bounded, |g| g.set(k, h, ENC_BYTES, b"old", 10, SetMode::Set, 5, max)).unwrap();
-    assert!(c.with_shard(h, Wait::Bounded, |g| g.set(k, h, ENC_BYTES, b"new", 0, SetMode::Add, 20, max)).unwrap());
+    c.with_shard(h, Wait::Bounded, |g| {
+        g.set(&Item { key: k, hash: h, enc: ENC_BYTES, value: b"old", expires: 10 }, SetMode::Set, 5, max)
+    })
+    .unwrap();
+    assert!(c
+        .with_shard(h, Wait::Bounded, |g| g.set(
+            &Item { key: k, hash: h, enc: ENC_BYTES, value: b"new", expires: 0 },
+            SetMode::Add,
+            20,
+            max
+        ))
+        .unwrap());
     assert_eq!(at(30), Some(b"new".to_vec()));
 }
 
@@ -138,7 +151,10 @@ fn same_size_overwrite_is_written_in_place() {
     let h = c.hash(k);
     let max = c.geometry().max_item_size;
     let put = |enc, v: &[u8], exp, now| {
-        c.with_shard(h, Wait::Bounded, |g| g.set(k, h, enc, v, exp, SetMode::Set, now, max)).unwrap()
+        c.with_shard(h, Wait::Bounded, |g| {
+            g.set(&Item { key: k, hash: h, enc, value: v, expires: exp }, SetMode::Set, now, max)
+        })
+        .unwrap()
     };
     let at = |now| c.with_shard(h, Wait::Bounded, |g| g.get(k, h, now, |e, v| (e, v.to_vec()))).unwrap();
     put(ENC_BYTES, b"8 bytes!", 2000, 1000);
@@ -159,11 +175,17 @@ fn sweep_reclaims_expired_items_nobody_reads() {
         (0..2000u32).map(|i| i.to_le_bytes().to_vec()).filter(|k| c.shard_of(c.hash(k)) == 0).collect();
     for k in &keys[..50] {
         let h = c.hash(k);
-        c.with_shard(h, Wait::Bounded, |g| g.set(k, h, ENC_BYTES, b"x", 100, SetMode::Set, 10, max)).unwrap();
+        c.with_shard(h, Wait::Bounded, |g| {
+            g.set(&Item { key: k, hash: h, enc: ENC_BYTES, value: b"x", expires: 100 }, SetMode::Set, 10, max)
+        })
+        .unwrap();
     }
     for k in &keys[50..100] {
         let h = c.hash(k);
-        c.with_shard(h, Wait::Bounded, |g| g.set(k, h, ENC_BYTES, b"y", 0, SetMode::Set, 200, max)).unwrap();
+        c.with_shard(h, Wait::Bounded, |g| {
+            g.set(&Item { key: k, hash: h, enc: ENC_BYTES, value: b"y", expires: 0 }, SetMode::Set, 200, max)
+        })
+        .unwrap();
     }
     assert!(c.stats().counter(Counter::Expirations) >= 40, "{:?}", c.stats());
     c.verify().unwrap();
@@ -181,7 +203,7 @@ fn eviction_keeps_sets_succeeding_and_hot_items_alive() {
         c.set(&i.to_le_bytes(), ENC_BYTES, &val[..(i as usize * 37) % 1000], 0).unwrap();
         written += 1000;
         i += 1;
-        if i % 50 == 0 {
+        if i.is_multiple_of(50) {
             assert_eq!(get(&c, b"hot"), Some(b"hot value".to_vec()), "hot item evicted at {i}");
         }
     }
@@ -237,8 +259,11 @@ fn model_run(size: u64, seed: u64, exact: bool) {
                 let exp = if next() % 3 == 0 { now + next() % 200 + 1 } else { 0 };
                 let add = next() % 4 == 0;
                 let mode = if add { SetMode::Add } else { SetMode::Set };
-                let stored =
-                    c.with_shard(h, Wait::Bounded, |g| g.set(&k, h, ENC_BYTES, &v, exp, mode, now, max)).unwrap();
+                let stored = c
+                    .with_shard(h, Wait::Bounded, |g| {
+                        g.set(&Item { key: &k, hash: h, enc: ENC_BYTES, value: &v, expires: exp }, mode, now, max)
+                    })
+                    .unwrap();
                 let should = !add || live(&model, now).is_none();
                 if exact {
                     assert_eq!(stored, should, "step {step}");
@@ -665,7 +690,10 @@ fn lock_free_get_defers_bookkeeping_to_the_lock() {
     assert_eq!(sh.get_optimistic(b"nope", c.hash(b"nope"), now, |_, v| v.to_vec()), Some(None));
     // Expired: the lock path reclaims it.
     let max = c.geometry().max_item_size;
-    c.with_shard(h, Wait::Bounded, |g| g.set(k, h, ENC_BYTES, b"v", now + 5, SetMode::Set, now, max)).unwrap();
+    c.with_shard(h, Wait::Bounded, |g| {
+        g.set(&Item { key: k, hash: h, enc: ENC_BYTES, value: b"v", expires: now + 5 }, SetMode::Set, now, max)
+    })
+    .unwrap();
     c.with_shard(h, Wait::Bounded, |g| g.get(k, h, now, |_, _| ())).unwrap();
     assert_eq!(sh.get_optimistic(k, h, now + 10, |_, v| v.to_vec()), None);
     // A writer holding the lock mid-write sends readers to the lock.

@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::layout::{Config, Geometry, REC_HDR, SHARD_HEADER_SIZE};
 use crate::lock::MUTEX_SLOT;
 use crate::segment;
-use crate::shard::{SetMode, Shard, ShardGuard, Ttl, ENC_BYTES, ENC_INT};
+use crate::shard::{Item, SetMode, Shard, ShardGuard, Ttl, ENC_BYTES, ENC_INT};
 use crate::stats::Counter;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -354,13 +354,13 @@ type Value = (u8, Vec<u8>);
 type Planned = (u8, Vec<u8>, Value, u64);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Item {
+struct Stored {
     enc: u8,
     val: Vec<u8>,
     exp: u64,
 }
 
-impl Item {
+impl Stored {
     fn live(&self, now: u64) -> bool {
         self.exp == 0 || now < self.exp
     }
@@ -410,7 +410,7 @@ pub fn run_model<B: Backend>(exact: &B, small: &B, data: &[u8]) -> Report {
 struct Model<'b, B: Backend> {
     b: &'b B,
     exact: bool,
-    m: HashMap<Vec<u8>, Item>,
+    m: HashMap<Vec<u8>, Stored>,
     now: u64,
     max: u64,
     /// Wipes expected: one per shard per clear.
@@ -450,7 +450,7 @@ impl<'b, B: Backend> Model<'b, B> {
         }
     }
 
-    fn live(&self, k: &[u8]) -> Option<&Item> {
+    fn live(&self, k: &[u8]) -> Option<&Stored> {
         self.m.get(k).filter(|it| it.live(self.now))
     }
 
@@ -520,7 +520,8 @@ impl<'b, B: Backend> Model<'b, B> {
         let (enc, v) = value(inp, (self.max as usize - k.len()).min(self.room), self.step);
         let exp = expiry(inp, self.now);
         let (h, now, max) = (self.b.hash(k), self.now, self.max);
-        let stored = self.b.with_shard(h, |g| g.set(k, h, enc, &v, exp, mode, now, max));
+        let stored =
+            self.b.with_shard(h, |g| g.set(&Item { key: k, hash: h, enc, value: &v, expires: exp }, mode, now, max));
         let stored = stored.unwrap_or_else(|e| panic!("step {}: set {k:?} ({} bytes): {e}", self.step, v.len()));
         match mode {
             SetMode::Set => assert!(stored, "step {}: set returned false", self.step),
@@ -532,7 +533,7 @@ impl<'b, B: Backend> Model<'b, B> {
             SetMode::Add => self.present(k, "add refused"),
         }
         if stored {
-            self.m.insert(k.to_vec(), Item { enc, val: v, exp });
+            self.m.insert(k.to_vec(), Stored { enc, val: v, exp });
         }
     }
 
@@ -543,9 +544,11 @@ impl<'b, B: Backend> Model<'b, B> {
             let k = key_bytes(id, self.nkeys);
             let v = self.step.to_le_bytes().iter().cycle().take(len).copied().collect::<Vec<u8>>();
             let (h, now, max) = (self.b.hash(&k), self.now, self.max);
-            let stored = self.b.with_shard(h, |g| g.set(&k, h, ENC_BYTES, &v, 0, SetMode::Set, now, max));
+            let stored = self.b.with_shard(h, |g| {
+                g.set(&Item { key: &k, hash: h, enc: ENC_BYTES, value: &v, expires: 0 }, SetMode::Set, now, max)
+            });
             assert_eq!(stored, Ok(true), "step {}: burst set", self.step);
-            self.m.insert(k, Item { enc: ENC_BYTES, val: v, exp: 0 });
+            self.m.insert(k, Stored { enc: ENC_BYTES, val: v, exp: 0 });
         }
     }
 
@@ -555,7 +558,10 @@ impl<'b, B: Backend> Model<'b, B> {
         let v = vec![0xee; len];
         let add = inp.u8().is_multiple_of(2);
         let mode = if add { SetMode::Add } else { SetMode::Set };
-        match self.b.with_shard(h, |g| g.set(k, h, ENC_BYTES, &v, 0, mode, now, max)) {
+        match self
+            .b
+            .with_shard(h, |g| g.set(&Item { key: k, hash: h, enc: ENC_BYTES, value: &v, expires: 0 }, mode, now, max))
+        {
             Err(Error::TooLarge { size, max: m }) => {
                 assert_eq!((size, m), ((k.len() + len) as u64, max), "step {}", self.step)
             }
@@ -696,7 +702,10 @@ impl<'b, B: Backend> Model<'b, B> {
                 let h = b.hash(k);
                 out.push(match what {
                     0 => (false, g.get(k, h, now, |e, v| (e, v.to_vec()))?),
-                    1 => (g.set(k, h, *enc, v, *exp, SetMode::Set, now, max)?, None),
+                    1 => (
+                        g.set(&Item { key: k, hash: h, enc: *enc, value: v, expires: *exp }, SetMode::Set, now, max)?,
+                        None,
+                    ),
                     _ => (g.delete(k, h, now)?, None),
                 });
             }
@@ -720,7 +729,7 @@ impl<'b, B: Backend> Model<'b, B> {
                 },
                 1 => {
                     assert!(flag, "step {}: batch set returned false", self.step);
-                    self.m.insert(k, Item { enc, val: v, exp });
+                    self.m.insert(k, Stored { enc, val: v, exp });
                 }
                 _ => {
                     if flag {
@@ -811,12 +820,18 @@ pub fn run_corrupt<B: Backend>(b: &B, data: &[u8]) -> Report {
             }
             1 => {
                 let v = (inp.u16() as i64).to_le_bytes();
-                b.with_shard(h, |g| g.set(&k, h, ENC_INT, &v, 0, SetMode::Set, now, max)).expect("set");
+                b.with_shard(h, |g| {
+                    g.set(&Item { key: &k, hash: h, enc: ENC_INT, value: &v, expires: 0 }, SetMode::Set, now, max)
+                })
+                .expect("set");
             }
             _ => {
                 let (enc, v) = value(&mut inp, (max as usize).saturating_sub(k.len()), i);
                 let exp = expiry(&mut inp, now);
-                b.with_shard(h, |g| g.set(&k, h, enc, &v, exp, SetMode::Set, now, max)).expect("set");
+                b.with_shard(h, |g| {
+                    g.set(&Item { key: &k, hash: h, enc, value: &v, expires: exp }, SetMode::Set, now, max)
+                })
+                .expect("set");
             }
         }
     }
@@ -855,7 +870,8 @@ pub fn run_corrupt<B: Backend>(b: &B, data: &[u8]) -> Report {
                 let (enc, v) = value(&mut inp, (max as usize).saturating_sub(k.len()), n + i);
                 let exp = expiry(&mut inp, now);
                 let mode = if sel & 0x80 == 0 { SetMode::Set } else { SetMode::Add };
-                let r = b.with_shard(h, |g| g.set(&k, h, enc, &v, exp, mode, now, max));
+                let r = b
+                    .with_shard(h, |g| g.set(&Item { key: &k, hash: h, enc, value: &v, expires: exp }, mode, now, max));
                 assert!(r.is_ok(), "set after damage: {r:?}");
             }
             4 => ok("delete", b.with_shard(h, |g| g.delete(&k, h, now)).map(|_| ())),
@@ -886,7 +902,14 @@ pub fn run_corrupt<B: Backend>(b: &B, data: &[u8]) -> Report {
     for i in 0..100 {
         let k = format!("after{i}").into_bytes();
         let h = b.hash(&k);
-        assert!(b.with_shard(h, |g| g.set(&k, h, ENC_BYTES, b"v", 0, SetMode::Set, now, max)).unwrap());
+        assert!(b
+            .with_shard(h, |g| g.set(
+                &Item { key: &k, hash: h, enc: ENC_BYTES, value: b"v", expires: 0 },
+                SetMode::Set,
+                now,
+                max
+            ))
+            .unwrap());
         let got = b.with_shard(h, |g| g.get(&k, h, now, |_, v| v.to_vec())).unwrap();
         assert_eq!(
             got.as_deref(),
@@ -1171,7 +1194,13 @@ mod tests {
                 let len = ((i * 997 + round * 31) % 3000) as usize;
                 let exp = if i % 5 == 0 { now + 20 } else { 0 };
                 op(&k, &mut |g, h| {
-                    g.set(&k, h, ENC_BYTES, &vec![i as u8; len], exp, SetMode::Set, now, max).map(|_| ())
+                    g.set(
+                        &Item { key: &k, hash: h, enc: ENC_BYTES, value: &vec![i as u8; len], expires: exp },
+                        SetMode::Set,
+                        now,
+                        max,
+                    )
+                    .map(|_| ())
                 });
                 op(&k, &mut |g, h| g.get(&k, h, now, |_, v| v.len()).map(|_| ()));
                 if i % 9 == 0 {
@@ -1180,7 +1209,13 @@ mod tests {
                 if i % 11 == 0 {
                     let n = format!("n{i}").into_bytes();
                     op(&n, &mut |g, h| {
-                        g.set(&n, h, ENC_INT, &5i64.to_le_bytes(), 0, SetMode::Set, now, max).map(|_| ())
+                        g.set(
+                            &Item { key: &n, hash: h, enc: ENC_INT, value: &5i64.to_le_bytes(), expires: 0 },
+                            SetMode::Set,
+                            now,
+                            max,
+                        )
+                        .map(|_| ())
                     });
                     op(&n, &mut |g, h| g.incr(&n, h, 3, now).map(|_| ()));
                     op(&n, &mut |g, h| g.touch(&n, h, now + 5, now).map(|_| ()));
@@ -1203,7 +1238,10 @@ mod tests {
                     let k = format!("k{i}").into_bytes();
                     let (enc, v) = value(&mut inp, 600, i);
                     let h = c.hash(&k);
-                    c.with_shard(h, |g| g.set(&k, h, enc, &v, 0, SetMode::Set, T0, 2048)).unwrap();
+                    c.with_shard(h, |g| {
+                        g.set(&Item { key: &k, hash: h, enc, value: &v, expires: 0 }, SetMode::Set, T0, 2048)
+                    })
+                    .unwrap();
                 }
                 let mut dmg = vec![rng.next_u64() as u8, sel];
                 dmg.extend((0..30).map(|_| rng.next_u64() as u8));
@@ -1214,7 +1252,15 @@ mod tests {
                     let _ = c.with_shard(h, |g| g.get(&k, h, T0 + 1, |_, v| v.len()));
                     let _ = c.shard(c.shard_of(h)).get_optimistic(&k, h, T0 + 1, |_, v| v.len());
                     if i % 3 == 0 {
-                        c.with_shard(h, |g| g.set(&k, h, ENC_BYTES, &[1; 300], 0, SetMode::Set, T0 + 1, 2048)).unwrap();
+                        c.with_shard(h, |g| {
+                            g.set(
+                                &Item { key: &k, hash: h, enc: ENC_BYTES, value: &[1; 300], expires: 0 },
+                                SetMode::Set,
+                                T0 + 1,
+                                2048,
+                            )
+                        })
+                        .unwrap();
                     }
                 }
                 for i in 0..c.nshards() {

@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::handle::Handle;
 use crate::layout::Config;
 use crate::segment;
-use crate::shard::{SetMode, ShardGuard, Ttl, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
+use crate::shard::{Item, SetMode, ShardGuard, Ttl, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyKeyError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -320,7 +320,7 @@ impl Cache {
         let c = self.cache();
         let (h, exp, max) = (c.hash(key), expires(timeout, now)?, c.geometry().max_item_size);
         let mode = if add { SetMode::Add } else { SetMode::Set };
-        run(&c, py, h, |g| g.set(key, h, e, bytes, exp, mode, now, max))
+        run(&c, py, h, |g| g.set(&Item { key, hash: h, enc: e, value: bytes, expires: exp }, mode, now, max))
     }
 
     /// Store many `(key, value)`; returns the indexes that were not stored
@@ -348,7 +348,12 @@ impl Cache {
                 &plan,
                 |g, h, i| {
                     let (e, b) = vals_ref[i].parts();
-                    match g.set(keys_ref[i], h, e, b, exp, SetMode::Set, now, max) {
+                    match g.set(
+                        &Item { key: keys_ref[i], hash: h, enc: e, value: b, expires: exp },
+                        SetMode::Set,
+                        now,
+                        max,
+                    ) {
                         Err(Error::TooLarge { .. }) => {
                             failed.push(i);
                             Ok(())

@@ -78,6 +78,19 @@ pub struct Shard {
 unsafe impl Send for Shard {}
 unsafe impl Sync for Shard {}
 
+/// An item to store (`ShardGuard::set`).
+#[derive(Debug, Clone, Copy)]
+pub struct Item<'a> {
+    pub key: &'a [u8],
+    /// The key's hash (`ShmCache::hash`).
+    pub hash: u64,
+    /// Value encoding (`ENC_*`).
+    pub enc: u8,
+    pub value: &'a [u8],
+    /// Absolute expiry in wall-clock ms; `clock::NEVER` (0) = never.
+    pub expires: u64,
+}
+
 /// How `set` behaves when the key exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetMode {
@@ -342,7 +355,7 @@ impl<'a> ShardGuard<'a> {
             && head - tail <= self.log().size()
             && h.items.load(Relaxed) <= self.shard.max_items
             && h.live_bytes.load(Relaxed) <= head - tail
-            && (self.dirty || h.seq.load(Relaxed) % 2 == 0)
+            && (self.dirty || h.seq.load(Relaxed).is_multiple_of(2))
     }
 
     /// Drop every item of this shard. Counters survive.
@@ -468,17 +481,8 @@ impl<'a> ShardGuard<'a> {
 
     /// Store `key` -> (enc, value). Returns false only for `SetMode::Add`
     /// when a live item exists. Evicts as needed; never fails for lack of room.
-    pub fn set(
-        &mut self,
-        key: &[u8],
-        hash: u64,
-        enc: u8,
-        value: &[u8],
-        expires: u64,
-        mode: SetMode,
-        now: u64,
-        max_item: u64,
-    ) -> Result<bool> {
+    pub fn set(&mut self, item: &Item, mode: SetMode, now: u64, max_item: u64) -> Result<bool> {
+        let &Item { key, hash, enc, value, expires } = item;
         let size = key.len() as u64 + value.len() as u64;
         if size > max_item {
             return Err(Error::TooLarge { size, max: max_item });
@@ -602,7 +606,7 @@ impl<'a> ShardGuard<'a> {
         }
         let rh = log.hdr(phys)?;
         let len = rh.rec_len as u64;
-        if len < REC_HDR || len % 8 != 0 || phys + len > size || len > head - cur {
+        if len < REC_HDR || !len.is_multiple_of(8) || phys + len > size || len > head - cur {
             return Err(Error::Corrupt("bad record length"));
         }
         Ok(Step::Rec(phys, rh, len))
