@@ -34,7 +34,7 @@
 //! 1,000 hot keys with `--hot`) in `profile_gets`,
 //! for `valgrind --tool=callgrind --toggle-collect='*profile_gets*'`.
 
-use shmcache::clock::{self, LazyNow};
+use shmcache::time::{self, LazyNow};
 use shmcache::{ShmCache, Wait, ENC_BYTES};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -281,7 +281,7 @@ fn main() {
     });
     let now_only = measure(min_round, n, || {
         for _ in 0..n {
-            black_box(clock::now_ms());
+            black_box(time::now_ms());
         }
     });
     let lock_only = measure(min_round, n, || {
@@ -293,7 +293,7 @@ fn main() {
 
     // Sanity: every key must still be there (nothing was evicted), and the
     // item count in the stats must agree.
-    let now = clock::now_ms();
+    let now = time::now_ms();
     let present = keys.iter().filter(|k| cache.get_with(&k[..], now, |_e, _v| ()).unwrap().is_some()).count();
     let st = cache.stats();
     assert_eq!(present, n, "keys lost");

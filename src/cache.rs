@@ -2,12 +2,12 @@
 //! locks with a bounded wait, wiping a shard found corrupt, batch operations
 //! with one lock pass per shard.
 
-use crate::clock::{self, LazyNow, Time};
 use crate::error::{Error, Result};
 use crate::layout::{Config, Geometry, SegHeader};
 use crate::segment::{self, Segment};
 use crate::shard::{Item, SetMode, Shard, ShardGuard, Ttl};
 use crate::stats::{Stats, N_COUNTERS};
+use crate::time::{self, LazyNow, Time};
 use std::time::Duration;
 
 pub struct ShmCache {
@@ -55,7 +55,7 @@ impl ShmCache {
                 let h = unsafe { &mut *base.cast::<SegHeader>() };
                 h.write_geometry(&geo);
                 h.hash_seed = seed_from_os();
-                h.created_ms = clock::now_ms();
+                h.created_ms = time::now_ms();
                 h.creator_pid = std::process::id() as u64;
                 for i in 0..geo.nshards {
                     // SAFETY: each shard range lies inside the mapping per Geometry; nobody else attached yet.
@@ -158,41 +158,41 @@ impl ShmCache {
     }
 
     pub fn set(&self, key: &[u8], enc: u8, value: &[u8], expires: u64) -> Result<bool> {
-        let (h, now, max) = (self.hash(key), clock::now_ms(), self.geo.max_item_size);
+        let (h, now, max) = (self.hash(key), time::now_ms(), self.geo.max_item_size);
         self.with_shard(h, Wait::Bounded, |g| {
             g.set(&Item { key, hash: h, enc, value, expires }, SetMode::Set, now, max)
         })
     }
 
     pub fn add(&self, key: &[u8], enc: u8, value: &[u8], expires: u64) -> Result<bool> {
-        let (h, now, max) = (self.hash(key), clock::now_ms(), self.geo.max_item_size);
+        let (h, now, max) = (self.hash(key), time::now_ms(), self.geo.max_item_size);
         self.with_shard(h, Wait::Bounded, |g| {
             g.set(&Item { key, hash: h, enc, value, expires }, SetMode::Add, now, max)
         })
     }
 
     pub fn delete(&self, key: &[u8]) -> Result<bool> {
-        let (h, now) = (self.hash(key), clock::now_ms());
+        let (h, now) = (self.hash(key), time::now_ms());
         self.with_shard(h, Wait::Bounded, |g| g.delete(key, h, now))
     }
 
     pub fn touch(&self, key: &[u8], expires: u64) -> Result<bool> {
-        let (h, now) = (self.hash(key), clock::now_ms());
+        let (h, now) = (self.hash(key), time::now_ms());
         self.with_shard(h, Wait::Bounded, |g| g.touch(key, h, expires, now))
     }
 
     pub fn incr(&self, key: &[u8], delta: i64) -> Result<i64> {
-        let (h, now) = (self.hash(key), clock::now_ms());
+        let (h, now) = (self.hash(key), time::now_ms());
         self.with_shard(h, Wait::Bounded, |g| g.incr(key, h, delta, now))
     }
 
     pub fn contains(&self, key: &[u8]) -> Result<bool> {
-        let (h, now) = (self.hash(key), clock::now_ms());
+        let (h, now) = (self.hash(key), time::now_ms());
         self.with_shard(h, Wait::Bounded, |g| g.contains(key, h, now))
     }
 
     pub fn ttl(&self, key: &[u8]) -> Result<Ttl> {
-        let (h, now) = (self.hash(key), clock::now_ms());
+        let (h, now) = (self.hash(key), time::now_ms());
         self.with_shard(h, Wait::Bounded, |g| g.ttl(key, h, now))
     }
 
@@ -333,6 +333,6 @@ fn seed_from_os() -> u64 {
     if n == 8 {
         u64::from_le_bytes(b)
     } else {
-        clock::now_ms() ^ ((std::process::id() as u64) << 32)
+        time::now_ms() ^ ((std::process::id() as u64) << 32)
     }
 }

@@ -641,7 +641,7 @@ fn torn_read_check(len: fn(u32, usize) -> usize) {
                     {
                         for (i, k) in keys.iter().enumerate() {
                             let h = c.hash(k);
-                            let now = crate::clock::now_ms();
+                            let now = crate::time::now_ms();
                             // Count how often the lock-free path itself answers.
                             if let Some(Some(v)) = c.shard_for(h).get_optimistic(k, h, now, |_, v| v.to_vec()) {
                                 assert!(stamp_ok(i as u32, &v), "torn or foreign value via the lock-free path");
@@ -682,7 +682,7 @@ fn lock_free_get_defers_bookkeeping_to_the_lock() {
     let h = c.hash(k);
     c.set(k, ENC_BYTES, b"v", 0).unwrap();
     let sh = c.shard_for(h);
-    let now = crate::clock::now_ms();
+    let now = crate::time::now_ms();
     // Not yet visited: the first read must take the lock (to set the bit).
     assert_eq!(sh.get_optimistic(k, h, now, |_, v| v.to_vec()), None);
     assert_eq!(get(&c, k), Some(b"v".to_vec()));
@@ -782,7 +782,7 @@ fn verify_sees_stray_index_slots_and_unknown_record_kinds() {
     // SAFETY: slots of shard 0's index, inside our mapping; a stray writer.
     let slot = |i: u64| unsafe { base.add((index + i * 8) as usize).cast::<u64>() };
     let empty = (0..g.index_cap).find(|&i| unsafe { slot(i).read() } == 0).unwrap();
-    unsafe { slot(empty).write(crate::table::entry(0xdead_beef, 8)) };
+    unsafe { slot(empty).write(crate::index::entry(0xdead_beef, 8)) };
     match c.verify() {
         Err(Error::Corrupt(m)) => assert!(m.contains("index"), "{m}"),
         r => panic!("stray slot not seen: {r:?}"),
@@ -805,7 +805,7 @@ fn verify_sees_stray_index_slots_and_unknown_record_kinds() {
     let log = g.shard_offset(s) + crate::layout::SHARD_HEADER_SIZE + g.index_cap * 8;
     let kinds: Vec<u64> = (0..g.data_size / 8)
         // SAFETY: reads of the shard's log, inside our mapping.
-        .filter(|&w| unsafe { *base.add((log + w * 8) as usize) } == crate::alloc::KIND_DEAD
+        .filter(|&w| unsafe { *base.add((log + w * 8) as usize) } == crate::log::KIND_DEAD
             && unsafe { base.add((log + w * 8 + 4) as usize).cast::<u32>().read() } == crate::layout::rec_size(4, 5) as u32)
         .collect();
     assert_eq!(kinds.len(), 1, "exactly one dead record");
@@ -914,7 +914,7 @@ fn get_many_counts_keys_whose_lock_timed_out() {
         s.spawn(move || {
             // A write in progress (seq odd): lock-free reads of this shard give up.
             cr.with_shard(cr.hash(&k0), Wait::Bounded, |g| {
-                g.delete(&k0, cr.hash(&k0), crate::clock::now_ms())?;
+                g.delete(&k0, cr.hash(&k0), crate::time::now_ms())?;
                 locked_tx.send(()).unwrap();
                 done_rx.recv().unwrap();
                 Ok(())

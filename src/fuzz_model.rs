@@ -28,11 +28,11 @@
 //! map shared memory, and for ASan/valgrind, which then see shard bounds).
 //! See docs/reliability-fuzz.md.
 
-use crate::alloc::RecHdr;
 use crate::cache::{ShmCache, Wait};
 use crate::error::{Error, Result};
 use crate::layout::{Config, Geometry, REC_HDR, SHARD_HEADER_SIZE};
 use crate::lock::MUTEX_SLOT;
+use crate::log::RecHdr;
 use crate::segment;
 use crate::shard::{Item, SetMode, Shard, ShardGuard, Ttl, ENC_BYTES, ENC_INT};
 use crate::stats::Counter;
@@ -980,7 +980,7 @@ fn damage(b: &impl Backend, inp: &mut Input) {
             None => random_byte,
         },
         3 | 4 => live_slot(inp)
-            .and_then(|i| record_field(inp, crate::table::entry_off(read_at(b, s, index + 8 * i, 8))))
+            .and_then(|i| record_field(inp, crate::index::entry_off(read_at(b, s, index + 8 * i, 8))))
             .unwrap_or(random_byte),
         5 => record_field(inp, read_at(b, s, HDR_TAIL, 8) % g.data_size).unwrap_or(random_byte),
         6 => (log + inp.below(g.data_size), 1),

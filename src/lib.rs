@@ -2,21 +2,21 @@
 //! process of a host. No Python here; `python.rs` (feature `python`) is the
 //! thin PyO3 layer.
 
-pub mod alloc;
 pub mod cache;
-pub mod clock;
 pub mod error;
 pub mod eviction;
 /// Fuzzing harnesses (fuzz/ targets and quick runs in `cargo test`); not API.
 #[doc(hidden)]
 pub mod fuzz_model;
 pub mod handle;
+pub mod index;
 pub mod layout;
 pub mod lock;
+pub mod log;
 pub mod segment;
 pub mod shard;
 pub mod stats;
-pub mod table;
+pub mod time;
 
 #[cfg(feature = "python")]
 mod python;

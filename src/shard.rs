@@ -6,14 +6,14 @@
 //! shard only. Any inconsistency found while reading shared memory is reported
 //! as `Error::Corrupt`, after which the caller wipes the shard.
 
-use crate::alloc::{Log, RecHdr, KIND_DEAD, KIND_LIVE};
-use crate::clock::{self, Time};
 use crate::error::{Error, Result};
 use crate::eviction::{self, Action, MOVE_BUDGET};
+use crate::index::Index;
 use crate::layout::{rec_size, Geometry, REC_HDR, SHARD_HEADER_SIZE};
 use crate::lock::{Acquired, LockError, MutexRef, MUTEX_SLOT};
+use crate::log::{Log, RecHdr, KIND_DEAD, KIND_LIVE};
 use crate::stats::{Counter, ShardCounters};
-use crate::table::Index;
+use crate::time::{self, Time};
 use std::sync::atomic::{
     fence, AtomicU64,
     Ordering::{Acquire, Relaxed, Release},
@@ -87,7 +87,7 @@ pub struct Item<'a> {
     /// Value encoding (`ENC_*`).
     pub enc: u8,
     pub value: &'a [u8],
-    /// Absolute expiry in wall-clock ms; `clock::NEVER` (0) = never.
+    /// Absolute expiry in wall-clock ms; `time::NEVER` (0) = never.
     pub expires: u64,
 }
 
@@ -214,7 +214,7 @@ impl Shard {
         let r = match found {
             None => None,
             Some((_, off, rh)) => {
-                if clock::expired(rh.expires, now) || self.log.visited(off).load(Relaxed) == 0 {
+                if time::expired(rh.expires, now) || self.log.visited(off).load(Relaxed) == 0 {
                     return None;
                 }
                 Some(f(rh.enc, self.log.value(off, &rh)))
@@ -321,7 +321,7 @@ enum Step {
 /// A record that is not live and may be stepped over: a dead one, or the
 /// wrap marker that fills the region's end.
 fn skippable(rh: &RecHdr, phys: u64, len: u64, size: u64) -> bool {
-    rh.kind == KIND_DEAD || (rh.kind == crate::alloc::KIND_WRAP && phys + len == size)
+    rh.kind == KIND_DEAD || (rh.kind == crate::log::KIND_WRAP && phys + len == size)
 }
 
 impl<'a> ShardGuard<'a> {
@@ -393,7 +393,7 @@ impl<'a> ShardGuard<'a> {
     /// Look up `key`, dropping it if expired.
     fn lookup_live(&mut self, key: &[u8], hash: u64, now: impl Time) -> Result<Option<(usize, u64, RecHdr)>> {
         match self.lookup(key, hash)? {
-            Some((slot, off, rh)) if clock::expired(rh.expires, now) => {
+            Some((slot, off, rh)) if time::expired(rh.expires, now) => {
                 self.unlink(slot, off, &rh, Some(Counter::Expirations))?;
                 Ok(None)
             }
@@ -435,7 +435,7 @@ impl<'a> ShardGuard<'a> {
     pub fn ttl(&mut self, key: &[u8], hash: u64, now: u64) -> Result<Ttl> {
         Ok(match self.lookup_live(key, hash, now)? {
             None => Ttl::Missing,
-            Some((_, _, rh)) if rh.expires == clock::NEVER => Ttl::Never,
+            Some((_, _, rh)) if rh.expires == time::NEVER => Ttl::Never,
             Some((_, _, rh)) => Ttl::Ms(rh.expires - now),
         })
     }
@@ -679,7 +679,7 @@ impl<'a> ShardGuard<'a> {
                 }
                 Step::Rec(phys, rh, len) => (phys, rh, len),
             };
-            if rh.kind == KIND_LIVE && clock::expired(rh.expires, now) {
+            if rh.kind == KIND_LIVE && time::expired(rh.expires, now) {
                 log.check_live(phys, &rh)?;
                 let slot = self.shard.index().slot_of(rh.hash, phys)?;
                 self.unlink(slot, phys, &rh, Some(Counter::Expirations))?;
