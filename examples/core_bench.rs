@@ -34,8 +34,7 @@
 //! 1,000 hot keys with `--hot`) in `profile_gets`,
 //! for `valgrind --tool=callgrind --toggle-collect='*profile_gets*'`.
 
-use shmcache::time::{self, LazyNow};
-use shmcache::{ShmCache, Wait, ENC_BYTES};
+use shmcache::{now_ms, LazyNow, ShmCache, Wait, ENC_BYTES};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -144,7 +143,7 @@ fn open(tag: &str, size: u64) -> ShmCache {
 fn close(cache: ShmCache) {
     let name = cache.name().to_string();
     drop(cache);
-    shmcache::segment::destroy(&name).expect("destroy segment");
+    shmcache::destroy(&name).expect("destroy segment");
 }
 
 /// gets/s and sets/s on the raw Python API's workload (see its call site).
@@ -281,7 +280,7 @@ fn main() {
     });
     let now_only = measure(min_round, n, || {
         for _ in 0..n {
-            black_box(time::now_ms());
+            black_box(now_ms());
         }
     });
     let lock_only = measure(min_round, n, || {
@@ -293,7 +292,7 @@ fn main() {
 
     // Sanity: every key must still be there (nothing was evicted), and the
     // item count in the stats must agree.
-    let now = time::now_ms();
+    let now = now_ms();
     let present = keys.iter().filter(|k| cache.get_with(&k[..], now, |_e, _v| ()).unwrap().is_some()).count();
     let st = cache.stats();
     assert_eq!(present, n, "keys lost");
