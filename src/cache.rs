@@ -1,19 +1,19 @@
-//! `ShmCache`: a segment plus its shards; hashing keys to shards, taking
-//! locks with a bounded wait, wiping a shard found corrupt, batch operations
-//! with one lock pass per shard.
+//! `ShmCache`: a segment plus its shards (`shards.rs`: key to shard, clear,
+//! verify) and a lock timeout; taking locks with a bounded wait, single-key
+//! and batch operations (one lock pass per shard).
 
 use crate::error::{Error, Result};
 use crate::layout::{Config, Geometry, SegHeader};
 use crate::segment::{self, Segment};
 use crate::shard::{Item, SetMode, Shard, ShardGuard, Ttl};
-use crate::stats::{Stats, N_COUNTERS};
+use crate::shards::Shards;
+use crate::stats::Stats;
 use crate::time::{self, LazyNow, Time};
 use std::time::Duration;
 
 pub struct ShmCache {
-    shards: Vec<Shard>,
+    shards: Shards,
     geo: Geometry,
-    seed: u64,
     lock_timeout: Duration,
     // Last field: unmapped after the shards (which point into it) are gone.
     seg: Segment,
@@ -84,12 +84,11 @@ impl ShmCache {
     }
 
     fn from_segment(seg: Segment, geo: Geometry, lock_timeout: Duration) -> ShmCache {
-        let seed = seg.header().hash_seed;
         let shards = (0..geo.nshards)
             // SAFETY: the segment maps geo.total_size bytes, validated against the header.
             .map(|i| unsafe { Shard::new(seg.base().add(geo.shard_offset(i) as usize), &geo) })
             .collect();
-        ShmCache { shards, geo, seed, lock_timeout, seg }
+        ShmCache { shards: Shards::new(shards, seg.header().hash_seed), geo, lock_timeout, seg }
     }
 
     pub fn geometry(&self) -> &Geometry {
@@ -105,14 +104,19 @@ impl ShmCache {
         self.lock_timeout
     }
 
+    /// The shards, for what is done to all of them (and the fuzzing harness).
+    pub fn shards(&self) -> &Shards {
+        &self.shards
+    }
+
     #[inline]
     pub fn hash(&self, key: &[u8]) -> u64 {
-        xxhash_rust::xxh3::xxh3_64_with_seed(key, self.seed)
+        self.shards.hash(key)
     }
 
     #[inline]
     pub fn shard_of(&self, hash: u64) -> usize {
-        (((hash >> 32) * self.geo.nshards) >> 32) as usize
+        self.shards.shard_of(hash)
     }
 
     /// Run `f` on the shard owning `hash` under its lock (`Shard::with_lock`:
@@ -132,7 +136,7 @@ impl ShmCache {
             Wait::No => None,
             Wait::Bounded => Some(self.lock_timeout),
         };
-        self.shards[idx].with_lock(timeout, f)
+        self.shards.with_shard_index(idx, timeout, f)
     }
 
     // ---- single-key operations (waiting up to the lock timeout) ----
@@ -140,7 +144,7 @@ impl ShmCache {
     /// The shard that owns `hash`.
     #[inline]
     pub fn shard_for(&self, hash: u64) -> &Shard {
-        &self.shards[self.shard_of(hash)]
+        self.shards.shard(self.shard_of(hash))
     }
 
     /// Read `key` (lock-free when possible); `f` gets (encoding, value).
@@ -242,7 +246,7 @@ impl ShmCache {
         let mut out = vec![None; keys.len()];
         let mut plan = self.plan(keys);
         plan.retain(|&(s, h, i)| {
-            match self.shards[s].get_optimistic(keys[i].as_ref(), h, now, |e, v| (e, v.to_vec())) {
+            match self.shards.shard(s).get_optimistic(keys[i].as_ref(), h, now, |e, v| (e, v.to_vec())) {
                 Some(r) => {
                     out[i] = r;
                     false
@@ -271,58 +275,24 @@ impl ShmCache {
 
     /// Drop every item in every shard.
     pub fn clear(&self) -> Result<()> {
-        for i in 0..self.shards.len() {
-            self.with_shard_index(i, Wait::Bounded, &mut |g: &mut ShardGuard| {
-                g.wipe();
-                Ok(())
-            })?;
-        }
-        Ok(())
+        self.shards.clear(Some(self.lock_timeout))
     }
 
     pub fn stats(&self) -> Stats {
         let mut s = Stats { segment_size: self.geo.total_size, shards: self.geo.nshards, ..Stats::default() };
-        // Read without the locks from shared memory: a damaged shard (wiped at
-        // its next lock) may hold any values, so no sum may overflow (a panic
-        // with overflow checks). Counters wrap like the counters themselves.
-        for sh in &self.shards {
-            s.items = s.items.saturating_add(sh.items());
-            s.bytes_used = s.bytes_used.saturating_add(sh.live_bytes());
-            s.bytes_capacity += sh.capacity();
-            for c in 0..N_COUNTERS {
-                s.counters[c] = s.counters[c].wrapping_add(sh.header().counters.get(c));
-            }
-        }
-        s.bytes_free = s.bytes_capacity.saturating_sub(s.bytes_used);
+        self.shards.add_stats(&mut s);
         s
     }
 
-    /// Check every shard's log against its index and counts (takes each
-    /// lock): (items, bytes). Every damaged shard is wiped (`Shard::verify`)
-    /// and the first damage found is returned as `Error::Corrupt`.
+    /// Check every shard (`Shards::verify`: a damaged shard is wiped and
+    /// reported as `Error::Corrupt`): (items, bytes).
     pub fn verify(&self) -> Result<(u64, u64)> {
-        let (mut items, mut bytes, mut damage) = (0, 0, None);
-        for sh in &self.shards {
-            match sh.verify(Some(self.lock_timeout)) {
-                Ok((i, b)) => {
-                    items += i;
-                    bytes += b;
-                }
-                Err(e @ Error::Corrupt(_)) => {
-                    damage.get_or_insert(e);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        match damage {
-            None => Ok((items, bytes)),
-            Some(e) => Err(e),
-        }
+        self.shards.verify(Some(self.lock_timeout))
     }
 
     /// Test/diagnostic access to a shard.
     pub fn shard(&self, i: usize) -> &Shard {
-        &self.shards[i]
+        self.shards.shard(i)
     }
 }
 

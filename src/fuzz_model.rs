@@ -28,13 +28,14 @@
 //! map shared memory, and for ASan/valgrind, which then see shard bounds).
 //! See docs/reliability-fuzz.md.
 
-use crate::cache::{ShmCache, Wait};
+use crate::cache::ShmCache;
 use crate::error::{Error, Result};
 use crate::layout::{Config, Geometry, REC_HDR, SHARD_HEADER_SIZE};
 use crate::lock::MUTEX_SLOT;
 use crate::log::RecHdr;
 use crate::segment;
 use crate::shard::{Item, SetMode, Shard, ShardGuard, Ttl, ENC_BYTES, ENC_INT};
+use crate::shards::Shards;
 use crate::stats::Counter;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -60,25 +61,44 @@ const HOT_KEYS: u64 = 32;
 const KEY_LENS: [usize; 9] = [1, 2, 5, 8, 16, 40, 100, 250, 300];
 const T0: u64 = 1_000_000;
 
-/// The cache under test: the operations the harnesses need.
+/// The cache under test: the operations the harnesses need, on its
+/// [`Shards`] (the same type in both backends).
 pub trait Backend {
     fn geometry(&self) -> &Geometry;
-    fn hash(&self, key: &[u8]) -> u64;
-    fn shard_of(&self, hash: u64) -> usize;
-    fn shard(&self, i: usize) -> &Shard;
+    fn shards(&self) -> &Shards;
+    /// The wait for a shard lock: the cache's lock timeout, or `None` (only
+    /// tried: one thread).
+    fn timeout(&self) -> Option<Duration>;
     /// Start of shard `i`'s `shard_size` bytes.
     fn shard_base(&self, i: usize) -> *mut u8;
-    /// Run `f` under shard `idx`'s lock; a `Corrupt` result wipes the shard
-    /// and reruns `f` (as `ShmCache::with_shard_index`).
-    fn with_shard_index<R>(&self, idx: usize, f: &mut impl FnMut(&mut ShardGuard) -> Result<R>) -> Result<R>;
-    fn clear(&self) -> Result<()>;
-    fn verify(&self) -> Result<(u64, u64)>;
+    /// Whatever the backend reads without a lock for its statistics.
+    fn read_stats(&self) {}
 
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.shards().hash(key)
+    }
+    fn shard_of(&self, hash: u64) -> usize {
+        self.shards().shard_of(hash)
+    }
+    fn shard(&self, i: usize) -> &Shard {
+        self.shards().shard(i)
+    }
+    /// Run `f` under shard `idx`'s lock; a `Corrupt` result wipes the shard
+    /// and reruns `f` (`Shard::with_lock`).
+    fn with_shard_index<R>(&self, idx: usize, f: &mut impl FnMut(&mut ShardGuard) -> Result<R>) -> Result<R> {
+        self.shards().with_shard_index(idx, self.timeout(), f)
+    }
+    fn clear(&self) -> Result<()> {
+        self.shards().clear(self.timeout())
+    }
+    fn verify(&self) -> Result<(u64, u64)> {
+        self.shards().verify(self.timeout())
+    }
     fn with_shard<R>(&self, hash: u64, mut f: impl FnMut(&mut ShardGuard) -> Result<R>) -> Result<R> {
         self.with_shard_index(self.shard_of(hash), &mut f)
     }
     fn nshards(&self) -> usize {
-        self.geometry().nshards as usize
+        self.shards().count()
     }
     /// A counter summed over the shards (wrapping: damage may leave any value).
     fn counter(&self, c: Counter) -> u64 {
@@ -90,35 +110,21 @@ pub trait Backend {
             (n.saturating_add(self.shard(i).items()), b.saturating_add(self.shard(i).live_bytes()))
         })
     }
-    /// Whatever the backend reads without a lock for its statistics.
-    fn read_stats(&self) {}
 }
 
 impl Backend for ShmCache {
     fn geometry(&self) -> &Geometry {
         ShmCache::geometry(self)
     }
-    fn hash(&self, key: &[u8]) -> u64 {
-        ShmCache::hash(self, key)
+    fn shards(&self) -> &Shards {
+        ShmCache::shards(self)
     }
-    fn shard_of(&self, hash: u64) -> usize {
-        ShmCache::shard_of(self, hash)
-    }
-    fn shard(&self, i: usize) -> &Shard {
-        ShmCache::shard(self, i)
+    fn timeout(&self) -> Option<Duration> {
+        Some(self.lock_timeout())
     }
     fn shard_base(&self, i: usize) -> *mut u8 {
         // SAFETY: shard i lies inside the mapping (Geometry).
         unsafe { self.segment().base().add(self.geometry().shard_offset(i as u64) as usize) }
-    }
-    fn with_shard_index<R>(&self, idx: usize, f: &mut impl FnMut(&mut ShardGuard) -> Result<R>) -> Result<R> {
-        ShmCache::with_shard_index(self, idx, Wait::Bounded, f)
-    }
-    fn clear(&self) -> Result<()> {
-        ShmCache::clear(self)
-    }
-    fn verify(&self) -> Result<(u64, u64)> {
-        ShmCache::verify(self)
     }
     fn read_stats(&self) {
         std::hint::black_box(self.stats());
@@ -154,7 +160,7 @@ pub struct HeapCache {
     bases: Vec<*mut u8>,
     layout: std::alloc::Layout,
     geo: Geometry,
-    shards: Vec<Shard>,
+    shards: Shards,
     /// Bits of the real hash kept (all: `u64::MAX`). A narrow mask makes
     /// keys share the index's 32-bit tag, and now and then the whole hash.
     hash_mask: u64,
@@ -194,13 +200,13 @@ impl HeapCache {
             // SAFETY: fresh memory nobody else can see.
             unsafe { s.init()? };
         }
-        Ok(HeapCache { bases, layout, geo, shards, hash_mask: u64::MAX })
+        Ok(HeapCache { bases, layout, geo, shards: Shards::new(shards, HASH_SEED), hash_mask: u64::MAX })
     }
 }
 
 impl Drop for HeapCache {
     fn drop(&mut self) {
-        self.shards.clear();
+        // (The shards are plain pointers into these blocks: nothing to drop.)
         for &p in &self.bases {
             // SAFETY: allocated in `new` with this layout; no shard points into it any more.
             unsafe { std::alloc::dealloc(p, self.layout) };
@@ -212,38 +218,17 @@ impl Backend for HeapCache {
     fn geometry(&self) -> &Geometry {
         &self.geo
     }
+    fn shards(&self) -> &Shards {
+        &self.shards
+    }
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
     fn hash(&self, key: &[u8]) -> u64 {
-        xxhash_rust::xxh3::xxh3_64_with_seed(key, HASH_SEED) & self.hash_mask
-    }
-    fn shard_of(&self, hash: u64) -> usize {
-        (((hash >> 32) * self.geo.nshards) >> 32) as usize
-    }
-    fn shard(&self, i: usize) -> &Shard {
-        &self.shards[i]
+        self.shards.hash(key) & self.hash_mask
     }
     fn shard_base(&self, i: usize) -> *mut u8 {
         self.bases[i]
-    }
-    fn with_shard_index<R>(&self, idx: usize, f: &mut impl FnMut(&mut ShardGuard) -> Result<R>) -> Result<R> {
-        self.shards[idx].with_lock(None, f)
-    }
-    fn clear(&self) -> Result<()> {
-        for i in 0..self.shards.len() {
-            self.with_shard_index(i, &mut |g: &mut ShardGuard| {
-                g.wipe();
-                Ok(())
-            })?;
-        }
-        Ok(())
-    }
-    fn verify(&self) -> Result<(u64, u64)> {
-        let (mut items, mut bytes) = (0, 0);
-        for sh in &self.shards {
-            let (i, b) = sh.verify(None)?;
-            items += i;
-            bytes += b;
-        }
-        Ok((items, bytes))
     }
 }
 

@@ -21,6 +21,7 @@ pub(crate) mod lock;
 pub(crate) mod log;
 pub(crate) mod segment;
 pub(crate) mod shard;
+pub(crate) mod shards;
 pub(crate) mod stats;
 pub(crate) mod time;
 
