@@ -1,5 +1,6 @@
-//! The log allocator of one shard: a circular byte region where items are
-//! appended at the head and reclaimed at the tail (see `eviction.rs`).
+//! The log of one shard: a circular byte region where items are
+//! appended at the head and reclaimed at the tail (`shard/reclaim.rs`, with
+//! the policy of `eviction.rs`).
 //!
 //! Positions `head`, `tail` and the sweep cursor are *logical* byte counts
 //! that only grow; the physical offset is `pos % data_size`. A record never
