@@ -1,6 +1,6 @@
 //! Instruction-count probe for valgrind --tool=callgrind (see docs/benchmarks.md):
 //! 1,000 hot keys, 1,000,000 gets and 100,000 sets through the core API.
-use shmcache::{clock, ShmCache, ENC_BYTES};
+use shmcache::{ShmCache, ENC_BYTES};
 use std::time::Duration;
 
 fn main() {
@@ -11,7 +11,7 @@ fn main() {
     for k in &keys {
         c.set(k, ENC_BYTES, &v, 0).unwrap();
     }
-    let now = clock::now_ms();
+    let now = shmcache::now_ms();
     let mut total = 0usize;
     for r in 0..1000 {
         for k in &keys {
@@ -24,5 +24,5 @@ fn main() {
         }
     }
     println!("{total}");
-    shmcache::segment::destroy(c.name()).unwrap();
+    shmcache::destroy(c.name()).unwrap();
 }

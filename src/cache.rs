@@ -1,23 +1,26 @@
-//! `ShmCache`: a segment plus its shards; hashing keys to shards, taking
-//! locks with a bounded wait, wiping a shard found corrupt, batch operations
-//! with one lock pass per shard.
+//! `ShmCache`: a segment plus its shards (`shards.rs`: key to shard, clear,
+//! verify) and a lock timeout; taking locks with a bounded wait, single-key
+//! and batch operations (one lock pass per shard).
 
-use crate::clock::{self, LazyNow, Time};
 use crate::error::{Error, Result};
 use crate::layout::{Config, Geometry, SegHeader};
 use crate::segment::{self, Segment};
-use crate::shard::{SetMode, Shard, ShardGuard, Ttl};
-use crate::stats::{Stats, N_COUNTERS};
+use crate::shard::{Item, SetMode, Shard, ShardGuard, Ttl};
+use crate::shards::Shards;
+use crate::stats::Stats;
+use crate::time::{self, LazyNow, Time};
 use std::time::Duration;
 
 pub struct ShmCache {
-    shards: Vec<Shard>,
+    shards: Shards,
     geo: Geometry,
-    seed: u64,
     lock_timeout: Duration,
     // Last field: unmapped after the shards (which point into it) are gone.
     seg: Segment,
 }
+
+/// A stored value as the core returns it: (encoding, bytes).
+pub type Value = (u8, Vec<u8>);
 
 /// Which waits are allowed when taking a lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +55,7 @@ impl ShmCache {
                 let h = unsafe { &mut *base.cast::<SegHeader>() };
                 h.write_geometry(&geo);
                 h.hash_seed = seed_from_os();
-                h.created_ms = clock::now_ms();
+                h.created_ms = time::now_ms();
                 h.creator_pid = std::process::id() as u64;
                 for i in 0..geo.nshards {
                     // SAFETY: each shard range lies inside the mapping per Geometry; nobody else attached yet.
@@ -81,12 +84,11 @@ impl ShmCache {
     }
 
     fn from_segment(seg: Segment, geo: Geometry, lock_timeout: Duration) -> ShmCache {
-        let seed = seg.header().hash_seed;
         let shards = (0..geo.nshards)
             // SAFETY: the segment maps geo.total_size bytes, validated against the header.
             .map(|i| unsafe { Shard::new(seg.base().add(geo.shard_offset(i) as usize), &geo) })
             .collect();
-        ShmCache { shards, geo, seed, lock_timeout, seg }
+        ShmCache { shards: Shards::new(shards, seg.header().hash_seed), geo, lock_timeout, seg }
     }
 
     pub fn geometry(&self) -> &Geometry {
@@ -102,14 +104,19 @@ impl ShmCache {
         self.lock_timeout
     }
 
+    /// The shards, for what is done to all of them (and the fuzzing harness).
+    pub fn shards(&self) -> &Shards {
+        &self.shards
+    }
+
     #[inline]
     pub fn hash(&self, key: &[u8]) -> u64 {
-        xxhash_rust::xxh3::xxh3_64_with_seed(key, self.seed)
+        self.shards.hash(key)
     }
 
     #[inline]
     pub fn shard_of(&self, hash: u64) -> usize {
-        (((hash >> 32) * self.geo.nshards) >> 32) as usize
+        self.shards.shard_of(hash)
     }
 
     /// Run `f` on the shard owning `hash` under its lock (`Shard::with_lock`:
@@ -129,7 +136,7 @@ impl ShmCache {
             Wait::No => None,
             Wait::Bounded => Some(self.lock_timeout),
         };
-        self.shards[idx].with_lock(timeout, f)
+        self.shards.with_shard_index(idx, timeout, f)
     }
 
     // ---- single-key operations (waiting up to the lock timeout) ----
@@ -137,7 +144,7 @@ impl ShmCache {
     /// The shard that owns `hash`.
     #[inline]
     pub fn shard_for(&self, hash: u64) -> &Shard {
-        &self.shards[self.shard_of(hash)]
+        self.shards.shard(self.shard_of(hash))
     }
 
     /// Read `key` (lock-free when possible); `f` gets (encoding, value).
@@ -150,42 +157,46 @@ impl ShmCache {
         self.with_shard(h, Wait::Bounded, |g| g.get(key, h, now, &mut f))
     }
 
-    pub fn get(&self, key: &[u8]) -> Result<Option<(u8, Vec<u8>)>> {
+    pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         self.get_with(key, &LazyNow::new(), |e, v| (e, v.to_vec()))
     }
 
     pub fn set(&self, key: &[u8], enc: u8, value: &[u8], expires: u64) -> Result<bool> {
-        let (h, now, max) = (self.hash(key), clock::now_ms(), self.geo.max_item_size);
-        self.with_shard(h, Wait::Bounded, |g| g.set(key, h, enc, value, expires, SetMode::Set, now, max))
+        let (h, now, max) = (self.hash(key), time::now_ms(), self.geo.max_item_size);
+        self.with_shard(h, Wait::Bounded, |g| {
+            g.set(&Item { key, hash: h, enc, value, expires }, SetMode::Set, now, max)
+        })
     }
 
     pub fn add(&self, key: &[u8], enc: u8, value: &[u8], expires: u64) -> Result<bool> {
-        let (h, now, max) = (self.hash(key), clock::now_ms(), self.geo.max_item_size);
-        self.with_shard(h, Wait::Bounded, |g| g.set(key, h, enc, value, expires, SetMode::Add, now, max))
+        let (h, now, max) = (self.hash(key), time::now_ms(), self.geo.max_item_size);
+        self.with_shard(h, Wait::Bounded, |g| {
+            g.set(&Item { key, hash: h, enc, value, expires }, SetMode::Add, now, max)
+        })
     }
 
     pub fn delete(&self, key: &[u8]) -> Result<bool> {
-        let (h, now) = (self.hash(key), clock::now_ms());
+        let (h, now) = (self.hash(key), time::now_ms());
         self.with_shard(h, Wait::Bounded, |g| g.delete(key, h, now))
     }
 
     pub fn touch(&self, key: &[u8], expires: u64) -> Result<bool> {
-        let (h, now) = (self.hash(key), clock::now_ms());
+        let (h, now) = (self.hash(key), time::now_ms());
         self.with_shard(h, Wait::Bounded, |g| g.touch(key, h, expires, now))
     }
 
     pub fn incr(&self, key: &[u8], delta: i64) -> Result<i64> {
-        let (h, now) = (self.hash(key), clock::now_ms());
+        let (h, now) = (self.hash(key), time::now_ms());
         self.with_shard(h, Wait::Bounded, |g| g.incr(key, h, delta, now))
     }
 
     pub fn contains(&self, key: &[u8]) -> Result<bool> {
-        let (h, now) = (self.hash(key), clock::now_ms());
+        let (h, now) = (self.hash(key), time::now_ms());
         self.with_shard(h, Wait::Bounded, |g| g.contains(key, h, now))
     }
 
     pub fn ttl(&self, key: &[u8]) -> Result<Ttl> {
-        let (h, now) = (self.hash(key), clock::now_ms());
+        let (h, now) = (self.hash(key), time::now_ms());
         self.with_shard(h, Wait::Bounded, |g| g.ttl(key, h, now))
     }
 
@@ -230,12 +241,12 @@ impl ShmCache {
     /// Values for `keys`, in order: lock-free where possible, then one lock
     /// pass per shard for the rest. Also returns how many keys are `None`
     /// because their shard's lock timed out (not misses); other errors fail.
-    pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<(Vec<Option<(u8, Vec<u8>)>>, usize)> {
+    pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<(Vec<Option<Value>>, usize)> {
         let now = &LazyNow::new();
         let mut out = vec![None; keys.len()];
         let mut plan = self.plan(keys);
         plan.retain(|&(s, h, i)| {
-            match self.shards[s].get_optimistic(keys[i].as_ref(), h, now, |e, v| (e, v.to_vec())) {
+            match self.shards.shard(s).get_optimistic(keys[i].as_ref(), h, now, |e, v| (e, v.to_vec())) {
                 Some(r) => {
                     out[i] = r;
                     false
@@ -264,58 +275,24 @@ impl ShmCache {
 
     /// Drop every item in every shard.
     pub fn clear(&self) -> Result<()> {
-        for i in 0..self.shards.len() {
-            self.with_shard_index(i, Wait::Bounded, &mut |g: &mut ShardGuard| {
-                g.wipe();
-                Ok(())
-            })?;
-        }
-        Ok(())
+        self.shards.clear(Some(self.lock_timeout))
     }
 
     pub fn stats(&self) -> Stats {
         let mut s = Stats { segment_size: self.geo.total_size, shards: self.geo.nshards, ..Stats::default() };
-        // Read without the locks from shared memory: a damaged shard (wiped at
-        // its next lock) may hold any values, so no sum may overflow (a panic
-        // with overflow checks). Counters wrap like the counters themselves.
-        for sh in &self.shards {
-            s.items = s.items.saturating_add(sh.items());
-            s.bytes_used = s.bytes_used.saturating_add(sh.live_bytes());
-            s.bytes_capacity += sh.capacity();
-            for c in 0..N_COUNTERS {
-                s.counters[c] = s.counters[c].wrapping_add(sh.header().counters.get(c));
-            }
-        }
-        s.bytes_free = s.bytes_capacity.saturating_sub(s.bytes_used);
+        self.shards.add_stats(&mut s);
         s
     }
 
-    /// Check every shard's log against its index and counts (takes each
-    /// lock): (items, bytes). Every damaged shard is wiped (`Shard::verify`)
-    /// and the first damage found is returned as `Error::Corrupt`.
+    /// Check every shard (`Shards::verify`: a damaged shard is wiped and
+    /// reported as `Error::Corrupt`): (items, bytes).
     pub fn verify(&self) -> Result<(u64, u64)> {
-        let (mut items, mut bytes, mut damage) = (0, 0, None);
-        for sh in &self.shards {
-            match sh.verify(Some(self.lock_timeout)) {
-                Ok((i, b)) => {
-                    items += i;
-                    bytes += b;
-                }
-                Err(e @ Error::Corrupt(_)) => {
-                    damage.get_or_insert(e);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        match damage {
-            None => Ok((items, bytes)),
-            Some(e) => Err(e),
-        }
+        self.shards.verify(Some(self.lock_timeout))
     }
 
     /// Test/diagnostic access to a shard.
     pub fn shard(&self, i: usize) -> &Shard {
-        &self.shards[i]
+        self.shards.shard(i)
     }
 }
 
@@ -326,6 +303,6 @@ fn seed_from_os() -> u64 {
     if n == 8 {
         u64::from_le_bytes(b)
     } else {
-        clock::now_ms() ^ ((std::process::id() as u64) << 32)
+        time::now_ms() ^ ((std::process::id() as u64) << 32)
     }
 }

@@ -4,7 +4,7 @@ use crate::cache::{ShmCache, Wait};
 use crate::error::Error;
 use crate::layout::{Config, Geometry};
 use crate::segment;
-use crate::shard::{SetMode, Ttl, ENC_BYTES, ENC_INT};
+use crate::shard::{Item, SetMode, Ttl, ENC_BYTES, ENC_INT};
 use crate::stats::Counter;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -92,7 +92,10 @@ fn ttl_with_controlled_clock() {
     let k = b"k";
     let h = c.hash(k);
     let max = c.geometry().max_item_size;
-    c.with_shard(h, Wait::Bounded, |g| g.set(k, h, ENC_BYTES, b"v", 2000, SetMode::Set, 1000, max)).unwrap();
+    c.with_shard(h, Wait::Bounded, |g| {
+        g.set(&Item { key: k, hash: h, enc: ENC_BYTES, value: b"v", expires: 2000 }, SetMode::Set, 1000, max)
+    })
+    .unwrap();
     let at = |now| c.with_shard(h, Wait::Bounded, |g| g.get(k, h, now, |_, v| v.to_vec())).unwrap();
     assert_eq!(at(1999), Some(b"v".to_vec()));
     assert_eq!(c.with_shard(h, Wait::Bounded, |g| g.ttl(k, h, 1500)).unwrap(), Ttl::Ms(500));
@@ -102,8 +105,18 @@ fn ttl_with_controlled_clock() {
     assert_eq!(at(3000), None, "expired exactly at its deadline");
     assert_eq!(c.stats().counter(Counter::Expirations), 1);
     // add over an expired item succeeds
-    c.with_shard(h, Wait::Bounded, |g| g.set(k, h, ENC_BYTES, b"old", 10, SetMode::Set, 5, max)).unwrap();
-    assert!(c.with_shard(h, Wait::Bounded, |g| g.set(k, h, ENC_BYTES, b"new", 0, SetMode::Add, 20, max)).unwrap());
+    c.with_shard(h, Wait::Bounded, |g| {
+        g.set(&Item { key: k, hash: h, enc: ENC_BYTES, value: b"old", expires: 10 }, SetMode::Set, 5, max)
+    })
+    .unwrap();
+    assert!(c
+        .with_shard(h, Wait::Bounded, |g| g.set(
+            &Item { key: k, hash: h, enc: ENC_BYTES, value: b"new", expires: 0 },
+            SetMode::Add,
+            20,
+            max
+        ))
+        .unwrap());
     assert_eq!(at(30), Some(b"new".to_vec()));
 }
 
@@ -138,7 +151,10 @@ fn same_size_overwrite_is_written_in_place() {
     let h = c.hash(k);
     let max = c.geometry().max_item_size;
     let put = |enc, v: &[u8], exp, now| {
-        c.with_shard(h, Wait::Bounded, |g| g.set(k, h, enc, v, exp, SetMode::Set, now, max)).unwrap()
+        c.with_shard(h, Wait::Bounded, |g| {
+            g.set(&Item { key: k, hash: h, enc, value: v, expires: exp }, SetMode::Set, now, max)
+        })
+        .unwrap()
     };
     let at = |now| c.with_shard(h, Wait::Bounded, |g| g.get(k, h, now, |e, v| (e, v.to_vec()))).unwrap();
     put(ENC_BYTES, b"8 bytes!", 2000, 1000);
@@ -159,11 +175,17 @@ fn sweep_reclaims_expired_items_nobody_reads() {
         (0..2000u32).map(|i| i.to_le_bytes().to_vec()).filter(|k| c.shard_of(c.hash(k)) == 0).collect();
     for k in &keys[..50] {
         let h = c.hash(k);
-        c.with_shard(h, Wait::Bounded, |g| g.set(k, h, ENC_BYTES, b"x", 100, SetMode::Set, 10, max)).unwrap();
+        c.with_shard(h, Wait::Bounded, |g| {
+            g.set(&Item { key: k, hash: h, enc: ENC_BYTES, value: b"x", expires: 100 }, SetMode::Set, 10, max)
+        })
+        .unwrap();
     }
     for k in &keys[50..100] {
         let h = c.hash(k);
-        c.with_shard(h, Wait::Bounded, |g| g.set(k, h, ENC_BYTES, b"y", 0, SetMode::Set, 200, max)).unwrap();
+        c.with_shard(h, Wait::Bounded, |g| {
+            g.set(&Item { key: k, hash: h, enc: ENC_BYTES, value: b"y", expires: 0 }, SetMode::Set, 200, max)
+        })
+        .unwrap();
     }
     assert!(c.stats().counter(Counter::Expirations) >= 40, "{:?}", c.stats());
     c.verify().unwrap();
@@ -181,7 +203,7 @@ fn eviction_keeps_sets_succeeding_and_hot_items_alive() {
         c.set(&i.to_le_bytes(), ENC_BYTES, &val[..(i as usize * 37) % 1000], 0).unwrap();
         written += 1000;
         i += 1;
-        if i % 50 == 0 {
+        if i.is_multiple_of(50) {
             assert_eq!(get(&c, b"hot"), Some(b"hot value".to_vec()), "hot item evicted at {i}");
         }
     }
@@ -237,8 +259,11 @@ fn model_run(size: u64, seed: u64, exact: bool) {
                 let exp = if next() % 3 == 0 { now + next() % 200 + 1 } else { 0 };
                 let add = next() % 4 == 0;
                 let mode = if add { SetMode::Add } else { SetMode::Set };
-                let stored =
-                    c.with_shard(h, Wait::Bounded, |g| g.set(&k, h, ENC_BYTES, &v, exp, mode, now, max)).unwrap();
+                let stored = c
+                    .with_shard(h, Wait::Bounded, |g| {
+                        g.set(&Item { key: &k, hash: h, enc: ENC_BYTES, value: &v, expires: exp }, mode, now, max)
+                    })
+                    .unwrap();
                 let should = !add || live(&model, now).is_none();
                 if exact {
                     assert_eq!(stored, should, "step {step}");
@@ -616,7 +641,7 @@ fn torn_read_check(len: fn(u32, usize) -> usize) {
                     {
                         for (i, k) in keys.iter().enumerate() {
                             let h = c.hash(k);
-                            let now = crate::clock::now_ms();
+                            let now = crate::time::now_ms();
                             // Count how often the lock-free path itself answers.
                             if let Some(Some(v)) = c.shard_for(h).get_optimistic(k, h, now, |_, v| v.to_vec()) {
                                 assert!(stamp_ok(i as u32, &v), "torn or foreign value via the lock-free path");
@@ -657,7 +682,7 @@ fn lock_free_get_defers_bookkeeping_to_the_lock() {
     let h = c.hash(k);
     c.set(k, ENC_BYTES, b"v", 0).unwrap();
     let sh = c.shard_for(h);
-    let now = crate::clock::now_ms();
+    let now = crate::time::now_ms();
     // Not yet visited: the first read must take the lock (to set the bit).
     assert_eq!(sh.get_optimistic(k, h, now, |_, v| v.to_vec()), None);
     assert_eq!(get(&c, k), Some(b"v".to_vec()));
@@ -665,7 +690,10 @@ fn lock_free_get_defers_bookkeeping_to_the_lock() {
     assert_eq!(sh.get_optimistic(b"nope", c.hash(b"nope"), now, |_, v| v.to_vec()), Some(None));
     // Expired: the lock path reclaims it.
     let max = c.geometry().max_item_size;
-    c.with_shard(h, Wait::Bounded, |g| g.set(k, h, ENC_BYTES, b"v", now + 5, SetMode::Set, now, max)).unwrap();
+    c.with_shard(h, Wait::Bounded, |g| {
+        g.set(&Item { key: k, hash: h, enc: ENC_BYTES, value: b"v", expires: now + 5 }, SetMode::Set, now, max)
+    })
+    .unwrap();
     c.with_shard(h, Wait::Bounded, |g| g.get(k, h, now, |_, _| ())).unwrap();
     assert_eq!(sh.get_optimistic(k, h, now + 10, |_, v| v.to_vec()), None);
     // A writer holding the lock mid-write sends readers to the lock.
@@ -754,7 +782,7 @@ fn verify_sees_stray_index_slots_and_unknown_record_kinds() {
     // SAFETY: slots of shard 0's index, inside our mapping; a stray writer.
     let slot = |i: u64| unsafe { base.add((index + i * 8) as usize).cast::<u64>() };
     let empty = (0..g.index_cap).find(|&i| unsafe { slot(i).read() } == 0).unwrap();
-    unsafe { slot(empty).write(crate::table::entry(0xdead_beef, 8)) };
+    unsafe { slot(empty).write(crate::index::entry(0xdead_beef, 8)) };
     match c.verify() {
         Err(Error::Corrupt(m)) => assert!(m.contains("index"), "{m}"),
         r => panic!("stray slot not seen: {r:?}"),
@@ -777,7 +805,7 @@ fn verify_sees_stray_index_slots_and_unknown_record_kinds() {
     let log = g.shard_offset(s) + crate::layout::SHARD_HEADER_SIZE + g.index_cap * 8;
     let kinds: Vec<u64> = (0..g.data_size / 8)
         // SAFETY: reads of the shard's log, inside our mapping.
-        .filter(|&w| unsafe { *base.add((log + w * 8) as usize) } == crate::alloc::KIND_DEAD
+        .filter(|&w| unsafe { *base.add((log + w * 8) as usize) } == crate::log::KIND_DEAD
             && unsafe { base.add((log + w * 8 + 4) as usize).cast::<u32>().read() } == crate::layout::rec_size(4, 5) as u32)
         .collect();
     assert_eq!(kinds.len(), 1, "exactly one dead record");
@@ -886,7 +914,7 @@ fn get_many_counts_keys_whose_lock_timed_out() {
         s.spawn(move || {
             // A write in progress (seq odd): lock-free reads of this shard give up.
             cr.with_shard(cr.hash(&k0), Wait::Bounded, |g| {
-                g.delete(&k0, cr.hash(&k0), crate::clock::now_ms())?;
+                g.delete(&k0, cr.hash(&k0), crate::time::now_ms())?;
                 locked_tx.send(()).unwrap();
                 done_rx.recv().unwrap();
                 Ok(())

@@ -21,7 +21,7 @@
 //! that fragments with variable-size items; moving survivors to the head keeps
 //! a log that never fragments and gives memcached-class hit ratios.
 
-use crate::clock;
+use crate::time;
 
 /// What to do with the live item at the tail of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +49,7 @@ pub fn memory_full(live_bytes: u64, capacity: u64) -> bool {
 /// needed, which only an eviction (not a move) frees; `full`: see [`memory_full`].
 #[inline]
 pub fn decide(expires_ms: u64, visited: bool, now: u64, budget: u32, room: bool, force: bool, full: bool) -> Action {
-    if clock::expired(expires_ms, now) {
+    if time::expired(expires_ms, now) {
         Action::Expire
     } else if force || budget == 0 || !room {
         Action::Evict

@@ -28,13 +28,14 @@
 //! map shared memory, and for ASan/valgrind, which then see shard bounds).
 //! See docs/reliability-fuzz.md.
 
-use crate::alloc::RecHdr;
-use crate::cache::{ShmCache, Wait};
+use crate::cache::ShmCache;
 use crate::error::{Error, Result};
 use crate::layout::{Config, Geometry, REC_HDR, SHARD_HEADER_SIZE};
 use crate::lock::MUTEX_SLOT;
+use crate::log::RecHdr;
 use crate::segment;
-use crate::shard::{SetMode, Shard, ShardGuard, Ttl, ENC_BYTES, ENC_INT};
+use crate::shard::{Item, SetMode, Shard, ShardGuard, Ttl, ENC_BYTES, ENC_INT};
+use crate::shards::Shards;
 use crate::stats::Counter;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -60,25 +61,44 @@ const HOT_KEYS: u64 = 32;
 const KEY_LENS: [usize; 9] = [1, 2, 5, 8, 16, 40, 100, 250, 300];
 const T0: u64 = 1_000_000;
 
-/// The cache under test: the operations the harnesses need.
+/// The cache under test: the operations the harnesses need, on its
+/// [`Shards`] (the same type in both backends).
 pub trait Backend {
     fn geometry(&self) -> &Geometry;
-    fn hash(&self, key: &[u8]) -> u64;
-    fn shard_of(&self, hash: u64) -> usize;
-    fn shard(&self, i: usize) -> &Shard;
+    fn shards(&self) -> &Shards;
+    /// The wait for a shard lock: the cache's lock timeout, or `None` (only
+    /// tried: one thread).
+    fn timeout(&self) -> Option<Duration>;
     /// Start of shard `i`'s `shard_size` bytes.
     fn shard_base(&self, i: usize) -> *mut u8;
-    /// Run `f` under shard `idx`'s lock; a `Corrupt` result wipes the shard
-    /// and reruns `f` (as `ShmCache::with_shard_index`).
-    fn with_shard_index<R>(&self, idx: usize, f: &mut impl FnMut(&mut ShardGuard) -> Result<R>) -> Result<R>;
-    fn clear(&self) -> Result<()>;
-    fn verify(&self) -> Result<(u64, u64)>;
+    /// Whatever the backend reads without a lock for its statistics.
+    fn read_stats(&self) {}
 
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.shards().hash(key)
+    }
+    fn shard_of(&self, hash: u64) -> usize {
+        self.shards().shard_of(hash)
+    }
+    fn shard(&self, i: usize) -> &Shard {
+        self.shards().shard(i)
+    }
+    /// Run `f` under shard `idx`'s lock; a `Corrupt` result wipes the shard
+    /// and reruns `f` (`Shard::with_lock`).
+    fn with_shard_index<R>(&self, idx: usize, f: &mut impl FnMut(&mut ShardGuard) -> Result<R>) -> Result<R> {
+        self.shards().with_shard_index(idx, self.timeout(), f)
+    }
+    fn clear(&self) -> Result<()> {
+        self.shards().clear(self.timeout())
+    }
+    fn verify(&self) -> Result<(u64, u64)> {
+        self.shards().verify(self.timeout())
+    }
     fn with_shard<R>(&self, hash: u64, mut f: impl FnMut(&mut ShardGuard) -> Result<R>) -> Result<R> {
         self.with_shard_index(self.shard_of(hash), &mut f)
     }
     fn nshards(&self) -> usize {
-        self.geometry().nshards as usize
+        self.shards().count()
     }
     /// A counter summed over the shards (wrapping: damage may leave any value).
     fn counter(&self, c: Counter) -> u64 {
@@ -90,35 +110,21 @@ pub trait Backend {
             (n.saturating_add(self.shard(i).items()), b.saturating_add(self.shard(i).live_bytes()))
         })
     }
-    /// Whatever the backend reads without a lock for its statistics.
-    fn read_stats(&self) {}
 }
 
 impl Backend for ShmCache {
     fn geometry(&self) -> &Geometry {
         ShmCache::geometry(self)
     }
-    fn hash(&self, key: &[u8]) -> u64 {
-        ShmCache::hash(self, key)
+    fn shards(&self) -> &Shards {
+        ShmCache::shards(self)
     }
-    fn shard_of(&self, hash: u64) -> usize {
-        ShmCache::shard_of(self, hash)
-    }
-    fn shard(&self, i: usize) -> &Shard {
-        ShmCache::shard(self, i)
+    fn timeout(&self) -> Option<Duration> {
+        Some(self.lock_timeout())
     }
     fn shard_base(&self, i: usize) -> *mut u8 {
         // SAFETY: shard i lies inside the mapping (Geometry).
         unsafe { self.segment().base().add(self.geometry().shard_offset(i as u64) as usize) }
-    }
-    fn with_shard_index<R>(&self, idx: usize, f: &mut impl FnMut(&mut ShardGuard) -> Result<R>) -> Result<R> {
-        ShmCache::with_shard_index(self, idx, Wait::Bounded, f)
-    }
-    fn clear(&self) -> Result<()> {
-        ShmCache::clear(self)
-    }
-    fn verify(&self) -> Result<(u64, u64)> {
-        ShmCache::verify(self)
     }
     fn read_stats(&self) {
         std::hint::black_box(self.stats());
@@ -154,7 +160,7 @@ pub struct HeapCache {
     bases: Vec<*mut u8>,
     layout: std::alloc::Layout,
     geo: Geometry,
-    shards: Vec<Shard>,
+    shards: Shards,
     /// Bits of the real hash kept (all: `u64::MAX`). A narrow mask makes
     /// keys share the index's 32-bit tag, and now and then the whole hash.
     hash_mask: u64,
@@ -194,13 +200,13 @@ impl HeapCache {
             // SAFETY: fresh memory nobody else can see.
             unsafe { s.init()? };
         }
-        Ok(HeapCache { bases, layout, geo, shards, hash_mask: u64::MAX })
+        Ok(HeapCache { bases, layout, geo, shards: Shards::new(shards, HASH_SEED), hash_mask: u64::MAX })
     }
 }
 
 impl Drop for HeapCache {
     fn drop(&mut self) {
-        self.shards.clear();
+        // (The shards are plain pointers into these blocks: nothing to drop.)
         for &p in &self.bases {
             // SAFETY: allocated in `new` with this layout; no shard points into it any more.
             unsafe { std::alloc::dealloc(p, self.layout) };
@@ -212,38 +218,17 @@ impl Backend for HeapCache {
     fn geometry(&self) -> &Geometry {
         &self.geo
     }
+    fn shards(&self) -> &Shards {
+        &self.shards
+    }
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
     fn hash(&self, key: &[u8]) -> u64 {
-        xxhash_rust::xxh3::xxh3_64_with_seed(key, HASH_SEED) & self.hash_mask
-    }
-    fn shard_of(&self, hash: u64) -> usize {
-        (((hash >> 32) * self.geo.nshards) >> 32) as usize
-    }
-    fn shard(&self, i: usize) -> &Shard {
-        &self.shards[i]
+        self.shards.hash(key) & self.hash_mask
     }
     fn shard_base(&self, i: usize) -> *mut u8 {
         self.bases[i]
-    }
-    fn with_shard_index<R>(&self, idx: usize, f: &mut impl FnMut(&mut ShardGuard) -> Result<R>) -> Result<R> {
-        self.shards[idx].with_lock(None, f)
-    }
-    fn clear(&self) -> Result<()> {
-        for i in 0..self.shards.len() {
-            self.with_shard_index(i, &mut |g: &mut ShardGuard| {
-                g.wipe();
-                Ok(())
-            })?;
-        }
-        Ok(())
-    }
-    fn verify(&self) -> Result<(u64, u64)> {
-        let (mut items, mut bytes) = (0, 0);
-        for sh in &self.shards {
-            let (i, b) = sh.verify(None)?;
-            items += i;
-            bytes += b;
-        }
-        Ok((items, bytes))
     }
 }
 
@@ -354,13 +339,13 @@ type Value = (u8, Vec<u8>);
 type Planned = (u8, Vec<u8>, Value, u64);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Item {
+struct Stored {
     enc: u8,
     val: Vec<u8>,
     exp: u64,
 }
 
-impl Item {
+impl Stored {
     fn live(&self, now: u64) -> bool {
         self.exp == 0 || now < self.exp
     }
@@ -410,7 +395,7 @@ pub fn run_model<B: Backend>(exact: &B, small: &B, data: &[u8]) -> Report {
 struct Model<'b, B: Backend> {
     b: &'b B,
     exact: bool,
-    m: HashMap<Vec<u8>, Item>,
+    m: HashMap<Vec<u8>, Stored>,
     now: u64,
     max: u64,
     /// Wipes expected: one per shard per clear.
@@ -450,7 +435,7 @@ impl<'b, B: Backend> Model<'b, B> {
         }
     }
 
-    fn live(&self, k: &[u8]) -> Option<&Item> {
+    fn live(&self, k: &[u8]) -> Option<&Stored> {
         self.m.get(k).filter(|it| it.live(self.now))
     }
 
@@ -520,7 +505,8 @@ impl<'b, B: Backend> Model<'b, B> {
         let (enc, v) = value(inp, (self.max as usize - k.len()).min(self.room), self.step);
         let exp = expiry(inp, self.now);
         let (h, now, max) = (self.b.hash(k), self.now, self.max);
-        let stored = self.b.with_shard(h, |g| g.set(k, h, enc, &v, exp, mode, now, max));
+        let stored =
+            self.b.with_shard(h, |g| g.set(&Item { key: k, hash: h, enc, value: &v, expires: exp }, mode, now, max));
         let stored = stored.unwrap_or_else(|e| panic!("step {}: set {k:?} ({} bytes): {e}", self.step, v.len()));
         match mode {
             SetMode::Set => assert!(stored, "step {}: set returned false", self.step),
@@ -532,7 +518,7 @@ impl<'b, B: Backend> Model<'b, B> {
             SetMode::Add => self.present(k, "add refused"),
         }
         if stored {
-            self.m.insert(k.to_vec(), Item { enc, val: v, exp });
+            self.m.insert(k.to_vec(), Stored { enc, val: v, exp });
         }
     }
 
@@ -543,9 +529,11 @@ impl<'b, B: Backend> Model<'b, B> {
             let k = key_bytes(id, self.nkeys);
             let v = self.step.to_le_bytes().iter().cycle().take(len).copied().collect::<Vec<u8>>();
             let (h, now, max) = (self.b.hash(&k), self.now, self.max);
-            let stored = self.b.with_shard(h, |g| g.set(&k, h, ENC_BYTES, &v, 0, SetMode::Set, now, max));
+            let stored = self.b.with_shard(h, |g| {
+                g.set(&Item { key: &k, hash: h, enc: ENC_BYTES, value: &v, expires: 0 }, SetMode::Set, now, max)
+            });
             assert_eq!(stored, Ok(true), "step {}: burst set", self.step);
-            self.m.insert(k, Item { enc: ENC_BYTES, val: v, exp: 0 });
+            self.m.insert(k, Stored { enc: ENC_BYTES, val: v, exp: 0 });
         }
     }
 
@@ -555,7 +543,10 @@ impl<'b, B: Backend> Model<'b, B> {
         let v = vec![0xee; len];
         let add = inp.u8().is_multiple_of(2);
         let mode = if add { SetMode::Add } else { SetMode::Set };
-        match self.b.with_shard(h, |g| g.set(k, h, ENC_BYTES, &v, 0, mode, now, max)) {
+        match self
+            .b
+            .with_shard(h, |g| g.set(&Item { key: k, hash: h, enc: ENC_BYTES, value: &v, expires: 0 }, mode, now, max))
+        {
             Err(Error::TooLarge { size, max: m }) => {
                 assert_eq!((size, m), ((k.len() + len) as u64, max), "step {}", self.step)
             }
@@ -696,7 +687,10 @@ impl<'b, B: Backend> Model<'b, B> {
                 let h = b.hash(k);
                 out.push(match what {
                     0 => (false, g.get(k, h, now, |e, v| (e, v.to_vec()))?),
-                    1 => (g.set(k, h, *enc, v, *exp, SetMode::Set, now, max)?, None),
+                    1 => (
+                        g.set(&Item { key: k, hash: h, enc: *enc, value: v, expires: *exp }, SetMode::Set, now, max)?,
+                        None,
+                    ),
                     _ => (g.delete(k, h, now)?, None),
                 });
             }
@@ -720,7 +714,7 @@ impl<'b, B: Backend> Model<'b, B> {
                 },
                 1 => {
                     assert!(flag, "step {}: batch set returned false", self.step);
-                    self.m.insert(k, Item { enc, val: v, exp });
+                    self.m.insert(k, Stored { enc, val: v, exp });
                 }
                 _ => {
                     if flag {
@@ -811,12 +805,18 @@ pub fn run_corrupt<B: Backend>(b: &B, data: &[u8]) -> Report {
             }
             1 => {
                 let v = (inp.u16() as i64).to_le_bytes();
-                b.with_shard(h, |g| g.set(&k, h, ENC_INT, &v, 0, SetMode::Set, now, max)).expect("set");
+                b.with_shard(h, |g| {
+                    g.set(&Item { key: &k, hash: h, enc: ENC_INT, value: &v, expires: 0 }, SetMode::Set, now, max)
+                })
+                .expect("set");
             }
             _ => {
                 let (enc, v) = value(&mut inp, (max as usize).saturating_sub(k.len()), i);
                 let exp = expiry(&mut inp, now);
-                b.with_shard(h, |g| g.set(&k, h, enc, &v, exp, SetMode::Set, now, max)).expect("set");
+                b.with_shard(h, |g| {
+                    g.set(&Item { key: &k, hash: h, enc, value: &v, expires: exp }, SetMode::Set, now, max)
+                })
+                .expect("set");
             }
         }
     }
@@ -855,7 +855,8 @@ pub fn run_corrupt<B: Backend>(b: &B, data: &[u8]) -> Report {
                 let (enc, v) = value(&mut inp, (max as usize).saturating_sub(k.len()), n + i);
                 let exp = expiry(&mut inp, now);
                 let mode = if sel & 0x80 == 0 { SetMode::Set } else { SetMode::Add };
-                let r = b.with_shard(h, |g| g.set(&k, h, enc, &v, exp, mode, now, max));
+                let r = b
+                    .with_shard(h, |g| g.set(&Item { key: &k, hash: h, enc, value: &v, expires: exp }, mode, now, max));
                 assert!(r.is_ok(), "set after damage: {r:?}");
             }
             4 => ok("delete", b.with_shard(h, |g| g.delete(&k, h, now)).map(|_| ())),
@@ -886,7 +887,14 @@ pub fn run_corrupt<B: Backend>(b: &B, data: &[u8]) -> Report {
     for i in 0..100 {
         let k = format!("after{i}").into_bytes();
         let h = b.hash(&k);
-        assert!(b.with_shard(h, |g| g.set(&k, h, ENC_BYTES, b"v", 0, SetMode::Set, now, max)).unwrap());
+        assert!(b
+            .with_shard(h, |g| g.set(
+                &Item { key: &k, hash: h, enc: ENC_BYTES, value: b"v", expires: 0 },
+                SetMode::Set,
+                now,
+                max
+            ))
+            .unwrap());
         let got = b.with_shard(h, |g| g.get(&k, h, now, |_, v| v.to_vec())).unwrap();
         assert_eq!(
             got.as_deref(),
@@ -957,7 +965,7 @@ fn damage(b: &impl Backend, inp: &mut Input) {
             None => random_byte,
         },
         3 | 4 => live_slot(inp)
-            .and_then(|i| record_field(inp, crate::table::entry_off(read_at(b, s, index + 8 * i, 8))))
+            .and_then(|i| record_field(inp, crate::index::entry_off(read_at(b, s, index + 8 * i, 8))))
             .unwrap_or(random_byte),
         5 => record_field(inp, read_at(b, s, HDR_TAIL, 8) % g.data_size).unwrap_or(random_byte),
         6 => (log + inp.below(g.data_size), 1),
@@ -1171,7 +1179,13 @@ mod tests {
                 let len = ((i * 997 + round * 31) % 3000) as usize;
                 let exp = if i % 5 == 0 { now + 20 } else { 0 };
                 op(&k, &mut |g, h| {
-                    g.set(&k, h, ENC_BYTES, &vec![i as u8; len], exp, SetMode::Set, now, max).map(|_| ())
+                    g.set(
+                        &Item { key: &k, hash: h, enc: ENC_BYTES, value: &vec![i as u8; len], expires: exp },
+                        SetMode::Set,
+                        now,
+                        max,
+                    )
+                    .map(|_| ())
                 });
                 op(&k, &mut |g, h| g.get(&k, h, now, |_, v| v.len()).map(|_| ()));
                 if i % 9 == 0 {
@@ -1180,7 +1194,13 @@ mod tests {
                 if i % 11 == 0 {
                     let n = format!("n{i}").into_bytes();
                     op(&n, &mut |g, h| {
-                        g.set(&n, h, ENC_INT, &5i64.to_le_bytes(), 0, SetMode::Set, now, max).map(|_| ())
+                        g.set(
+                            &Item { key: &n, hash: h, enc: ENC_INT, value: &5i64.to_le_bytes(), expires: 0 },
+                            SetMode::Set,
+                            now,
+                            max,
+                        )
+                        .map(|_| ())
                     });
                     op(&n, &mut |g, h| g.incr(&n, h, 3, now).map(|_| ()));
                     op(&n, &mut |g, h| g.touch(&n, h, now + 5, now).map(|_| ()));
@@ -1203,7 +1223,10 @@ mod tests {
                     let k = format!("k{i}").into_bytes();
                     let (enc, v) = value(&mut inp, 600, i);
                     let h = c.hash(&k);
-                    c.with_shard(h, |g| g.set(&k, h, enc, &v, 0, SetMode::Set, T0, 2048)).unwrap();
+                    c.with_shard(h, |g| {
+                        g.set(&Item { key: &k, hash: h, enc, value: &v, expires: 0 }, SetMode::Set, T0, 2048)
+                    })
+                    .unwrap();
                 }
                 let mut dmg = vec![rng.next_u64() as u8, sel];
                 dmg.extend((0..30).map(|_| rng.next_u64() as u8));
@@ -1214,7 +1237,15 @@ mod tests {
                     let _ = c.with_shard(h, |g| g.get(&k, h, T0 + 1, |_, v| v.len()));
                     let _ = c.shard(c.shard_of(h)).get_optimistic(&k, h, T0 + 1, |_, v| v.len());
                     if i % 3 == 0 {
-                        c.with_shard(h, |g| g.set(&k, h, ENC_BYTES, &[1; 300], 0, SetMode::Set, T0 + 1, 2048)).unwrap();
+                        c.with_shard(h, |g| {
+                            g.set(
+                                &Item { key: &k, hash: h, enc: ENC_BYTES, value: &[1; 300], expires: 0 },
+                                SetMode::Set,
+                                T0 + 1,
+                                2048,
+                            )
+                        })
+                        .unwrap();
                     }
                 }
                 for i in 0..c.nshards() {

@@ -7,9 +7,9 @@
 //! `O_CREAT` is atomic, so all processes converge on one new segment.
 
 use crate::cache::ShmCache;
-use crate::clock;
 use crate::error::Result;
 use crate::layout::Config;
+use crate::time;
 use arc_swap::{ArcSwap, Guard};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -34,7 +34,7 @@ impl Handle {
             cfg: *cfg,
             lock_timeout,
             current: ArcSwap::from_pointee(c),
-            next_check: AtomicU64::new(clock::coarse_ms() + RECHECK_MS),
+            next_check: AtomicU64::new(time::coarse_ms() + RECHECK_MS),
         })
     }
 
@@ -43,7 +43,7 @@ impl Handle {
     #[inline]
     pub fn cache(&self) -> Guard<Arc<ShmCache>> {
         let due = self.next_check.load(Relaxed);
-        let now = clock::coarse_ms();
+        let now = time::coarse_ms();
         // One thread per period wins the exchange and checks (no lock, so
         // nothing can be left held across a fork).
         if now >= due && self.next_check.compare_exchange(due, now + RECHECK_MS, Relaxed, Relaxed).is_ok() {
@@ -66,7 +66,7 @@ impl Handle {
 
     /// Check now rather than within a second (tests, admin).
     pub fn recheck_now(&self) {
-        self.next_check.store(clock::coarse_ms() + RECHECK_MS, Relaxed);
+        self.next_check.store(time::coarse_ms() + RECHECK_MS, Relaxed);
         self.recheck();
     }
 }

@@ -1,30 +1,44 @@
 //! shmcache core: a cache in one POSIX shared-memory segment, shared by every
 //! process of a host. No Python here; `python.rs` (feature `python`) is the
 //! thin PyO3 layer.
+//!
+//! The public API is what `examples/`, `fuzz/` and `python.rs` use: the
+//! re-exports below. The modules are internal (see docs/architecture.md).
 
-pub mod alloc;
-pub mod cache;
-pub mod clock;
-pub mod error;
-pub mod eviction;
-/// Fuzzing harnesses (fuzz/ targets and quick runs in `cargo test`); not API.
-#[doc(hidden)]
+pub(crate) mod cache;
+pub(crate) mod error;
+pub(crate) mod eviction;
+/// Fuzzing harnesses (fuzz/ targets and quick runs in `cargo test`); not API,
+/// and not built without the `fuzzing` feature (so not in the Python module).
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz_model;
-pub mod handle;
-pub mod layout;
-pub mod lock;
-pub mod segment;
-pub mod shard;
-pub mod stats;
-pub mod table;
+/// A handle that follows a LOCATION's name: what the Python module uses.
+#[cfg(any(test, feature = "python"))]
+pub(crate) mod handle;
+pub(crate) mod index;
+pub(crate) mod layout;
+pub(crate) mod lock;
+pub(crate) mod log;
+pub(crate) mod segment;
+pub(crate) mod shard;
+pub(crate) mod shards;
+pub(crate) mod stats;
+pub(crate) mod time;
 
 #[cfg(feature = "python")]
 mod python;
 
-pub use cache::{ShmCache, Wait};
+pub use cache::{ShmCache, Value, Wait};
 pub use error::{Error, Result};
 pub use layout::Config;
-pub use shard::{SetMode, Ttl, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
+pub use segment::{destroy, segment_name};
+pub use shard::{Item, SetMode, ShardGuard, Ttl, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
 pub use stats::{Counter, Stats};
+pub use time::{now_ms, LazyNow, Time, NEVER};
+/// Test hooks (feature `test-hooks`; the Python module's `_set_test_pause_ms`
+/// and `_set_clock_offset_ms`): a pause half-way through a set's value copy,
+/// and a shift of this process's clock.
+#[cfg(feature = "test-hooks")]
+pub use {shard::set_test_pause_ms, time::set_offset_ms};
 #[cfg(test)]
 mod core_tests;

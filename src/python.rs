@@ -9,12 +9,12 @@
 //! shard lock is held and a shard lock is never awaited with the GIL held.
 
 use crate::cache::{ShmCache, Wait};
-use crate::clock::{self, LazyNow};
 use crate::error::Error;
 use crate::handle::Handle;
 use crate::layout::Config;
 use crate::segment;
-use crate::shard::{SetMode, ShardGuard, Ttl, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
+use crate::shard::{Item, SetMode, ShardGuard, Ttl, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
+use crate::time::{self, LazyNow};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyKeyError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -119,7 +119,7 @@ fn key<'a>(k: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
 /// The absolute expiry for `timeout` seconds from `now`.
 fn expires(timeout: Option<f64>, now: u64) -> PyResult<u64> {
     match timeout {
-        None => Ok(clock::NEVER),
+        None => Ok(time::NEVER),
         Some(t) if t.is_finite() && t > 0.0 && t < 1e11 => Ok(now + (t * 1000.0).ceil() as u64),
         Some(t) => Err(PyValueError::new_err(format!(
             "timeout {t} must be a positive number of seconds below 1e11, or None for never"
@@ -294,7 +294,7 @@ impl Cache {
         match c.with_shard(h, Wait::No, |g| g.get(key, h, now, |e, v| out(py, e, v))) {
             Err(Error::WouldBlock) => {
                 let r = py.detach(|| {
-                    c.with_shard(h, Wait::Bounded, |g| g.get(key, h, clock::now_ms(), |e, v| (e, v.to_vec())))
+                    c.with_shard(h, Wait::Bounded, |g| g.get(key, h, time::now_ms(), |e, v| (e, v.to_vec())))
                 });
                 Ok(r.map_err(to_py)?.map(|(e, v)| out(py, e, &v)))
             }
@@ -316,11 +316,11 @@ impl Cache {
         let key: &[u8] = &k;
         let v = val(value)?;
         let (e, bytes) = v.parts();
-        let now = clock::now_ms();
+        let now = time::now_ms();
         let c = self.cache();
         let (h, exp, max) = (c.hash(key), expires(timeout, now)?, c.geometry().max_item_size);
         let mode = if add { SetMode::Add } else { SetMode::Set };
-        run(&c, py, h, |g| g.set(key, h, e, bytes, exp, mode, now, max))
+        run(&c, py, h, |g| g.set(&Item { key, hash: h, enc: e, value: bytes, expires: exp }, mode, now, max))
     }
 
     /// Store many `(key, value)`; returns the indexes that were not stored
@@ -331,7 +331,7 @@ impl Cache {
         items: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)>,
         timeout: Option<f64>,
     ) -> PyResult<Vec<usize>> {
-        let now = clock::now_ms();
+        let now = time::now_ms();
         let exp = expires(timeout, now)?;
         let vals: Vec<Val> = items.iter().map(|(_, v)| val(v)).collect::<PyResult<_>>()?;
         let owned: Vec<Cow<[u8]>> = items.iter().map(|(k, _)| key(k)).collect::<PyResult<_>>()?;
@@ -348,7 +348,12 @@ impl Cache {
                 &plan,
                 |g, h, i| {
                     let (e, b) = vals_ref[i].parts();
-                    match g.set(keys_ref[i], h, e, b, exp, SetMode::Set, now, max) {
+                    match g.set(
+                        &Item { key: keys_ref[i], hash: h, enc: e, value: b, expires: exp },
+                        SetMode::Set,
+                        now,
+                        max,
+                    ) {
                         Err(Error::TooLarge { .. }) => {
                             failed.push(i);
                             Ok(())
@@ -389,14 +394,14 @@ impl Cache {
     }
 
     fn delete(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let now = clock::now_ms();
+        let now = time::now_ms();
         self.keyed(py, key, |g, k, h| g.delete(k, h, now))
     }
 
     /// Delete many keys; returns how many existed.
     fn delete_many(&self, py: Python<'_>, keys: Vec<Bound<'_, PyAny>>) -> PyResult<usize> {
         let keys: Vec<Cow<[u8]>> = keys.iter().map(key).collect::<PyResult<_>>()?;
-        let now = clock::now_ms();
+        let now = time::now_ms();
         let c = self.cache();
         let c = &*c;
         let plan = c.plan(&keys);
@@ -420,7 +425,7 @@ impl Cache {
 
     #[pyo3(signature = (key, timeout))]
     fn touch(&self, py: Python<'_>, key: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<bool> {
-        let now = clock::now_ms();
+        let now = time::now_ms();
         let exp = expires(timeout, now)?;
         self.keyed(py, key, |g, k, h| g.touch(k, h, exp, now))
     }
@@ -428,18 +433,18 @@ impl Cache {
     /// Atomically add `delta` to an integer; KeyError if missing, TypeError
     /// if not an integer, OverflowError past the signed 64-bit range.
     fn incr(&self, py: Python<'_>, key: &Bound<'_, PyAny>, delta: i64) -> PyResult<i64> {
-        let now = clock::now_ms();
+        let now = time::now_ms();
         self.keyed(py, key, |g, k, h| g.incr(k, h, delta, now))
     }
 
     fn has(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let now = clock::now_ms();
+        let now = time::now_ms();
         self.keyed(py, key, |g, k, h| g.contains(k, h, now))
     }
 
     /// Milliseconds left; -1 if it never expires; -2 if missing (like Redis TTL).
     fn ttl_ms(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<i64> {
-        let now = clock::now_ms();
+        let now = time::now_ms();
         Ok(match self.keyed(py, key, |g, k, h| g.ttl(k, h, now))? {
             Ttl::Missing => -2,
             Ttl::Never => -1,
@@ -534,7 +539,7 @@ fn _set_test_pause_ms(ms: u64) {
 #[cfg(feature = "test-hooks")]
 #[pyfunction]
 fn _set_clock_offset_ms(ms: i64) {
-    clock::set_offset_ms(ms);
+    time::set_offset_ms(ms);
 }
 
 #[pymodule]

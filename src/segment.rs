@@ -312,9 +312,6 @@ impl Segment {
     pub fn base(&self) -> *mut u8 {
         self.base.as_ptr()
     }
-    pub fn len(&self) -> usize {
-        self.len
-    }
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -327,7 +324,7 @@ impl Segment {
     }
     /// Does the name in /dev/shm still point at the segment we mapped?
     pub fn name_is_current(&self) -> bool {
-        matches!(rustix::fs::stat(format!("{SHM_DIR}{}", self.name)), Ok(s) if s.st_ino as u64 == self.inode)
+        matches!(rustix::fs::stat(format!("{SHM_DIR}{}", self.name)), Ok(s) if s.st_ino == self.inode)
     }
 }
 

@@ -5,15 +5,23 @@
 //! seq odd; the next locker sees EOWNERDEAD and an odd seq and wipes this
 //! shard only. Any inconsistency found while reading shared memory is reported
 //! as `Error::Corrupt`, after which the caller wipes the shard.
+//!
+//! This module holds those rules (the header, the lock, the guard, the wipe)
+//! and the operations on one shard (get, set, delete, touch, incr, ttl,
+//! contains). Log housekeeping (placing records, reclaiming the tail, the
+//! expiry sweep) is in `shard/reclaim.rs`; the full check in `shard/verify.rs`.
 
-use crate::alloc::{Log, RecHdr, KIND_DEAD, KIND_LIVE};
-use crate::clock::{self, Time};
+mod reclaim;
+mod verify;
+
 use crate::error::{Error, Result};
-use crate::eviction::{self, Action, MOVE_BUDGET};
+use crate::index::Index;
 use crate::layout::{rec_size, Geometry, REC_HDR, SHARD_HEADER_SIZE};
 use crate::lock::{Acquired, LockError, MutexRef, MUTEX_SLOT};
+use crate::log::{Log, RecHdr, KIND_DEAD, KIND_LIVE};
 use crate::stats::{Counter, ShardCounters};
-use crate::table::Index;
+use crate::time::{self, Time};
+use reclaim::SWEEP_PER_WRITE;
 use std::sync::atomic::{
     fence, AtomicU64,
     Ordering::{Acquire, Relaxed, Release},
@@ -27,9 +35,6 @@ pub const ENC_BYTES: u8 = 0;
 pub const ENC_PICKLE: u8 = 1;
 pub const ENC_INT: u8 = 2;
 pub const ENC_STR: u8 = 3;
-
-/// Items examined by the amortised expiry sweep on each write.
-const SWEEP_PER_WRITE: u32 = 4;
 
 #[repr(C, align(64))]
 pub struct ShardHeader {
@@ -77,6 +82,19 @@ pub struct Shard {
 // SAFETY: the shard's shared state is only touched through atomics or under its lock.
 unsafe impl Send for Shard {}
 unsafe impl Sync for Shard {}
+
+/// An item to store (`ShardGuard::set`).
+#[derive(Debug, Clone, Copy)]
+pub struct Item<'a> {
+    pub key: &'a [u8],
+    /// The key's hash (`ShmCache::hash`).
+    pub hash: u64,
+    /// Value encoding (`ENC_*`).
+    pub enc: u8,
+    pub value: &'a [u8],
+    /// Absolute expiry in wall-clock ms; `time::NEVER` (0) = never.
+    pub expires: u64,
+}
 
 /// How `set` behaves when the key exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,7 +219,7 @@ impl Shard {
         let r = match found {
             None => None,
             Some((_, off, rh)) => {
-                if clock::expired(rh.expires, now) || self.log.visited(off).load(Relaxed) == 0 {
+                if time::expired(rh.expires, now) || self.log.visited(off).load(Relaxed) == 0 {
                     return None;
                 }
                 Some(f(rh.enc, self.log.value(off, &rh)))
@@ -231,18 +249,6 @@ impl Shard {
             }
             r => r,
         }
-    }
-
-    /// Check the whole shard under its lock (`ShardGuard::verify`). A shard
-    /// found damaged is wiped, as `with_lock` wipes it, and the damage is
-    /// still reported (`Error::Corrupt`), so that a check says what it found.
-    pub fn verify(&self, timeout: Option<Duration>) -> Result<(u64, u64)> {
-        let mut g = self.lock(timeout)?;
-        let r = g.verify();
-        if let Err(Error::Corrupt(_)) = r {
-            g.wipe();
-        }
-        r
     }
 
     /// Take the lock: without waiting (`timeout` None) or for at most `timeout`.
@@ -297,20 +303,6 @@ impl Drop for ShardGuard<'_> {
     }
 }
 
-/// One step of a walk of the log from the tail towards the head.
-enum Step {
-    /// Bytes at the end of the region too few for a record header: skip them.
-    Gap(u64),
-    /// A record: physical offset, header, length (bounds-checked).
-    Rec(u64, RecHdr, u64),
-}
-
-/// A record that is not live and may be stepped over: a dead one, or the
-/// wrap marker that fills the region's end.
-fn skippable(rh: &RecHdr, phys: u64, len: u64, size: u64) -> bool {
-    rh.kind == KIND_DEAD || (rh.kind == crate::alloc::KIND_WRAP && phys + len == size)
-}
-
 impl<'a> ShardGuard<'a> {
     #[inline]
     fn h(&self) -> &'a ShardHeader {
@@ -342,7 +334,7 @@ impl<'a> ShardGuard<'a> {
             && head - tail <= self.log().size()
             && h.items.load(Relaxed) <= self.shard.max_items
             && h.live_bytes.load(Relaxed) <= head - tail
-            && (self.dirty || h.seq.load(Relaxed) % 2 == 0)
+            && (self.dirty || h.seq.load(Relaxed).is_multiple_of(2))
     }
 
     /// Drop every item of this shard. Counters survive.
@@ -380,7 +372,7 @@ impl<'a> ShardGuard<'a> {
     /// Look up `key`, dropping it if expired.
     fn lookup_live(&mut self, key: &[u8], hash: u64, now: impl Time) -> Result<Option<(usize, u64, RecHdr)>> {
         match self.lookup(key, hash)? {
-            Some((slot, off, rh)) if clock::expired(rh.expires, now) => {
+            Some((slot, off, rh)) if time::expired(rh.expires, now) => {
                 self.unlink(slot, off, &rh, Some(Counter::Expirations))?;
                 Ok(None)
             }
@@ -434,7 +426,7 @@ impl<'a> ShardGuard<'a> {
     pub fn ttl(&mut self, key: &[u8], hash: u64, now: u64) -> Result<Ttl> {
         Ok(match self.lookup_live(key, hash, now)? {
             None => Ttl::Missing,
-            Some((_, _, rh)) if rh.expires == clock::NEVER => Ttl::Never,
+            Some((_, _, rh)) if rh.expires == time::NEVER => Ttl::Never,
             Some((_, _, rh)) => Ttl::Ms(rh.expires - now),
         })
     }
@@ -480,17 +472,8 @@ impl<'a> ShardGuard<'a> {
 
     /// Store `key` -> (enc, value). Returns false only for `SetMode::Add`
     /// when a live item exists. Evicts as needed; never fails for lack of room.
-    pub fn set(
-        &mut self,
-        key: &[u8],
-        hash: u64,
-        enc: u8,
-        value: &[u8],
-        expires: u64,
-        mode: SetMode,
-        now: u64,
-        max_item: u64,
-    ) -> Result<bool> {
+    pub fn set(&mut self, item: &Item, mode: SetMode, now: u64, max_item: u64) -> Result<bool> {
+        let &Item { key, hash, enc, value, expires } = item;
         let size = key.len() as u64 + value.len() as u64;
         if size > max_item {
             return Err(Error::TooLarge { size, max: max_item });
@@ -579,169 +562,5 @@ impl<'a> ShardGuard<'a> {
         }
         // SAFETY: the caller's record (allocated or validated by lookup) spans at..at + value.len().
         unsafe { std::ptr::copy_nonoverlapping(value.as_ptr(), dst, value.len()) };
-    }
-
-    /// Find `n` contiguous bytes at the head, reclaiming from the tail.
-    fn alloc(&mut self, n: u64, now: u64) -> Result<u64> {
-        let log = self.log();
-        let size = log.size();
-        let mut budget = MOVE_BUDGET;
-        // Each step reclaims or moves one record; a full lap is the most needed.
-        for _ in 0..(size / 8 + MOVE_BUDGET as u64 + 2) {
-            let h = self.h();
-            let (head, tail) = (h.head.load(Relaxed), h.tail.load(Relaxed));
-            let skip = log.skip_for(head, n);
-            let free = size - (head - tail);
-            let index_full = h.items.load(Relaxed) >= self.shard.max_items;
-            if !index_full && free >= skip + n + self.shard.reserve {
-                log.write_wrap(head, skip);
-                h.head.store(head + skip + n, Relaxed);
-                return Ok(log.phys(head + skip));
-            }
-            self.reclaim_one(now, &mut budget, index_full)?;
-        }
-        Err(Error::Corrupt("allocator made no progress"))
-    }
-
-    /// The record at logical position `cur` (tail <= cur < head), with the
-    /// checks every walk of the log makes of lengths read from shared memory.
-    fn step_at(&self, cur: u64, head: u64) -> Result<Step> {
-        let log = self.log();
-        let size = log.size();
-        let phys = log.phys(cur);
-        if size - phys < REC_HDR {
-            return Ok(Step::Gap(size - phys));
-        }
-        let rh = log.hdr(phys)?;
-        let len = rh.rec_len as u64;
-        if len < REC_HDR || len % 8 != 0 || phys + len > size || len > head - cur {
-            return Err(Error::Corrupt("bad record length"));
-        }
-        Ok(Step::Rec(phys, rh, len))
-    }
-
-    /// Process the record at the tail: skip, expire, move or evict it.
-    fn reclaim_one(&mut self, now: u64, budget: &mut u32, force: bool) -> Result<()> {
-        let log = self.log();
-        let size = log.size();
-        let h = self.h();
-        let (head, tail) = (h.head.load(Relaxed), h.tail.load(Relaxed));
-        if head == tail {
-            return Err(Error::Corrupt("log empty but no room"));
-        }
-        let (phys, rh, len) = match self.step_at(tail, head)? {
-            Step::Gap(n) => {
-                h.tail.store(tail + n, Relaxed);
-                return Ok(());
-            }
-            Step::Rec(phys, rh, len) => (phys, rh, len),
-        };
-        if rh.kind == KIND_LIVE {
-            log.check_live(phys, &rh)?;
-            let visited = log.visited(phys).load(Relaxed) != 0;
-            let skip = log.skip_for(head, len);
-            let room = size - (head - tail) >= skip + len;
-            let slot = self.shard.index().slot_of(rh.hash, phys)?;
-            let full = eviction::memory_full(h.live_bytes.load(Relaxed), size);
-            match eviction::decide(rh.expires, visited, now, *budget, room, force, full) {
-                action @ (Action::Keep | Action::SecondChance) => {
-                    *budget -= 1;
-                    log.write_wrap(head, skip);
-                    let to = log.phys(head + skip);
-                    log.move_record(phys, to, len);
-                    if action == Action::SecondChance {
-                        log.visited(to).store(0, Relaxed);
-                    }
-                    self.shard.index().repoint(slot, rh.hash, to);
-                    h.head.store(head + skip + len, Relaxed);
-                }
-                Action::Expire => self.unlink(slot, phys, &rh, Some(Counter::Expirations))?,
-                Action::Evict => self.unlink(slot, phys, &rh, Some(Counter::Evictions))?,
-            }
-        } else if !skippable(&rh, phys, len, size) {
-            return Err(Error::Corrupt("unknown record kind at tail"));
-        }
-        h.tail.store(tail + len, Relaxed);
-        Ok(())
-    }
-
-    /// Examine a few records after the sweep cursor and drop expired ones,
-    /// so expired items are reclaimed even when nobody reads them.
-    fn sweep(&mut self, now: u64, count: u32) -> Result<()> {
-        let log = self.log();
-        let h = self.h();
-        let (head, tail) = (h.head.load(Relaxed), h.tail.load(Relaxed));
-        let mut cur = h.cursor.load(Relaxed);
-        if cur < tail || cur > head {
-            cur = tail;
-        }
-        for _ in 0..count {
-            if cur >= head {
-                cur = tail;
-                break;
-            }
-            let (phys, rh, len) = match self.step_at(cur, head)? {
-                Step::Gap(n) => {
-                    cur += n;
-                    continue;
-                }
-                Step::Rec(phys, rh, len) => (phys, rh, len),
-            };
-            if rh.kind == KIND_LIVE && clock::expired(rh.expires, now) {
-                log.check_live(phys, &rh)?;
-                let slot = self.shard.index().slot_of(rh.hash, phys)?;
-                self.unlink(slot, phys, &rh, Some(Counter::Expirations))?;
-            }
-            cur += len;
-        }
-        self.h().cursor.store(cur, Relaxed);
-        Ok(())
-    }
-
-    /// Walk the whole log and check it against the header and the index
-    /// (tests and diagnostics): returns (live items, live bytes).
-    pub fn verify(&self) -> Result<(u64, u64)> {
-        let log = self.log();
-        let size = log.size();
-        let h = self.h();
-        let (head, tail) = (h.head.load(Relaxed), h.tail.load(Relaxed));
-        // The sweep restarts from the tail when its cursor fell behind it, but
-        // trusts a cursor up to the head to sit on a record boundary (and one
-        // past the head would land inside records once the head moves on).
-        let cursor = h.cursor.load(Relaxed);
-        let mut cursor_ok = cursor < tail || cursor == head;
-        let (mut items, mut bytes, mut cur) = (0u64, 0u64, tail);
-        while cur < head {
-            cursor_ok |= cur == cursor;
-            // The same checks reclaiming and sweeping make, so that a shard
-            // that passes here cannot fail them later.
-            let (phys, rh, len) = match self.step_at(cur, head)? {
-                Step::Gap(n) => {
-                    cur += n;
-                    continue;
-                }
-                Step::Rec(phys, rh, len) => (phys, rh, len),
-            };
-            if rh.kind == KIND_LIVE {
-                log.check_live(phys, &rh)?;
-                self.shard.index().slot_of(rh.hash, phys)?;
-                items += 1;
-                bytes += len;
-            } else if !skippable(&rh, phys, len, size) {
-                return Err(Error::Corrupt("unknown record kind"));
-            }
-            cur += len;
-        }
-        if !cursor_ok {
-            return Err(Error::Corrupt("sweep cursor inside a record"));
-        }
-        if items != h.items.load(Relaxed) || bytes != h.live_bytes.load(Relaxed) {
-            return Err(Error::Corrupt("header counts disagree with the log"));
-        }
-        // Every live record has its slot (above); no slot may point elsewhere.
-        if self.shard.index().occupied() != items {
-            return Err(Error::Corrupt("index entries without a live record"));
-        }
-        Ok((items, bytes))
     }
 }

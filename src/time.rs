@@ -4,7 +4,7 @@
 //! a value be returned after the clock says it has expired.
 
 use std::cell::Cell;
-#[cfg(any(test, feature = "test-hooks"))]
+#[cfg(feature = "test-hooks")]
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub const NEVER: u64 = 0;
 
 /// Test hook: a shift of this process's clock (test builds only).
-#[cfg(any(test, feature = "test-hooks"))]
+#[cfg(feature = "test-hooks")]
 static OFFSET_MS: AtomicI64 = AtomicI64::new(0);
 
 /// Milliseconds since the Unix epoch (plus the test offset in test builds,
@@ -20,14 +20,14 @@ static OFFSET_MS: AtomicI64 = AtomicI64::new(0);
 #[inline]
 pub fn now_ms() -> u64 {
     let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(1);
-    #[cfg(any(test, feature = "test-hooks"))]
+    #[cfg(feature = "test-hooks")]
     let ms = ms + OFFSET_MS.load(Ordering::Relaxed);
     ms.max(1) as u64
 }
 
 /// Shift this process's clock (test builds only: lets a test expire items
 /// without sleeping).
-#[cfg(any(test, feature = "test-hooks"))]
+#[cfg(feature = "test-hooks")]
 pub fn set_offset_ms(ms: i64) {
     OFFSET_MS.store(ms, Ordering::Relaxed);
 }
@@ -80,7 +80,8 @@ impl Time for &LazyNow {
 }
 
 /// Coarse monotonic milliseconds (`CLOCK_MONOTONIC_COARSE`: a few ns, ticks
-/// every few ms). For periodic housekeeping, never for expiry.
+/// every few ms). For periodic housekeeping (`handle.rs`), never for expiry.
+#[cfg(any(test, feature = "python"))]
 #[inline]
 pub fn coarse_ms() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };

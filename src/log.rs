@@ -1,5 +1,6 @@
-//! The log allocator of one shard: a circular byte region where items are
-//! appended at the head and reclaimed at the tail (see `eviction.rs`).
+//! The log of one shard: a circular byte region where items are
+//! appended at the head and reclaimed at the tail (`shard/reclaim.rs`, with
+//! the policy of `eviction.rs`).
 //!
 //! Positions `head`, `tail` and the sweep cursor are *logical* byte counts
 //! that only grow; the physical offset is `pos % data_size`. A record never
@@ -61,7 +62,7 @@ impl Log {
     /// Read a record header, checking that it lies inside the region.
     #[inline]
     pub fn hdr(&self, off: u64) -> Result<RecHdr> {
-        if off % 8 != 0 || off.checked_add(REC_HDR).is_none_or(|e| e > self.size) {
+        if !off.is_multiple_of(8) || off.checked_add(REC_HDR).is_none_or(|e| e > self.size) {
             return Err(Error::Corrupt("record offset out of bounds"));
         }
         // SAFETY: bounds checked above; RecHdr is plain old data, any bytes are valid.
@@ -153,4 +154,91 @@ impl Log {
             self.write_hdr(self.phys(head), &h);
         }
     }
+}
+
+/// One step of a walk of the log from the tail towards the head.
+#[derive(Debug, Clone, Copy)]
+pub enum Step {
+    /// `len` bytes at the end of the region, at logical position `at`, too
+    /// few for a record header: skipped.
+    Gap { at: u64, len: u64 },
+    /// A record at logical position `at` (physical `phys`): its header and
+    /// its length, bounds-checked.
+    Rec { at: u64, phys: u64, hdr: RecHdr, len: u64 },
+}
+
+impl Step {
+    /// Logical position of the step.
+    #[inline]
+    pub fn at(&self) -> u64 {
+        match *self {
+            Step::Gap { at, .. } | Step::Rec { at, .. } => at,
+        }
+    }
+}
+
+/// A walk of the log from a logical position up to the head (reclaiming at
+/// the tail, the sweep, verification): every record header it yields was
+/// read through `Log::hdr` and its length checked against the region and the
+/// head. It ends at the head, or after yielding an error.
+pub struct LogWalk {
+    log: Log,
+    cur: u64,
+    head: u64,
+    failed: bool,
+}
+
+impl LogWalk {
+    /// Walk from logical `from` (a record boundary, `tail <= from`) to `head`.
+    #[inline]
+    pub fn new(log: Log, from: u64, head: u64) -> LogWalk {
+        LogWalk { log, cur: from, head, failed: false }
+    }
+
+    /// The logical position of the next step (after the last one yielded).
+    #[inline]
+    pub fn pos(&self) -> u64 {
+        self.cur
+    }
+
+    /// The step at `cur` (< head), with the checks every walk makes of
+    /// lengths read from shared memory.
+    #[inline]
+    fn step_at(&self, cur: u64) -> Result<Step> {
+        let size = self.log.size;
+        let phys = self.log.phys(cur);
+        if size - phys < REC_HDR {
+            return Ok(Step::Gap { at: cur, len: size - phys });
+        }
+        let hdr = self.log.hdr(phys)?;
+        let len = hdr.rec_len as u64;
+        if len < REC_HDR || !len.is_multiple_of(8) || phys + len > size || len > self.head - cur {
+            return Err(Error::Corrupt("bad record length"));
+        }
+        Ok(Step::Rec { at: cur, phys, hdr, len })
+    }
+}
+
+impl Iterator for LogWalk {
+    type Item = Result<Step>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Result<Step>> {
+        if self.failed || self.cur >= self.head {
+            return None;
+        }
+        let r = self.step_at(self.cur);
+        match &r {
+            Ok(Step::Gap { len, .. } | Step::Rec { len, .. }) => self.cur += len,
+            Err(_) => self.failed = true,
+        }
+        Some(r)
+    }
+}
+
+/// A record that is not live and may be stepped over: a dead one, or the
+/// wrap marker that fills the region's end.
+#[inline]
+pub fn skippable(rh: &RecHdr, phys: u64, len: u64, size: u64) -> bool {
+    rh.kind == KIND_DEAD || (rh.kind == KIND_WRAP && phys + len == size)
 }

@@ -1,0 +1,112 @@
+//! Log housekeeping of one shard, under its lock: placing a record at the
+//! head (`alloc`), reclaiming the record at the tail (`reclaim_one`: skip,
+//! expire, move or evict it, as `eviction.rs` decides) and the amortised
+//! expiry sweep (`sweep`).
+
+use super::ShardGuard;
+use crate::error::{Error, Result};
+use crate::eviction::{self, Action, MOVE_BUDGET};
+use crate::log::{skippable, LogWalk, Step, KIND_LIVE};
+use crate::stats::Counter;
+use crate::time;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Items examined by the amortised expiry sweep on each write.
+pub(super) const SWEEP_PER_WRITE: u32 = 4;
+
+impl ShardGuard<'_> {
+    /// Find `n` contiguous bytes at the head, reclaiming from the tail.
+    pub(super) fn alloc(&mut self, n: u64, now: u64) -> Result<u64> {
+        let log = self.log();
+        let size = log.size();
+        let mut budget = MOVE_BUDGET;
+        // Each step reclaims or moves one record; a full lap is the most needed.
+        for _ in 0..(size / 8 + MOVE_BUDGET as u64 + 2) {
+            let h = self.h();
+            let (head, tail) = (h.head.load(Relaxed), h.tail.load(Relaxed));
+            let skip = log.skip_for(head, n);
+            let free = size - (head - tail);
+            let index_full = h.items.load(Relaxed) >= self.shard.max_items;
+            if !index_full && free >= skip + n + self.shard.reserve {
+                log.write_wrap(head, skip);
+                h.head.store(head + skip + n, Relaxed);
+                return Ok(log.phys(head + skip));
+            }
+            self.reclaim_one(now, &mut budget, index_full)?;
+        }
+        Err(Error::Corrupt("allocator made no progress"))
+    }
+
+    /// Process the record at the tail: skip, expire, move or evict it.
+    fn reclaim_one(&mut self, now: u64, budget: &mut u32, force: bool) -> Result<()> {
+        let log = self.log();
+        let size = log.size();
+        let h = self.h();
+        let (head, tail) = (h.head.load(Relaxed), h.tail.load(Relaxed));
+        let mut walk = LogWalk::new(log, tail, head);
+        let (phys, rh, len) = match walk.next().ok_or(Error::Corrupt("log empty but no room"))?? {
+            Step::Gap { len, .. } => {
+                h.tail.store(tail + len, Relaxed);
+                return Ok(());
+            }
+            Step::Rec { phys, hdr, len, .. } => (phys, hdr, len),
+        };
+        if rh.kind == KIND_LIVE {
+            log.check_live(phys, &rh)?;
+            let visited = log.visited(phys).load(Relaxed) != 0;
+            let skip = log.skip_for(head, len);
+            let room = size - (head - tail) >= skip + len;
+            let slot = self.shard.index().slot_of(rh.hash, phys)?;
+            let full = eviction::memory_full(h.live_bytes.load(Relaxed), size);
+            match eviction::decide(rh.expires, visited, now, *budget, room, force, full) {
+                action @ (Action::Keep | Action::SecondChance) => {
+                    *budget -= 1;
+                    log.write_wrap(head, skip);
+                    let to = log.phys(head + skip);
+                    log.move_record(phys, to, len);
+                    if action == Action::SecondChance {
+                        log.visited(to).store(0, Relaxed);
+                    }
+                    self.shard.index().repoint(slot, rh.hash, to);
+                    h.head.store(head + skip + len, Relaxed);
+                }
+                Action::Expire => self.unlink(slot, phys, &rh, Some(Counter::Expirations))?,
+                Action::Evict => self.unlink(slot, phys, &rh, Some(Counter::Evictions))?,
+            }
+        } else if !skippable(&rh, phys, len, size) {
+            return Err(Error::Corrupt("unknown record kind at tail"));
+        }
+        h.tail.store(tail + len, Relaxed);
+        Ok(())
+    }
+
+    /// Examine a few records after the sweep cursor and drop expired ones,
+    /// so expired items are reclaimed even when nobody reads them.
+    pub(super) fn sweep(&mut self, now: u64, count: u32) -> Result<()> {
+        let log = self.log();
+        let h = self.h();
+        let (head, tail) = (h.head.load(Relaxed), h.tail.load(Relaxed));
+        let mut cur = h.cursor.load(Relaxed);
+        if cur < tail || cur > head {
+            cur = tail;
+        }
+        let mut walk = LogWalk::new(log, cur, head);
+        let mut lap_done = false;
+        for _ in 0..count {
+            // (A gap at the region's end counts as one of the `count` steps.)
+            let Some(step) = walk.next() else {
+                lap_done = true; // at the head: start again from the tail
+                break;
+            };
+            if let Step::Rec { phys, hdr: rh, .. } = step? {
+                if rh.kind == KIND_LIVE && time::expired(rh.expires, now) {
+                    log.check_live(phys, &rh)?;
+                    let slot = self.shard.index().slot_of(rh.hash, phys)?;
+                    self.unlink(slot, phys, &rh, Some(Counter::Expirations))?;
+                }
+            }
+        }
+        h.cursor.store(if lap_done { tail } else { walk.pos() }, Relaxed);
+        Ok(())
+    }
+}
