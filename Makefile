@@ -39,7 +39,7 @@ test-rust:
 test-python: build
 	$(ACT) $(BIN)/python -m pytest -q tests
 
-test: test-rust test-python
+test: lint test-rust test-python
 
 demo: build
 	$(ACT) $(BIN)/python -m demo.run_demo

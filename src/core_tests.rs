@@ -355,7 +355,17 @@ fn reopen_shares_and_geometry_mismatch_is_refused() {
     assert_eq!(get(&c, b"k"), Some(b"v".to_vec()), "refusal must not touch the data");
     // Once nobody is attached, a new geometry replaces the stale segment (a redeploy with a new SIZE).
     c.close_keep();
-    let c3 = TestCache(Some(ShmCache::open_named(&name, &other, Duration::from_millis(100)).unwrap()));
+    // A test running beside this one that forks inherits this segment's fd
+    // (and its attach lock) until its child exits: wait for that, bounded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let c3 = loop {
+        match ShmCache::open_named(&name, &other, Duration::from_millis(100)) {
+            Err(Error::GeometryMismatch(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            r => break TestCache(Some(r.unwrap())),
+        }
+    };
     assert_eq!(c3.geometry().total_size, Geometry::compute(&other).unwrap().total_size);
     assert_eq!(get(&c3, b"k"), None);
 }

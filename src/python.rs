@@ -385,10 +385,10 @@ impl Cache {
     /// `(value, ttl_ms)` read together under the lock (`ttl_ms` -1: never
     /// expires), or None if missing.
     fn get_with_ttl<'py>(&self, py: Python<'py>, key: &Bound<'_, PyAny>) -> PyResult<Option<(Bound<'py, PyAny>, i64)>> {
-        let now = clock::now_ms();
+        let now = time::now_ms();
         let got = self.keyed(py, key, |g, k, h| g.get_entry(k, h, now, |e, v, exp| (e, v.to_vec(), exp)))?;
         Ok(got.map(|(e, v, exp)| {
-            let ms = if exp == clock::NEVER { -1 } else { exp.saturating_sub(now).min(i64::MAX as u64) as i64 };
+            let ms = if exp == time::NEVER { -1 } else { exp.saturating_sub(now).min(i64::MAX as u64) as i64 };
             (out(py, e, &v), ms)
         }))
     }
