@@ -114,7 +114,12 @@ def main() -> int:
     t_start = time.time()
     meta = {
         "command": "make bench (= .venv/bin/python -m bench.run" + (" --quick" if quick else "") + ")",
-        "argv": " ".join([os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(ROOT) else sys.executable] + sys.argv),
+        "argv": " ".join(
+            [os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(ROOT) else sys.executable]
+            # Run as a module, argv[0] is this file's full path: say -m instead.
+            + (["-m", __spec__.name] if __spec__ else [os.path.relpath(sys.argv[0], ROOT)])
+            + sys.argv[1:]
+        ),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": os.cpu_count(), "cpu": cpu_model(), "kernel": platform.release(),
         "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),

@@ -3,33 +3,17 @@ rules of the Django face, and the fixes the structure review asked for."""
 
 import logging
 import re
-import subprocess
-import sys
-import textwrap
-import time
 import warnings
 from pathlib import Path
 
 import pytest
 
 import shmcache
+from devkit.lock_holder import hold_shard_lock
 from shmcache.client import Cache
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE, MAX_ITEM = "8MB", "64KB"
-
-HOLDER = textwrap.dedent(
-    """
-    import sys, shmcache
-    from shmcache import _core
-    name, key = sys.argv[1], sys.argv[2]
-    c = shmcache.Cache(name, size="8MB", max_item_size="64KB")
-    _core._set_test_pause_ms(60_000)  # pause half-way through writing, lock held
-    print("writing", flush=True)
-    c.set(key, b"x" * 60_000)
-    """
-)
-
 
 @pytest.fixture
 def held_shard(location):
@@ -38,18 +22,8 @@ def held_shard(location):
     procs = []
 
     def hold(key):
-        p = subprocess.Popen([sys.executable, "-c", HOLDER, location, key], stdout=subprocess.PIPE, text=True)
-        procs.append(p)
-        assert p.stdout.readline().strip() == "writing"
-        probe = Cache(location, size=SIZE, max_item_size=MAX_ITEM, lock_timeout=0.01)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # until the lock is really held
-            try:
-                probe.has_key(key)
-            except shmcache.LockTimeout:
-                return p
-            time.sleep(0.01)
-        raise AssertionError("the holder never took the lock")
+        procs.append(hold_shard_lock(location, key, SIZE, MAX_ITEM, 60_000))
+        return procs[-1]
 
     yield hold
     for p in procs:

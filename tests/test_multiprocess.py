@@ -14,6 +14,7 @@ import time
 import pytest
 
 import shmcache
+from devkit.lock_holder import hold_shard_lock
 
 FORK = mp.get_context("fork")
 
@@ -79,19 +80,6 @@ def _check(key: str, v) -> None:
     assert hashlib.sha256(k + body).hexdigest().encode() == digest, f"torn value under {key}"
 
 
-HOLDER = textwrap.dedent(
-    """
-    import sys, shmcache
-    from shmcache import _core
-    name, key = sys.argv[1], sys.argv[2]
-    c = shmcache.Cache(name, size="8MB", max_item_size="256KB")
-    _core._set_test_pause_ms(60_000)  # pause half-way through writing, lock held
-    print("writing", flush=True)
-    c.set(key, b"x" * 200_000)
-    """
-)
-
-
 def _busy_worker(name, keys, stop, q):
     """Keep reading/writing every shard; report the slowest operation."""
     c = shmcache.Cache(name, size="8MB", max_item_size="256KB", lock_timeout=0.05)
@@ -122,17 +110,7 @@ def test_sigkilled_lock_holder_blocks_nobody(name):
     others = [k for k in keys if c._core.shard_of(k.encode()) != shard]
     assert len(same) >= 2 and others
 
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, name, victim], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "writing"
-    # Wait until the holder is inside the critical section.
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            c._core.get(same[1].encode())
-        except shmcache.LockTimeout:
-            break
-        assert time.monotonic() < deadline, "holder never took the lock"
-        time.sleep(0.01)
+    holder = hold_shard_lock(name, victim, "8MB", "256KB", 200_000)
 
     stop, q = FORK.Event(), FORK.Queue()
     busy = [FORK.Process(target=_busy_worker, args=(name, keys[:60], stop, q)) for _ in range(2)]
@@ -192,6 +170,7 @@ SMALL_TMPFS = textwrap.dedent(
     mount -t tmpfs -o size=1m tmpfs /dev/shm
     exec "$0" -c '
 import shmcache
+from devkit.lock_holder import hold_shard_lock
 try:
     shmcache.Cache("tiny-tmpfs", size="4MB", max_item_size="64KB")
 except shmcache.SegmentError as e:

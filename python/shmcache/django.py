@@ -29,6 +29,7 @@ class SharedMemoryCache(BaseCache):
     def __init__(self, location: str, params: dict) -> None:
         super().__init__(params)
         self._cache = Cache.from_options(location, params.get("OPTIONS") or {}, on_error="log")
+        self._get, self._set = self._cache.get, self._cache.set  # bound once: the hot paths
         # Keys are built inline unless a subclass changed how (or KEY_FUNCTION
         # is set, checked per call: Django's tests swap it on the instance).
         cls = type(self)
@@ -62,10 +63,10 @@ class SharedMemoryCache(BaseCache):
     # ---- the BaseCache API ----
 
     def get(self, key, default=None, version=None):
-        return self._cache.get(self._k(key, version), default)
+        return self._get(self._k(key, version), default)
 
     def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
-        self._cache.set(self._k(key, version), value, self._seconds(timeout))
+        self._set(self._k(key, version), value, self._seconds(timeout))
 
     def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
         return self._cache.add(self._k(key, version), value, self._seconds(timeout))
