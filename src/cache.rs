@@ -180,6 +180,28 @@ impl ShmCache {
         self.with_shard(h, Wait::Bounded, |g| g.delete(key, h, now))
     }
 
+    /// Store (enc, value) with `expires` only if `key` is live with the value
+    /// `expected` (encoding, bytes), atomically (`ShardGuard::compare_and_set`).
+    pub fn compare_and_set(
+        &self,
+        key: &[u8],
+        expected: (u8, &[u8]),
+        enc: u8,
+        value: &[u8],
+        expires: u64,
+    ) -> Result<bool> {
+        let (h, now, max) = (self.hash(key), time::now_ms(), self.geo.max_item_size);
+        self.with_shard(h, Wait::Bounded, |g| {
+            g.compare_and_set(&Item { key, hash: h, enc, value, expires }, expected, now, max)
+        })
+    }
+
+    /// Delete `key` only if it is live with the value `expected` (encoding, bytes).
+    pub fn compare_and_delete(&self, key: &[u8], expected: (u8, &[u8])) -> Result<bool> {
+        let (h, now) = (self.hash(key), time::now_ms());
+        self.with_shard(h, Wait::Bounded, |g| g.compare_and_delete(key, h, expected, now))
+    }
+
     pub fn touch(&self, key: &[u8], expires: u64) -> Result<bool> {
         let (h, now) = (self.hash(key), time::now_ms());
         self.with_shard(h, Wait::Bounded, |g| g.touch(key, h, expires, now))

@@ -4,8 +4,9 @@ use crate::cache::{ShmCache, Wait};
 use crate::error::Error;
 use crate::layout::{Config, Geometry};
 use crate::segment;
-use crate::shard::{Item, SetMode, Ttl, ENC_BYTES, ENC_INT};
+use crate::shard::{Item, SetMode, ShardGuard, Ttl, ENC_BYTES, ENC_INT, ENC_STR};
 use crate::stats::Counter;
+use crate::time;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -979,4 +980,69 @@ fn keys_sharing_the_32_bit_tag_are_not_corruption() {
     assert_eq!(get(&c, &b).as_deref(), Some(&b"B2"[..]));
     c.verify().unwrap();
     assert_eq!(c.stats().counter(Counter::ShardWipes), 0, "a tag collision wiped a shard");
+}
+
+#[test]
+fn compare_and_set_and_delete() {
+    let c = cache(4 << 20, 64 << 10);
+    let k = b"lock:job";
+    let (h, max) = (c.hash(k), c.geometry().max_item_size);
+    let mine = (ENC_BYTES, &b"owner-1"[..]);
+    let theirs = (ENC_BYTES, &b"owner-2"[..]);
+    // Missing: nothing stored, nothing deleted.
+    assert!(!c.compare_and_set(k, mine, ENC_BYTES, b"x", 0).unwrap());
+    assert!(!c.compare_and_delete(k, mine).unwrap());
+    assert_eq!(get(&c, k), None);
+    c.set(k, ENC_BYTES, b"owner-1", 0).unwrap();
+    // Unequal bytes, or equal bytes under another encoding: refused.
+    assert!(!c.compare_and_set(k, theirs, ENC_BYTES, b"x", 0).unwrap());
+    assert!(!c.compare_and_set(k, (ENC_STR, b"owner-1"), ENC_BYTES, b"x", 0).unwrap());
+    assert!(!c.compare_and_delete(k, theirs).unwrap());
+    assert_eq!(get(&c, k), Some(b"owner-1".to_vec()));
+    // Equal, same record size: written in place (no log space), expiry set.
+    let sh = c.shard_for(h);
+    let head = sh.log_head();
+    let far = time::now_ms() + 100_000;
+    assert!(c.compare_and_set(k, mine, ENC_BYTES, b"owner-2", far).unwrap());
+    assert_eq!(sh.log_head(), head, "a same-size compare-and-set used log space");
+    assert_eq!(get(&c, k), Some(b"owner-2".to_vec()));
+    assert!(matches!(c.ttl(k).unwrap(), Ttl::Ms(ms) if ms > 99_000));
+    // Equal, another size: appended, the old record dead, the value new, expiry never.
+    let long = vec![b'z'; 500];
+    assert!(c.compare_and_set(k, theirs, ENC_INT, &long, 0).unwrap());
+    assert!(sh.log_head() > head);
+    assert_eq!(c.get(k).unwrap(), Some((ENC_INT, long.clone())));
+    assert_eq!(c.ttl(k).unwrap(), Ttl::Never);
+    assert_eq!(c.stats().items, 1);
+    c.verify().unwrap();
+    // Too large a new value: refused whether or not it matches, nothing changed.
+    let huge = vec![0u8; 64 << 10];
+    assert!(matches!(c.compare_and_set(k, (ENC_INT, &long), ENC_BYTES, &huge, 0), Err(Error::TooLarge { .. })));
+    assert!(matches!(c.compare_and_set(k, mine, ENC_BYTES, &huge, 0), Err(Error::TooLarge { .. })));
+    assert_eq!(c.get(k).unwrap(), Some((ENC_INT, long.clone())));
+    // Delete only by the owner.
+    assert!(!c.compare_and_delete(k, (ENC_BYTES, &long)).unwrap());
+    assert!(c.compare_and_delete(k, (ENC_INT, &long)).unwrap());
+    assert_eq!(get(&c, k), None);
+    assert!(!c.compare_and_delete(k, (ENC_INT, &long)).unwrap());
+    // Expired counts as missing (a dead holder's lock is taken with a plain add).
+    let at = |f: &mut dyn FnMut(&mut ShardGuard) -> crate::Result<bool>| c.with_shard(h, Wait::Bounded, f).unwrap();
+    assert!(at(&mut |g| g.set(
+        &Item { key: k, hash: h, enc: ENC_BYTES, value: b"old", expires: 2000 },
+        SetMode::Set,
+        1000,
+        max
+    )));
+    let new = Item { key: k, hash: h, enc: ENC_BYTES, value: b"new", expires: 0 };
+    assert!(!at(&mut |g| g.compare_and_set(&new, (ENC_BYTES, b"old"), 2000, max)));
+    assert!(!at(&mut |g| g.compare_and_delete(k, h, (ENC_BYTES, b"old"), 2000)));
+    assert!(at(&mut |g| g.set(
+        &Item { key: k, hash: h, enc: ENC_BYTES, value: b"old", expires: 2000 },
+        SetMode::Set,
+        1000,
+        max
+    )));
+    assert!(at(&mut |g| g.compare_and_set(&new, (ENC_BYTES, b"old"), 1999, max)));
+    assert_eq!(get(&c, k), Some(b"new".to_vec()));
+    c.verify().unwrap();
 }

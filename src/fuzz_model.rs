@@ -6,7 +6,8 @@
 //! mutations map onto nearby operation sequences.
 //!
 //! * [`run_model`]: random operation sequences (set, add, get, lock-free
-//!   get, delete, touch, incr, contains, ttl, clear, batches of operations
+//!   get, delete, touch, incr, contains, ttl, compare-and-set and
+//!   compare-and-delete, clear, batches of operations
 //!   under one lock, clock jumps, oversize sets, bursts of tiny sets) with
 //!   variable key and value sizes and a clock the input controls, checked
 //!   against a `HashMap` model. In the [`EXACT`] cache (one shard, far
@@ -478,7 +479,11 @@ impl<'b, B: Backend> Model<'b, B> {
                 7 => self.delete(&k),
                 8 => self.touch(inp, &k),
                 9 => self.incr(inp, &k),
-                10 => self.contains(&k),
+                10 => match op >> 4 {
+                    0..=5 => self.contains(&k),
+                    6..=11 => self.compare_and_set(inp, &k),
+                    _ => self.compare_and_delete(inp, &k),
+                },
                 11 => self.ttl(&k),
                 12 => self.batch(inp, &k),
                 13 => self.oversize(inp, &k),
@@ -634,6 +639,67 @@ impl<'b, B: Backend> Model<'b, B> {
         assert_eq!(got, want, "step {}: incr {k:?} by {d}", self.step);
         if let Ok(n) = want {
             it.val = n.to_le_bytes().to_vec();
+        }
+    }
+
+    /// The value a compare-and-set/delete expects: mostly the model's
+    /// current one (a match), else another (or the current one, stale).
+    fn expected(&mut self, inp: &mut Input, k: &[u8]) -> Value {
+        match (inp.u8() % 4, self.live(k)) {
+            (0..=2, Some(it)) => (it.enc, it.val.clone()),
+            _ => {
+                let stamp = self.step.wrapping_sub(inp.below(3));
+                value(inp, 40, stamp)
+            }
+        }
+    }
+
+    /// Does the model hold exactly `want` for `k`?
+    fn holds(&self, k: &[u8], want: &Value) -> bool {
+        self.live(k).is_some_and(|it| it.enc == want.0 && it.val == want.1)
+    }
+
+    /// The cache answered a compare-and-* with `done`: true needs the
+    /// model's value to match; false with a match is a loss (eviction only).
+    fn compared(&mut self, k: &[u8], want: &Value, done: bool, what: &str) {
+        if done {
+            assert!(
+                self.holds(k, want),
+                "step {}: {what} {k:?} matched, the model holds {:?}",
+                self.step,
+                self.m.get(k)
+            );
+        } else if self.holds(k, want) {
+            self.absent(k, what);
+        }
+    }
+
+    fn compare_and_set(&mut self, inp: &mut Input, k: &[u8]) {
+        let want = self.expected(inp, k);
+        let (enc, v) = value(inp, (self.max as usize - k.len()).min(self.room), self.step);
+        let exp = expiry(inp, self.now);
+        let (h, now, max) = (self.b.hash(k), self.now, self.max);
+        let item = Item { key: k, hash: h, enc, value: &v, expires: exp };
+        let done = self
+            .b
+            .with_shard(h, |g| g.compare_and_set(&item, (want.0, &want.1), now, max))
+            .unwrap_or_else(|e| panic!("step {}: compare_and_set: {e}", self.step));
+        self.compared(k, &want, done, "compare_and_set");
+        if done {
+            self.m.insert(k.to_vec(), Stored { enc, val: v, exp });
+        }
+    }
+
+    fn compare_and_delete(&mut self, inp: &mut Input, k: &[u8]) {
+        let want = self.expected(inp, k);
+        let (h, now) = (self.b.hash(k), self.now);
+        let done = self
+            .b
+            .with_shard(h, |g| g.compare_and_delete(k, h, (want.0, &want.1), now))
+            .unwrap_or_else(|e| panic!("step {}: compare_and_delete: {e}", self.step));
+        self.compared(k, &want, done, "compare_and_delete");
+        if done {
+            self.m.remove(k);
         }
     }
 

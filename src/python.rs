@@ -393,6 +393,40 @@ impl Cache {
         }))
     }
 
+    /// Store `new` (with `timeout`, as `set`) only if `key` is live and holds
+    /// exactly `expected` (same encoding and bytes); atomic under the shard
+    /// lock. False if missing, expired or different.
+    fn compare_and_set(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        expected: &Bound<'_, PyAny>,
+        new: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<bool> {
+        let (want, v) = (val(expected)?, val(new)?);
+        let (expected, (enc, value)) = (want.parts(), v.parts());
+        let now = time::now_ms();
+        let exp = expires(timeout, now)?;
+        let max = self.cache().geometry().max_item_size;
+        self.keyed(py, key, |g, key, hash| {
+            g.compare_and_set(&Item { key, hash, enc, value, expires: exp }, expected, now, max)
+        })
+    }
+
+    /// Delete `key` only if it is live and holds exactly `expected`.
+    fn compare_and_delete(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        expected: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let want = val(expected)?;
+        let expected = want.parts();
+        let now = time::now_ms();
+        self.keyed(py, key, |g, k, h| g.compare_and_delete(k, h, expected, now))
+    }
+
     fn delete(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         let now = time::now_ms();
         self.keyed(py, key, |g, k, h| g.delete(k, h, now))

@@ -470,6 +470,38 @@ impl<'a> ShardGuard<'a> {
         Ok(new)
     }
 
+    /// Is `key` live with exactly the value `expected` (encoding, bytes)?
+    fn holds(&mut self, key: &[u8], hash: u64, expected: (u8, &[u8]), now: u64) -> Result<bool> {
+        Ok(match self.lookup_live(key, hash, now)? {
+            Some((_, off, rh)) => rh.enc == expected.0 && self.log().value(off, &rh) == expected.1,
+            None => false,
+        })
+    }
+
+    /// Compare-and-set: if `item.key` is live and its (encoding, bytes) are
+    /// `expected`, store `item` (as `set` does: in place if the record keeps
+    /// its size, else appended) and return true; else change nothing and
+    /// return false. A new value too large is refused whatever is stored.
+    pub fn compare_and_set(&mut self, item: &Item, expected: (u8, &[u8]), now: u64, max_item: u64) -> Result<bool> {
+        let size = item.key.len() as u64 + item.value.len() as u64;
+        if size > max_item {
+            return Err(Error::TooLarge { size, max: max_item });
+        }
+        if !self.holds(item.key, item.hash, expected, now)? {
+            return Ok(false);
+        }
+        self.set(item, SetMode::Set, now, max_item)
+    }
+
+    /// Compare-and-delete: delete `key` if it is live with the value
+    /// `expected` (encoding, bytes); returns whether it deleted.
+    pub fn compare_and_delete(&mut self, key: &[u8], hash: u64, expected: (u8, &[u8]), now: u64) -> Result<bool> {
+        if !self.holds(key, hash, expected, now)? {
+            return Ok(false);
+        }
+        self.delete(key, hash, now)
+    }
+
     /// Store `key` -> (enc, value). Returns false only for `SetMode::Add`
     /// when a live item exists. Evicts as needed; never fails for lack of room.
     pub fn set(&mut self, item: &Item, mode: SetMode, now: u64, max_item: u64) -> Result<bool> {
