@@ -3,6 +3,7 @@
 //! and batch operations (one lock pass per shard).
 
 use crate::error::{Error, Result};
+use crate::int::Int;
 use crate::layout::{Config, Geometry, SegHeader};
 use crate::segment::{self, Segment};
 use crate::shard::{Item, SetMode, Shard, ShardGuard, Ttl};
@@ -207,9 +208,11 @@ impl ShmCache {
         self.with_shard(h, Wait::Bounded, |g| g.touch(key, h, expires, now))
     }
 
-    pub fn incr(&self, key: &[u8], delta: i64) -> Result<i64> {
-        let (h, now) = (self.hash(key), time::now_ms());
-        self.with_shard(h, Wait::Bounded, |g| g.incr(key, h, delta, now))
+    /// Add `delta` to an integer of any size (`ShardGuard::incr`: the exact
+    /// sum, never an overflow; `create` stores `delta` into a missing key).
+    pub fn incr(&self, key: &[u8], delta: &Int, create: bool) -> Result<Int> {
+        let (h, now, max) = (self.hash(key), time::now_ms(), self.geo.max_item_size);
+        self.with_shard(h, Wait::Bounded, |g| g.incr(key, h, delta, create, now, max))
     }
 
     pub fn contains(&self, key: &[u8]) -> Result<bool> {

@@ -2,11 +2,13 @@
 
 use crate::cache::{ShmCache, Wait};
 use crate::error::Error;
+use crate::int::Int;
 use crate::layout::{Config, Geometry};
 use crate::segment;
-use crate::shard::{Item, SetMode, ShardGuard, Ttl, ENC_BYTES, ENC_INT, ENC_STR};
+use crate::shard::{Item, SetMode, ShardGuard, Ttl, ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_STR};
 use crate::stats::Counter;
 use crate::time;
+use num_bigint::BigInt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -42,6 +44,11 @@ fn cache(size: u64, max_item: u64) -> TestCache {
     TestCache(Some(ShmCache::open(&unique(), &cfg, Duration::from_millis(500)).unwrap()))
 }
 
+/// `ShmCache::incr` by an i64, without `create`.
+fn incr(c: &ShmCache, k: &[u8], d: i64) -> crate::Result<Int> {
+    c.incr(k, &Int::Small(d), false)
+}
+
 fn get(c: &ShmCache, k: &[u8]) -> Option<Vec<u8>> {
     c.get(k).unwrap().map(|(_, v)| v)
 }
@@ -64,13 +71,13 @@ fn basic_operations() {
     assert_eq!(c.ttl(b"zz").unwrap(), Ttl::Missing);
     // integers
     c.set(b"n", ENC_INT, &5i64.to_le_bytes(), 0).unwrap();
-    assert_eq!(c.incr(b"n", 10).unwrap(), 15);
-    assert_eq!(c.incr(b"n", -20).unwrap(), -5);
-    assert_eq!(c.incr(b"missing", 1), Err(Error::NotFound));
-    assert_eq!(c.incr(b"b", 1), Err(Error::NotInteger));
+    assert_eq!(incr(&c, b"n", 10), Ok(Int::Small(15)));
+    assert_eq!(incr(&c, b"n", -20), Ok(Int::Small(-5)));
+    assert_eq!(incr(&c, b"missing", 1), Err(Error::NotFound));
+    assert_eq!(incr(&c, b"b", 1), Err(Error::NotInteger));
     c.set(b"big", ENC_INT, &(i64::MAX - 1).to_le_bytes(), 0).unwrap();
-    assert_eq!(c.incr(b"big", 2), Err(Error::Overflow));
-    assert_eq!(c.incr(b"big", 1).unwrap(), i64::MAX);
+    assert_eq!(incr(&c, b"big", 1), Ok(Int::Small(i64::MAX)));
+    assert_eq!(incr(&c, b"big", -1), Ok(Int::Small(i64::MAX - 1)));
     // too large: refused, nothing else lost
     let big = vec![7u8; 64 << 10];
     assert!(matches!(c.set(b"x", ENC_BYTES, &big, 0), Err(Error::TooLarge { .. })));
@@ -163,7 +170,10 @@ fn same_size_overwrite_is_written_in_place() {
     put(ENC_INT, &7i64.to_le_bytes(), 0, 3000);
     assert_eq!(sh.log_head(), head1);
     assert_eq!(at(3000), Some((ENC_INT, 7i64.to_le_bytes().to_vec())));
-    assert_eq!(c.with_shard(h, Wait::Bounded, |g| g.incr(k, h, 1, 3000)).unwrap(), 8);
+    assert_eq!(
+        c.with_shard(h, Wait::Bounded, |g| g.incr(k, h, &Int::Small(1), false, 3000, max)).unwrap(),
+        Int::Small(8)
+    );
     c.verify().unwrap();
 }
 
@@ -545,7 +555,7 @@ fn corrupted_bytes_are_detected_and_wiped_never_ub() {
                 let _ = v;
             }
             let _ = c.delete(format!("k{}", i * 7).as_bytes());
-            let _ = c.incr(k.as_bytes(), 1);
+            let _ = incr(&c, k.as_bytes(), 1);
         }
     }
     assert!(c.stats().counter(Counter::ShardWipes) > 0);
@@ -1044,5 +1054,93 @@ fn compare_and_set_and_delete() {
     )));
     assert!(at(&mut |g| g.compare_and_set(&new, (ENC_BYTES, b"old"), 1999, max)));
     assert_eq!(get(&c, k), Some(b"new".to_vec()));
+    c.verify().unwrap();
+}
+
+#[test]
+fn incr_of_any_size_promotes_and_demotes() {
+    let c = cache(4 << 20, 64 << 10);
+    let big = |s: &str| Int::from(s.parse::<BigInt>().unwrap());
+    let two63 = big("9223372036854775808");
+    let k = b"n";
+    let sh = c.shard_for(c.hash(k));
+    // i64::MAX + 1 = 2**63: promoted to ENC_BIGINT (9 bytes: the same 48-byte
+    // record as 8 bytes with a 1-byte key, so rewritten in place), and back.
+    c.set(k, ENC_INT, &i64::MAX.to_le_bytes(), 0).unwrap();
+    let head = sh.log_head();
+    assert_eq!(incr(&c, k, 1), Ok(two63.clone()));
+    assert_eq!(c.get(k).unwrap(), Some((ENC_BIGINT, vec![0, 0, 0, 0, 0, 0, 0, 0x80, 0])));
+    assert_eq!(sh.log_head(), head, "a same-size promotion used log space");
+    assert_eq!(incr(&c, k, -1), Ok(Int::Small(i64::MAX)));
+    assert_eq!(c.get(k).unwrap(), Some((ENC_INT, i64::MAX.to_le_bytes().to_vec())));
+    // Below i64::MIN and back.
+    c.set(k, ENC_INT, &i64::MIN.to_le_bytes(), 0).unwrap();
+    assert_eq!(incr(&c, k, -1), Ok(big("-9223372036854775809")));
+    assert_eq!(c.get(k).unwrap().unwrap().0, ENC_BIGINT);
+    assert_eq!(incr(&c, k, 1), Ok(Int::Small(i64::MIN)));
+    // Big deltas on small values, big plus big, a big value growing past a
+    // record size (appended: the set path), a sum that cancels to an i64.
+    c.set(k, ENC_INT, &0i64.to_le_bytes(), 0).unwrap();
+    let d = big("1267650600228229401496703205376"); // 2**100
+    assert_eq!(c.incr(k, &d, false), Ok(d.clone()));
+    let head = sh.log_head();
+    let mut want = d.to_bigint();
+    for _ in 0..40 {
+        // Each step doubles: 2**100 .. 2**140, the record grows from 56 to 64 bytes.
+        want *= 2;
+        let cur = Int::from(want.clone() / 2);
+        assert_eq!(c.incr(k, &cur, false), Ok(Int::from(want.clone())));
+    }
+    assert!(sh.log_head() > head, "the grown value was not appended");
+    assert_eq!(c.get(k).unwrap(), Some((ENC_BIGINT, want.to_signed_bytes_le())));
+    assert_eq!(c.incr(k, &Int::from(-want.clone() + 7), false), Ok(Int::Small(7)));
+    assert_eq!(c.get(k).unwrap(), Some((ENC_INT, 7i64.to_le_bytes().to_vec())));
+    // A stored ENC_BIGINT from elsewhere (any bytes, even non-minimal).
+    c.set(k, ENC_BIGINT, &[5, 0, 0, 0], 0).unwrap();
+    assert_eq!(incr(&c, k, 1), Ok(Int::Small(6)));
+    assert_eq!(c.stats().items, 1);
+    c.verify().unwrap();
+
+    // The expiry is kept, whether in place, promoted or appended.
+    let (h, max) = (c.hash(k), c.geometry().max_item_size);
+    let put = |enc, v: &[u8], exp| {
+        c.with_shard(h, Wait::Bounded, |g| {
+            g.set(&Item { key: k, hash: h, enc, value: v, expires: exp }, SetMode::Set, 1000, max)
+        })
+        .unwrap()
+    };
+    let inc = |d: &Int, create, now| c.with_shard(h, Wait::Bounded, |g| g.incr(k, h, d, create, now, max));
+    let ttl = |now| c.with_shard(h, Wait::Bounded, |g| g.ttl(k, h, now)).unwrap();
+    put(ENC_INT, &(i64::MAX - 1).to_le_bytes(), 5000);
+    assert_eq!(inc(&Int::Small(1), false, 1000), Ok(Int::Small(i64::MAX)));
+    assert_eq!(inc(&Int::Small(1), false, 1000), Ok(two63.clone()));
+    assert_eq!(inc(&d, false, 1000).map(|_| ()), Ok(()));
+    assert_eq!(ttl(1000), Ttl::Ms(4000));
+    // Expired: gone (KeyError), or with create stored as delta with no expiry.
+    assert_eq!(inc(&Int::Small(1), false, 5000), Err(Error::NotFound));
+    put(ENC_INT, &9i64.to_le_bytes(), 5000);
+    assert_eq!(inc(&Int::Small(3), true, 5000), Ok(Int::Small(3)));
+    assert_eq!(ttl(5000), Ttl::Never);
+    // Missing with create, small and big.
+    assert_eq!(c.incr(b"fresh", &Int::Small(-4), true), Ok(Int::Small(-4)));
+    assert_eq!(c.get(b"fresh").unwrap(), Some((ENC_INT, (-4i64).to_le_bytes().to_vec())));
+    assert_eq!(c.incr(b"fresh2", &two63, true), Ok(two63.clone()));
+    assert_eq!(c.get(b"fresh2").unwrap().unwrap().0, ENC_BIGINT);
+    assert_eq!(incr(&c, b"nothing", 1), Err(Error::NotFound));
+    assert_eq!(get(&c, b"nothing"), None);
+    // Not an integer: refused, with or without create, nothing changed.
+    for (enc, v) in [(ENC_BYTES, &b"12345678"[..]), (ENC_STR, b"7"), (ENC_INT, b"1234")] {
+        c.set(b"s", enc, v, 0).unwrap();
+        assert_eq!(c.incr(b"s", &Int::Small(1), true), Err(Error::NotInteger));
+        assert_eq!(c.incr(b"s", &two63, false), Err(Error::NotInteger));
+        assert_eq!(c.get(b"s").unwrap(), Some((enc, v.to_vec())));
+    }
+    // A sum too large for MAX_ITEM_SIZE is refused and changes nothing.
+    // The largest positive integer of its length (0xff.. 0x7f): plus 1 needs one more byte.
+    let huge = vec![0xffu8; (64 << 10) - 2];
+    c.set(b"h", ENC_BIGINT, &[&huge[..], &[0x7f]].concat(), 0).unwrap();
+    let r = c.incr(b"h", &big("1"), false);
+    assert!(matches!(r, Err(Error::TooLarge { .. })), "{r:?}");
+    assert_eq!(c.get(b"h").unwrap().unwrap().1.len(), huge.len() + 1);
     c.verify().unwrap();
 }

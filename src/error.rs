@@ -28,8 +28,6 @@ pub enum Error {
     NotFound,
     /// incr/decr on a value that is not an integer.
     NotInteger,
-    /// incr/decr result outside the signed 64-bit range.
-    Overflow,
 }
 
 impl fmt::Display for Error {
@@ -55,9 +53,6 @@ impl fmt::Display for Error {
             }
             Error::NotFound => write!(f, "key not found"),
             Error::NotInteger => write!(f, "value is not an integer"),
-            Error::Overflow => {
-                write!(f, "increment or decrement would overflow a signed 64-bit integer (out of range)")
-            }
         }
     }
 }

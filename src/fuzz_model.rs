@@ -31,13 +31,15 @@
 
 use crate::cache::ShmCache;
 use crate::error::{Error, Result};
+use crate::int::Int;
 use crate::layout::{Config, Geometry, REC_HDR, SHARD_HEADER_SIZE};
 use crate::lock::MUTEX_SLOT;
 use crate::log::RecHdr;
 use crate::segment;
-use crate::shard::{Item, SetMode, Shard, ShardGuard, Ttl, ENC_BYTES, ENC_INT};
+use crate::shard::{Item, SetMode, Shard, ShardGuard, Ttl, ENC_BIGINT, ENC_BYTES, ENC_INT};
 use crate::shards::Shards;
 use crate::stats::Counter;
+use num_bigint::BigInt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -294,13 +296,31 @@ fn expiry(inp: &mut Input, now: u64) -> u64 {
     }
 }
 
-/// An incr delta: small, huge, or at the edges of i64.
-fn delta(inp: &mut Input) -> i64 {
-    match inp.u8() % 6 {
-        0 => i64::MAX,
-        1 => i64::MIN,
-        2 => inp.u64() as i64,
-        _ => inp.below(7) as i64 - 3,
+/// An incr delta: small, huge, at the edges of i64, or past them.
+fn delta(inp: &mut Input) -> Int {
+    match inp.u8() % 8 {
+        0 => Int::Small(i64::MAX),
+        1 => Int::Small(i64::MIN),
+        2 => Int::Small(inp.u64() as i64),
+        3 => Int::from(BigInt::from(inp.u64()) * BigInt::from(inp.u64()) - BigInt::from(inp.u64())),
+        4 => Int::from(BigInt::from(i64::MIN) - BigInt::from(inp.below(3))),
+        _ => Int::Small(inp.below(7) as i64 - 3),
+    }
+}
+
+/// The model's integer arithmetic, on `BigInt` (independent of `int.rs`):
+/// the value an integer encoding holds, and the canonical encoding of a sum.
+fn model_int(enc: u8, v: &[u8]) -> Option<BigInt> {
+    match enc {
+        ENC_INT => Some(BigInt::from(i64::from_le_bytes(v.try_into().ok()?))),
+        ENC_BIGINT => Some(BigInt::from_signed_bytes_le(v)),
+        _ => None,
+    }
+}
+fn model_encode(n: &BigInt) -> Value {
+    match i64::try_from(n) {
+        Ok(i) => (ENC_INT, i.to_le_bytes().to_vec()),
+        Err(_) => (ENC_BIGINT, n.to_signed_bytes_le()),
     }
 }
 
@@ -623,23 +643,48 @@ impl<'b, B: Backend> Model<'b, B> {
 
     fn incr(&mut self, inp: &mut Input, k: &[u8]) {
         let d = delta(inp);
-        let (h, now) = (self.b.hash(k), self.now);
-        let got = self.b.with_shard(h, |g| g.incr(k, h, d, now));
+        let create = inp.u8().is_multiple_of(4);
+        let (h, now, max) = (self.b.hash(k), self.now, self.max);
+        let got = self.b.with_shard(h, |g| g.incr(k, h, &d, create, now, max));
+        let dm = d.to_bigint();
+        let sum = |it: &Stored| model_int(it.enc, &it.val).map(|cur| cur + &dm);
+        let live = self.live(k).cloned();
+        // Small cache: the key may have been evicted, and then created anew.
+        let lost = !self.exact
+            && create
+            && live.is_some()
+            && got == Ok(d.clone())
+            && live.as_ref().and_then(sum) != Some(dm.clone());
+        let Some(it) = live.filter(|_| !lost) else {
+            if lost {
+                self.absent(k, "incr create");
+            }
+            if !create {
+                return assert_eq!(got, Err(Error::NotFound), "step {}: incr of a missing key", self.step);
+            }
+            assert_eq!(got, Ok(d), "step {}: incr create {k:?}", self.step);
+            let (enc, val) = model_encode(&dm);
+            self.m.insert(k.to_vec(), Stored { enc, val, exp: 0 });
+            return;
+        };
         if got == Err(Error::NotFound) {
             return self.absent(k, "incr");
         }
         self.present(k, "incr");
-        let it = self.m.get_mut(k).unwrap();
-        let want = if it.enc != ENC_INT || it.val.len() != 8 {
-            Err(Error::NotInteger)
-        } else {
-            let cur = i64::from_le_bytes(it.val[..].try_into().unwrap());
-            cur.checked_add(d).ok_or(Error::Overflow)
+        let want = match sum(&it) {
+            None => Err(Error::NotInteger),
+            Some(n) => {
+                let (enc, val) = model_encode(&n);
+                let size = (k.len() + val.len()) as u64;
+                if size > max {
+                    Err(Error::TooLarge { size, max })
+                } else {
+                    self.m.insert(k.to_vec(), Stored { enc, val, exp: it.exp });
+                    Ok(Int::from(n))
+                }
+            }
         };
-        assert_eq!(got, want, "step {}: incr {k:?} by {d}", self.step);
-        if let Ok(n) = want {
-            it.val = n.to_le_bytes().to_vec();
-        }
+        assert_eq!(got, want, "step {}: incr {k:?} by {d:?}", self.step);
     }
 
     /// The value a compare-and-set/delete expects: mostly the model's
@@ -854,7 +899,7 @@ pub fn run_corrupt<B: Backend>(b: &B, data: &[u8]) -> Report {
         k
     };
     let ok = |what: &str, r: Result<()>| match r {
-        Ok(()) | Err(Error::NotFound | Error::NotInteger | Error::Overflow) => {}
+        Ok(()) | Err(Error::NotFound | Error::NotInteger | Error::TooLarge { .. }) => {}
         Err(e) => panic!("{what} after damage: {e:?}"),
     };
 
@@ -926,7 +971,10 @@ pub fn run_corrupt<B: Backend>(b: &B, data: &[u8]) -> Report {
                 assert!(r.is_ok(), "set after damage: {r:?}");
             }
             4 => ok("delete", b.with_shard(h, |g| g.delete(&k, h, now)).map(|_| ())),
-            5 => ok("incr", b.with_shard(h, |g| g.incr(&k, h, delta(&mut inp), now)).map(|_| ())),
+            5 => {
+                let (d, create) = (delta(&mut inp), inp.u8() & 1 == 1);
+                ok("incr", b.with_shard(h, |g| g.incr(&k, h, &d, create, now, max)).map(|_| ()))
+            }
             6 => {
                 let exp = expiry(&mut inp, now);
                 ok("touch", b.with_shard(h, |g| g.touch(&k, h, exp, now)).map(|_| ()))
@@ -1268,7 +1316,8 @@ mod tests {
                         )
                         .map(|_| ())
                     });
-                    op(&n, &mut |g, h| g.incr(&n, h, 3, now).map(|_| ()));
+                    op(&n, &mut |g, h| g.incr(&n, h, &Int::Small(3), false, now, max).map(|_| ()));
+                    op(&n, &mut |g, h| g.incr(&n, h, &Int::Small(i64::MAX), false, now, max).map(|_| ()));
                     op(&n, &mut |g, h| g.touch(&n, h, now + 5, now).map(|_| ()));
                 }
             }

@@ -16,6 +16,7 @@ pub mod fuzz_model;
 #[cfg(any(test, feature = "python"))]
 pub(crate) mod handle;
 pub(crate) mod index;
+pub(crate) mod int;
 pub(crate) mod layout;
 pub(crate) mod lock;
 pub(crate) mod log;
@@ -30,9 +31,10 @@ mod python;
 
 pub use cache::{ShmCache, Value, Wait};
 pub use error::{Error, Result};
+pub use int::{Int, IntBytes};
 pub use layout::Config;
 pub use segment::{destroy, segment_name};
-pub use shard::{Item, SetMode, ShardGuard, Ttl, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
+pub use shard::{Item, SetMode, ShardGuard, Ttl, ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
 pub use stats::{Counter, Stats};
 pub use time::{now_ms, LazyNow, Time, NEVER};
 /// Test hooks (feature `test-hooks`; the Python module's `_set_test_pause_ms`

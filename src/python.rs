@@ -11,10 +11,12 @@
 use crate::cache::{ShmCache, Wait};
 use crate::error::Error;
 use crate::handle::Handle;
+use crate::int::{Int, IntBytes};
 use crate::layout::Config;
 use crate::segment;
-use crate::shard::{Item, SetMode, ShardGuard, Ttl, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
+use crate::shard::{Item, SetMode, ShardGuard, Ttl, ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
 use crate::time::{self, LazyNow};
+use num_bigint::BigInt;
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyKeyError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -35,7 +37,6 @@ fn to_py(e: Error) -> PyErr {
         Error::TooLarge { .. } => ValueTooLarge::new_err(msg),
         Error::NotFound => PyKeyError::new_err(msg),
         Error::NotInteger => PyTypeError::new_err(msg),
-        Error::Overflow => PyOverflowError::new_err(msg),
         Error::NoSpace { .. }
         | Error::Untrusted(_)
         | Error::GeometryMismatch(_)
@@ -45,13 +46,14 @@ fn to_py(e: Error) -> PyErr {
     }
 }
 
-/// A value as Python passes it: an exact `bytes`, `str` or `int` (signed 64
-/// bits) is stored natively; a tuple `(encoding, bytes)` is what the Python
-/// layer encoded itself (pickle). Subclasses (`bool`, `SafeString`) are not
-/// native: the Python layer pickles them, so they come back as themselves.
+/// A value as Python passes it: an exact `bytes`, `str` or `int` (any size:
+/// `ENC_INT` if it fits an i64, else `ENC_BIGINT`) is stored natively; a
+/// tuple `(encoding, bytes)` is what the Python layer encoded itself
+/// (pickle). Subclasses (`bool`, `SafeString`) are not native: the Python
+/// layer pickles them, so they come back as themselves.
 enum Val<'a> {
     Raw(u8, &'a [u8]),
-    Int([u8; 8]),
+    Int(IntBytes),
 }
 
 impl Val<'_> {
@@ -59,13 +61,30 @@ impl Val<'_> {
     fn parts(&self) -> (u8, &[u8]) {
         match self {
             Val::Raw(e, b) => (*e, b),
-            Val::Int(b) => (ENC_INT, b),
+            Val::Int(b) => b.parts(),
         }
     }
 }
 
-/// OverflowError (int beyond 64 bits) and UnicodeEncodeError (lone
-/// surrogates) tell the Python layer to pickle the value instead.
+/// A Python int of any size (an i64 without allocating).
+#[inline]
+fn int(v: &Bound<'_, PyAny>) -> PyResult<Int> {
+    match v.extract::<i64>() {
+        Ok(i) => Ok(Int::Small(i)),
+        Err(e) if e.is_instance_of::<PyOverflowError>(v.py()) => Ok(Int::from(v.extract::<BigInt>()?)),
+        Err(e) => Err(e),
+    }
+}
+
+fn int_out<'py>(py: Python<'py>, i: &Int) -> Bound<'py, PyAny> {
+    match i {
+        Int::Small(i) => i.into_pyobject(py).expect("int").into_any(),
+        Int::Big(b) => b.into_pyobject(py).expect("int").into_any(),
+    }
+}
+
+/// UnicodeEncodeError (lone surrogates) tells the Python layer to pickle
+/// the value instead.
 #[inline]
 fn val<'a>(v: &'a Bound<'_, PyAny>) -> PyResult<Val<'a>> {
     if v.is_exact_instance_of::<PyBytes>() {
@@ -75,8 +94,7 @@ fn val<'a>(v: &'a Bound<'_, PyAny>) -> PyResult<Val<'a>> {
         return Ok(Val::Raw(ENC_STR, v.cast::<PyString>()?.to_str()?.as_bytes()));
     }
     if v.is_exact_instance_of::<PyInt>() {
-        let i: i64 = v.extract()?;
-        return Ok(Val::Int(i.to_le_bytes()));
+        return Ok(Val::Int(int(v)?.encode()));
     }
     if let Ok(t) = v.cast::<PyTuple>() {
         if t.len() == 2 {
@@ -127,8 +145,8 @@ fn expires(timeout: Option<f64>, now: u64) -> PyResult<u64> {
     }
 }
 
-/// A stored value as Python sees it: bytes, str or int for the native
-/// encodings, `(encoding, bytes)` for the rest (the Python layer unpickles).
+/// A stored value as Python sees it: bytes, str or int (`ENC_INT`,
+/// `ENC_BIGINT`) for the native encodings, `(encoding, bytes)` for the rest (the Python layer unpickles).
 #[inline]
 fn out<'py>(py: Python<'py>, enc: u8, v: &[u8]) -> Bound<'py, PyAny> {
     match enc {
@@ -141,6 +159,7 @@ fn out<'py>(py: Python<'py>, enc: u8, v: &[u8]) -> Bound<'py, PyAny> {
         ENC_INT if v.len() == 8 => {
             return i64::from_le_bytes(v.try_into().expect("8 bytes")).into_pyobject(py).expect("int").into_any();
         }
+        ENC_BIGINT => return BigInt::from_signed_bytes_le(v).into_pyobject(py).expect("int").into_any(),
         _ => {}
     }
     let e = enc.into_pyobject(py).expect("int").into_any();
@@ -464,11 +483,24 @@ impl Cache {
         self.keyed(py, key, |g, k, h| g.touch(k, h, exp, now))
     }
 
-    /// Atomically add `delta` to an integer; KeyError if missing, TypeError
-    /// if not an integer, OverflowError past the signed 64-bit range.
-    fn incr(&self, py: Python<'_>, key: &Bound<'_, PyAny>, delta: i64) -> PyResult<i64> {
+    /// Atomically add `delta` (any int) to an integer of any size; returns
+    /// the exact result (no overflow: past 64 bits it is stored as
+    /// `ENC_BIGINT`), keeping the expiry. Missing or expired: KeyError, or
+    /// with `create=True` stores `delta` with no expiry and returns it (Redis
+    /// INCRBY). TypeError if the value is not an integer.
+    #[pyo3(signature = (key, delta, create=false))]
+    fn incr<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'_, PyAny>,
+        delta: &Bound<'_, PyAny>,
+        create: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let delta = int(delta)?;
         let now = time::now_ms();
-        self.keyed(py, key, |g, k, h| g.incr(k, h, delta, now))
+        let max = self.cache().geometry().max_item_size;
+        let r = self.keyed(py, key, |g, k, h| g.incr(k, h, &delta, create, now, max))?;
+        Ok(int_out(py, &r))
     }
 
     fn has(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -587,6 +619,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ENC_PICKLE", ENC_PICKLE)?;
     m.add("ENC_INT", ENC_INT)?;
     m.add("ENC_STR", ENC_STR)?;
+    m.add("ENC_BIGINT", ENC_BIGINT)?;
     m.add("LAYOUT_VERSION", crate::layout::LAYOUT_VERSION)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(segment_name, m)?)?;

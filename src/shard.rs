@@ -16,6 +16,7 @@ mod verify;
 
 use crate::error::{Error, Result};
 use crate::index::Index;
+use crate::int::Int;
 use crate::layout::{rec_size, Geometry, REC_HDR, SHARD_HEADER_SIZE};
 use crate::lock::{Acquired, LockError, MutexRef, MUTEX_SLOT};
 use crate::log::{Log, RecHdr, KIND_DEAD, KIND_LIVE};
@@ -29,12 +30,15 @@ use std::sync::atomic::{
 use std::time::Duration;
 
 /// Value encodings (a tag stored with each item). The core treats them as
-/// opaque except `ENC_INT` (8-byte little-endian i64, the only one `incr`
-/// accepts); the Python layer uses BYTES, STR (UTF-8), INT and PICKLE.
+/// opaque except the integers `incr` accepts (`int.rs`): `ENC_INT` (8-byte
+/// little-endian i64) and `ENC_BIGINT` (any other integer: minimal signed
+/// two's-complement little-endian bytes); the Python layer uses BYTES, STR
+/// (UTF-8), INT, BIGINT and PICKLE.
 pub const ENC_BYTES: u8 = 0;
 pub const ENC_PICKLE: u8 = 1;
 pub const ENC_INT: u8 = 2;
 pub const ENC_STR: u8 = 3;
+pub const ENC_BIGINT: u8 = 4;
 
 #[repr(C, align(64))]
 pub struct ShardHeader {
@@ -453,20 +457,41 @@ impl<'a> ShardGuard<'a> {
         }
     }
 
-    /// Add `delta` to an integer value in place; returns the new value.
-    pub fn incr(&mut self, key: &[u8], hash: u64, delta: i64, now: u64) -> Result<i64> {
-        let (_, off, rh) = self.lookup_live(key, hash, now)?.ok_or(Error::NotFound)?;
-        if rh.enc != ENC_INT || rh.val_len != 8 {
-            return Err(Error::NotInteger);
-        }
+    /// Add `delta` to an integer value (`ENC_INT` or `ENC_BIGINT`); returns
+    /// the exact sum, stored as `ENC_INT` if it fits an i64, else as
+    /// `ENC_BIGINT`, with the item's expiry kept. An i64 sum that does not
+    /// overflow is written in place without allocating (the common case);
+    /// any other result goes through `set` (in place if the record keeps its
+    /// size, else appended). A missing or expired key is `NotFound`, or with
+    /// `create` is stored as `delta` with no expiry (Redis INCRBY); a value
+    /// that is not an integer is `NotInteger`; a result too large for
+    /// MAX_ITEM_SIZE is `TooLarge`, the stored value unchanged.
+    pub fn incr(&mut self, key: &[u8], hash: u64, delta: &Int, create: bool, now: u64, max_item: u64) -> Result<Int> {
+        let Some((_, off, rh)) = self.lookup_live(key, hash, now)? else {
+            if !create {
+                return Err(Error::NotFound);
+            }
+            let b = delta.encode();
+            let (enc, value) = b.parts();
+            self.set(&Item { key, hash, enc, value, expires: time::NEVER }, SetMode::Set, now, max_item)?;
+            return Ok(delta.clone());
+        };
         let log = self.log();
-        let cur = i64::from_le_bytes(log.value(off, &rh).try_into().expect("8 bytes"));
-        let new = cur.checked_add(delta).ok_or(Error::Overflow)?;
-        self.begin_write();
-        let at = off + REC_HDR + rh.key_len as u64;
-        // SAFETY: the 8 value bytes lie inside the record validated by lookup.
-        unsafe { std::ptr::copy_nonoverlapping(new.to_le_bytes().as_ptr(), log.bytes_mut(at, 8), 8) };
-        self.h().counters.bump_locked(Counter::Sets);
+        let cur = log.value(off, &rh);
+        if let (ENC_INT, Ok(cur), Int::Small(d)) = (rh.enc, <[u8; 8]>::try_from(cur), delta) {
+            if let Some(new) = i64::from_le_bytes(cur).checked_add(*d) {
+                self.begin_write();
+                let at = off + REC_HDR + rh.key_len as u64;
+                // SAFETY: the 8 value bytes lie inside the record validated by lookup.
+                unsafe { std::ptr::copy_nonoverlapping(new.to_le_bytes().as_ptr(), log.bytes_mut(at, 8), 8) };
+                self.h().counters.bump_locked(Counter::Sets);
+                return Ok(Int::Small(new));
+            }
+        }
+        let new = Int::decode(rh.enc, cur).ok_or(Error::NotInteger)?.add(delta);
+        let b = new.encode();
+        let (enc, value) = b.parts();
+        self.set(&Item { key, hash, enc, value, expires: rh.expires }, SetMode::Set, now, max_item)?;
         Ok(new)
     }
 

@@ -4,7 +4,7 @@ from typing import Any, TypeAlias, final
 
 __all__ = [
     "Cache", "ShmCacheError", "LockTimeout", "SegmentError", "ValueTooLarge",
-    "ENC_BYTES", "ENC_PICKLE", "ENC_INT", "ENC_STR", "LAYOUT_VERSION", "segment_name", "destroy", "__version__",
+    "ENC_BYTES", "ENC_PICKLE", "ENC_INT", "ENC_STR", "ENC_BIGINT", "LAYOUT_VERSION", "segment_name", "destroy", "__version__",
     "_set_clock_offset_ms", "_set_test_pause_ms",  # test builds only (see below)
 ]
 
@@ -12,6 +12,7 @@ ENC_BYTES: int
 ENC_PICKLE: int
 ENC_INT: int
 ENC_STR: int
+ENC_BIGINT: int
 LAYOUT_VERSION: int
 __version__: str
 
@@ -44,7 +45,9 @@ class Cache:
     def delete(self, key: _Key) -> bool: ...
     def delete_many(self, keys: list[_Key]) -> int: ...
     def touch(self, key: _Key, timeout: float | None) -> bool: ...
-    def incr(self, key: _Key, delta: int) -> int: ...
+    # Exact, any size (stored as ENC_BIGINT past 64 bits); keeps the expiry.
+    # Missing: KeyError, or with create=True stores delta (no expiry).
+    def incr(self, key: _Key, delta: int, create: bool = False) -> int: ...
     def has(self, key: _Key) -> bool: ...
     def ttl_ms(self, key: _Key) -> int: ...
     def clear(self) -> None: ...
