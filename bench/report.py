@@ -139,6 +139,18 @@ def targets(res: dict) -> list[dict]:
           f"{o['overhead_per_item']:.1f} B per item over key + value (stats bytes_used, {o['key_bytes']} B keys, {o['value_bytes']} B values)")
     else:
         t("per-item overhead ≤ 64 bytes", None, "not measured")
+    ex = res.get("extras") or {}
+    for op, need, label in (
+        ("lock_pair", 20.0, "lock acquire+release pairs ≥ 20× django-redis"),
+        ("set_nx", 20.0, "set(nx=True) ≥ 20× django-redis"),
+        ("delete_pattern", 5.0, "delete_pattern over 100k keys ≥ 5× django-redis"),
+    ):
+        s, d = (ex.get(a, {}).get(op) for a in ("shmcache", "django_redis"))
+        if not s or not d:
+            t(label, None, "not measured" if not ex else "django-redis not measured")
+        else:
+            r = s["ops_per_s"] / d["ops_per_s"]
+            t(label, r >= need, f"shmcache {fnum(s['ops_per_s'])}/s vs django-redis {fnum(d['ops_per_s'])}/s = {r:.1f}× (need ≥ {need:.0f}×)")
     return out
 
 
@@ -457,6 +469,22 @@ def markdown(res: dict, path: str, png_rel: str, json_rel: str) -> None:
 
     # raw + core
     raw, core = res.get("raw"), res.get("core")
+    ex = res.get("extras") or {}
+    if ex:
+        w("## django-redis's extras")
+        w("")
+        w("The same calls through `django.core.cache.caches[...]` on shmcache and on django-redis (TCP, the local "
+          "redis-server), one process: `lock(...).acquire()` + `release()` pairs, `set(k, v, nx=True)` of new keys, "
+          "and `iter_keys(\"it:*\")` / `delete_pattern(\"dp:*\")` over 100,000 keys (itersize 1,000; every key "
+          "matches). Per second: pairs, sets, keys listed, keys deleted.")
+        w("")
+        w("| backend | lock pairs/s | set(nx=True)/s | iter_keys keys/s | delete_pattern keys/s |")
+        w("|---|---:|---:|---:|---:|")
+        for a in ("shmcache", "django_redis"):
+            r = ex.get(a)
+            if r:
+                w(f"| {labels.get(a, a)} | " + " | ".join(fnum(r[op]["ops_per_s"]) for op in ("lock_pair", "set_nx", "iter_keys", "delete_pattern")) + " |")
+        w("")
     w("## Raw Python API and the Rust core")
     w("")
     if raw:
@@ -558,7 +586,7 @@ def profile_section(res: dict, w) -> None:
             ("**shmcache set, total**", "shm_set_total"),
             ("  key step", "shm_key"),
             ("  `_seconds(timeout)`", "shm_set_seconds"),
-            ("  `_codec.encode`", "shm_set_encode"),
+            ("  `Codec.encode`", "shm_set_encode"),
             ("  `_core.set` (PyO3 + Rust)", "shm_set_core_set_ffi"),
             ("  rest", "shm_set_rest"),
             ("**LocMemCache set, total**", "locmem_set_total"),

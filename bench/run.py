@@ -89,7 +89,7 @@ def main() -> int:
     ap.add_argument("--no-install", action="store_true", help="never apt-get install redis-server/memcached")
     ap.add_argument("--no-callgrind", action="store_true", help="skip the valgrind profiles")
     ap.add_argument("--callgrind", action="store_true", help="run the valgrind profiles in --quick mode too")
-    ap.add_argument("--sections", default="core,raw,single,multi,hitratio,memory,profile",
+    ap.add_argument("--sections", default="core,raw,single,multi,extras,hitratio,memory,profile",
                     help="comma-separated subset (default: all)")
     ap.add_argument("--backends", default="", help="comma-separated aliases (default: all)")
     ap.add_argument("--out", default=None, help="output stem (default docs/benchmarks + bench/results/latest)")
@@ -236,6 +236,18 @@ def main() -> int:
                     results["multi"][a] = r
             results["multi_params"] = {"keys": W.MP_KEYS, "alpha": W.MP_ALPHA, "set_fraction": W.MP_SET_FRACTION,
                                        "value_bytes": W.MP_VALUE_SIZE, "seconds": 0.15 if quick else 2.0, "procs": procs}
+
+        if "extras" in sections:
+            from bench import extras
+
+            log("== django-redis extras: lock pairs, set(nx=True), iter_keys / delete_pattern over 100k keys")
+            section("extras")
+            results["extras"] = {}
+            for a in ("shmcache", "django_redis"):
+                if a in active:
+                    r = guarded("extras", a, extras.run, a, quick)
+                    if r is not None:
+                        results["extras"][a] = r
 
         if "hitratio" in sections:
             log(f"== hit ratio at {W.HR_BYTES_MB} MB (get; on miss set), raw clients")

@@ -44,15 +44,14 @@ def layers(number: int) -> dict:
     The steps follow whatever the installed backend does (it is being
     optimised): its key function (`_k` if it has one, else Django's
     make_and_validate_key + utf-8), the core call with that key, and the
-    loading of a non-native item (`_codec.load`, or `_codec.decode` in older
-    builds). A step the backend does not have is left out."""
+    loading of a non-native item (the client's codec: `Codec.load`). A step
+    the backend does not have is left out."""
     import pickle
 
     from django.core.cache import caches
     from django.core.cache.backends.base import DEFAULT_TIMEOUT
 
     from bench.workloads import make_value
-    from shmcache import _codec
 
     out: dict = {}
     for size in (100, 10_000, 100_000):
@@ -69,12 +68,12 @@ def layers(number: int) -> dict:
             def kf(key, version, s=s):
                 return s.make_and_validate_key(key, version).encode("utf-8", "surrogatepass")
         k = kf(key, None)
-        core = s._cache._core
+        core, codec = s._cache._core, s._cache._codec
         item = core.get(k)
-        encv = _codec.encode(v, pickle.HIGHEST_PROTOCOL)
+        encv = codec.encode(v)
         pickled = pickle.dumps(v, pickle.HIGHEST_PROTOCOL)
         g = dict(s=s, lm=lm, key=key, k=k, kf=kf, core=core, item=item, v=v, encv=encv, pickled=pickled,
-                 pickle=pickle, codec=_codec, DT=DEFAULT_TIMEOUT, P=pickle.HIGHEST_PROTOCOL)
+                 pickle=pickle, codec=codec, DT=DEFAULT_TIMEOUT, P=pickle.HIGHEST_PROTOCOL)
         r: dict = {}
 
         def step(name, stmt):
@@ -88,13 +87,10 @@ def layers(number: int) -> dict:
         step("django_make_and_validate_key", "s.make_and_validate_key(key)")
         step("shm_get_core_get_ffi", "core.get(k)")
         if isinstance(item, tuple):
-            if hasattr(_codec, "load"):
-                step("shm_get_load", "codec.load(item)")
-            elif hasattr(_codec, "decode"):
-                step("shm_get_load", "codec.decode(item[0], item[1])")
+            step("shm_get_load", "codec.load(item)")
         step("shm_set_total", "s.set(key, v)")
         step("shm_set_seconds", "s._seconds(DT)")
-        step("shm_set_encode", "codec.encode(v, P)")
+        step("shm_set_encode", "codec.encode(v)")
         try:
             core.set(k, encv, 3600.0, False)
             step("shm_set_core_set_ffi", "core.set(k, encv, 3600.0, False)")

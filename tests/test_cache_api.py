@@ -182,7 +182,7 @@ def test_incr_expired_raises_keyerror(cache, clock_offset):
         cache.incr("n")
 
 
-@pytest.mark.parametrize("value", ["5", b"5", 1.0, True, 2**64, [1]], ids=repr)
+@pytest.mark.parametrize("value", ["5", b"5", 1.0, True, [1]], ids=repr)
 def test_incr_non_int_raises_typeerror(cache, value):
     cache.set("v", value)
     with pytest.raises(TypeError):

@@ -148,10 +148,12 @@ def test_int_is_stored_natively(django_cache):
     value = django_cache._cache._core.get(k)  # a native int comes back as int, not (encoding, bytes)
     assert type(value) is int and value == 41
     assert django_cache.incr("n") == 42
-    django_cache.set("big", 2**64)  # beyond 64 bits: pickled, still an int
+    django_cache.set("big", 2**64)  # beyond 64 bits: native too (ENC_BIGINT), still an int
     assert django_cache.get("big") == 2**64
+    assert django_cache.incr("big") == 2**64 + 1
+    django_cache.set("float", 1.0)
     with pytest.raises(TypeError):
-        django_cache.incr("big")
+        django_cache.incr("float")
 
 
 def _incr_loop(cache, n):

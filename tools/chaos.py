@@ -40,6 +40,14 @@ What is checked:
   (LOCK_TIMEOUT per shard lock it takes + --margin) is "blocked" (a hang);
   the in-flight operation of every killed worker is checked against the same
   bound when it dies, and workers must stop within seconds at the end;
+* app locks (``cache.lock()``, in a segment of their own): workers do a
+  non-atomic read-modify-write of one counter inside ``with lock`` and are
+  killed there too. The lock must never be held by two live processes (each
+  holder records its pid in a shared word and checks the previous holder's
+  is gone; a release that finds the lock taken over from a live holder is a
+  violation too), a dead holder's lock (timeout=None) must be taken over
+  (no acquire gives up after --lock-wait seconds), and the counter must end
+  within [confirmed, confirmed + kills while holding the lock];
 * lock_recoveries >= kills inside the lock (each one's lock came back),
   shard_wipes >= kills inside the lock (each one's shard was wiped), and
   wipes not explained by clear() or a recovered lock are corruption; at the
@@ -75,7 +83,7 @@ import uuid
 from collections import defaultdict
 from pathlib import Path
 
-from devkit.proc import proc_state, read_proc
+from devkit.proc import alive, proc_state, read_proc
 
 # ---------------------------------------------------------------------------
 # shared per-worker slot (int64 words in an anonymous MAP_SHARED mapping that
@@ -83,6 +91,7 @@ from devkit.proc import proc_state, read_proc
 
 W = 64  # words per slot
 G_STOP = 0  # global header (slot -1 region): stop flag
+G_HOLDER = 1  # pid of the worker inside the app lock's critical section (0: none)
 HDR_WORDS = 8
 
 F_CMD = 0  # parent -> worker: arm the pause hook (ms) for the next set
@@ -93,19 +102,24 @@ F_OP_KIND = 4
 F_NONCE_BASE = 5  # TTL values in flight: their nonces [base, base+n)
 F_NONCE_N = 6
 F_INCARNATION = 7
+F_ALOCK_CMD = 30  # parent -> worker: take the app lock and stay inside until killed
 
 C_BASE = 8
 (C_OPS, C_LOCK_TIMEOUTS, C_BLOCKED, C_TORN, C_FOREIGN, C_EXP_SUSPECT, C_ERRORS, C_HITS,
  C_MISSES, C_MAX_NS, C_CTR_OK, C_CTR_RESEED, C_CLEARS, C_ARMED_SETS, C_SETMANY_FAILED,
- C_TTL_CHECKED, C_SETS, C_INCR_MAIN_RESEED, C_BLOCKED_RAISED) = range(C_BASE, C_BASE + 19)
+ C_TTL_CHECKED, C_SETS, C_INCR_MAIN_RESEED, C_BLOCKED_RAISED, C_ALOCK_OK, C_ALOCK_TWO,
+ C_ALOCK_GAVEUP) = range(C_BASE, C_BASE + 22)
 C_KIND_BASE = 32  # + op kind: per-kind counts
 C_KMAX_BASE = 48  # + op kind: per-kind slowest (ns)
 
-ST_IDLE, ST_OP, ST_ARMED, ST_CTR = 0, 1, 2, 3
+ST_IDLE, ST_OP, ST_ARMED, ST_CTR, ST_ALOCK = 0, 1, 2, 3, 4
 
-OPS = ["get", "set", "add", "delete", "incr", "touch", "get_many", "set_many", "counter_incr", "clear", "armed_set"]
-K_GET, K_SET, K_ADD, K_DELETE, K_INCR, K_TOUCH, K_GET_MANY, K_SET_MANY, K_CTR, K_CLEAR, K_ARMED = range(len(OPS))
-WEIGHTS = {K_GET: 30, K_SET: 18, K_ADD: 5, K_DELETE: 5, K_INCR: 6, K_TOUCH: 4, K_GET_MANY: 6, K_SET_MANY: 4, K_CTR: 8}
+OPS = ["get", "set", "add", "delete", "incr", "touch", "get_many", "set_many", "counter_incr", "clear", "armed_set",
+       "lock_rmw"]
+K_GET, K_SET, K_ADD, K_DELETE, K_INCR, K_TOUCH, K_GET_MANY, K_SET_MANY, K_CTR, K_CLEAR, K_ARMED, K_ALOCK = range(len(OPS))
+WEIGHTS = {K_GET: 30, K_SET: 18, K_ADD: 5, K_DELETE: 5, K_INCR: 6, K_TOUCH: 4, K_GET_MANY: 6, K_SET_MANY: 4, K_CTR: 8,
+           K_ALOCK: 4}
+ALOCK_KEY, ALOCK_CTR = b"app-lock", b"app-lock-counter"
 
 # syscall numbers (x86_64 / aarch64) of the sleep the pause hook makes
 SLEEP_SYSCALLS = {"35", "230", "101", "115"}
@@ -193,6 +207,8 @@ def check_str_value(key: bytes, v: str) -> tuple[str, tuple | None]:
 class Cfg:
     location = ""
     ctr_location = ""
+    lock_location = ""
+    lock_wait = 5.0
     size = 4 << 20
     max_item_size = 64 << 10
     ctr_size = 1 << 20
@@ -228,6 +244,7 @@ class Worker:
         self.rng = random.Random(os.urandom(16))
         self.c = shmcache.Cache(Cfg.location, size=Cfg.size, max_item_size=Cfg.max_item_size, lock_timeout=Cfg.lock_timeout)
         self.cc = shmcache.Cache(Cfg.ctr_location, size=Cfg.ctr_size, max_item_size=4096, lock_timeout=Cfg.lock_timeout)
+        self.lk = shmcache.Cache(Cfg.lock_location, size=Cfg.ctr_size, max_item_size=4096, lock_timeout=Cfg.lock_timeout)
         self.LockTimeout = shmcache.LockTimeout
         self.nonce = incarnation << 32
         d = Cfg.rundir
@@ -336,6 +353,10 @@ class Worker:
             if pause:
                 S[b + F_CMD] = 0
                 self.op(K_ARMED, pause)
+                continue
+            if S[b + F_ALOCK_CMD]:
+                S[b + F_ALOCK_CMD] = 0
+                self.op(K_ALOCK, 1)
                 continue
             if rng.random() < Cfg.clear_p:
                 self.op(K_CLEAR)
@@ -548,6 +569,39 @@ class Worker:
         self.inc(C_CTR_RESEED)
         self.event("counter_reseed", epoch=e, added=bool(added))
 
+    def op_lock_rmw(self, stay: int):
+        """A non-atomic read-modify-write that only the app lock makes exact
+        (with `stay`, it waits inside, between the read and the write, for
+        the parent's kill)."""
+        S, b = self.S, self.b
+        lock = self.lk.lock(ALOCK_KEY, timeout=None, sleep=0.001)
+        acquire = lambda: lock.acquire(blocking_timeout=Cfg.lock_wait)  # noqa: E731
+        # The bound allows for a holder told to stay inside until killed (2 s).
+        if not self.timed(K_ALOCK, 1, acquire, extra_ns=int((Cfg.lock_wait + 2) * 1e9)):
+            self.inc(C_ALOCK_GAVEUP)
+            self.event("app_lock_gave_up", wait=Cfg.lock_wait, holder=self.lk.get(ALOCK_KEY))
+            return
+        S[b + F_STATE] = ST_ALOCK
+        try:
+            other = S[G_HOLDER]
+            if other and other != os.getpid() and alive(other):
+                self.inc(C_ALOCK_TWO)
+                self.event("app_lock_two_holders", other=other)
+            S[G_HOLDER] = os.getpid()
+            v = self.lk.get(ALOCK_CTR, 0)
+            if stay:
+                time.sleep(2)  # the parent kills us here; if it does not, carry on
+            self.lk.set(ALOCK_CTR, v + 1)
+            self.inc(C_ALOCK_OK)
+            S[G_HOLDER] = 0
+        finally:
+            try:
+                lock.release()
+            except self.shmcache.LockNotOwnedError:
+                self.inc(C_ALOCK_TWO)  # taken over from a live holder
+                self.event("app_lock_taken_from_live_holder")
+            S[b + F_STATE] = ST_OP
+
     def op_clear(self, _):
         self.inc(C_CLEARS)  # counted when started: a kill may interrupt it
         self.timed(K_CLEAR, Cfg.nshards, self.c.clear)
@@ -616,6 +670,8 @@ class Chaos:
         self.kills_waiting_lock = 0
         self.kills_armed_missed = 0  # the armed set had finished (or not started) when the kill came
         self.kills_during_incr = 0
+        self.kills_holding_app_lock = 0
+        self.app_lock_no_response = 0
         self.blocked_at_kill = 0
         self.crashes: list[dict] = []
         self.unverifiable_nonces: set[int] = set()
@@ -644,6 +700,8 @@ class Chaos:
         S = self.S
         if S[b + F_STATE] == ST_CTR:
             self.kills_during_incr += 1
+        if S[b + F_STATE] == ST_ALOCK:
+            self.kills_holding_app_lock += 1
         if S[b + F_NONCE_N]:
             base = S[b + F_NONCE_BASE]
             self.unverifiable_nonces.update(range(base, base + S[b + F_NONCE_N]))
@@ -723,6 +781,23 @@ class Chaos:
         else:
             self.kills_armed_missed += 1
 
+    def app_lock_kill(self) -> None:
+        """Tell a worker to take the app lock and wait inside; kill it there."""
+        slot = self.rng.randrange(self.args.procs)
+        b = HDR_WORDS + slot * W
+        pid = self.slot_pid[slot]
+        self.S[b + F_ALOCK_CMD] = 1
+        deadline = time.monotonic() + 1.0
+        while self.S[b + F_STATE] != ST_ALOCK:
+            if time.monotonic() > deadline:
+                self.S[b + F_ALOCK_CMD] = 0
+                self.app_lock_no_response += 1
+                return
+            time.sleep(0.0002)
+        time.sleep(self.rng.uniform(0.0, 0.01))
+        if pid in self.pids:
+            self.kill(slot, inspect=False)  # after_death counts it (state ST_ALOCK)
+
     # -- the run --
     def run(self) -> dict:
         a = self.args
@@ -735,6 +810,7 @@ class Chaos:
         inode0 = c._core.inode
         Path(a.rundir, "epoch-1").touch()
         cc.set(CTR_KEY, 1 << EPOCH_SHIFT)
+        lk = sh.Cache(Cfg.lock_location, size=Cfg.ctr_size, max_item_size=4096, lock_timeout=Cfg.lock_timeout)
         for slot in range(a.procs):
             self.spawn(slot)
         deadline = t_start + a.seconds
@@ -746,8 +822,11 @@ class Chaos:
                 break
             self.reap()
             if now >= next_kill:
-                if self.rng.random() < a.armed_fraction:
+                x = self.rng.random()
+                if x < a.armed_fraction:
                     self.armed_kill()
+                elif x < a.armed_fraction + a.app_lock_fraction:
+                    self.app_lock_kill()
                 else:
                     self.kill(self.rng.randrange(a.procs), inspect=self.rng.random() < 0.2)
                 next_kill = time.monotonic() + self.rng.expovariate(a.kill_rate)
@@ -798,7 +877,12 @@ class Chaos:
             verify_ctr = {"ok": False, "error": repr(e)}
         st = c.stats()
         cst = cc.stats()
+        try:
+            app = {"final": lk.get(ALOCK_CTR, 0), "stats": lk.stats(), "verify": lk._core.verify()}
+        except Exception as e:
+            app = {"final": None, "error": repr(e)}
         result = self.judge(st, cst, final, run_seconds, hung, verify, verify_ctr)
+        self.judge_app_lock(result, app)
         result["inode_unchanged"] = c._core.inode == inode0
         result["load_avg_start"] = [round(x, 2) for x in load_start]
         result["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -831,6 +915,38 @@ class Chaos:
                 except ValueError:
                     pass  # a line cut by SIGKILL
         return out
+
+    def judge_app_lock(self, r: dict, app: dict) -> None:
+        """The app lock's checks, added to `r` (see the module doc)."""
+        confirmed = self.slot_sum(C_ALOCK_OK)
+        final, wipes = app.get("final"), (app.get("stats") or {}).get("shard_wipes")
+        a = {
+            "rmw_confirmed": confirmed,
+            "counter_final": final,
+            "kills_holding_the_lock": self.kills_holding_app_lock,
+            "two_live_holders": self.slot_sum(C_ALOCK_TWO),
+            "acquires_given_up": self.slot_sum(C_ALOCK_GAVEUP),
+            "told_to_hold_but_did_not_in_1s": self.app_lock_no_response,
+            "lock_segment_shard_wipes": wipes,
+            "error": app.get("error"),
+        }
+        if wipes:  # a kill mid-write in the lock segment may have lost the counter
+            a["counter_ok"] = final is not None and final <= confirmed + self.kills_holding_app_lock
+        else:
+            a["counter_ok"] = final is not None and confirmed <= final <= confirmed + self.kills_holding_app_lock
+        r["app_lock"] = a
+        f = r["failures"]
+        if a["two_live_holders"]:
+            f.append(f"the app lock was held by two live processes {a['two_live_holders']} time(s)")
+        if a["acquires_given_up"]:
+            f.append(f"{a['acquires_given_up']} app-lock acquire(s) gave up after {Cfg.lock_wait}s (a dead holder's lock not taken over?)")
+        if not a["counter_ok"]:
+            f.append("the app lock's counter is outside [confirmed, confirmed + kills holding the lock]")
+        if self.args.seconds >= 5 and self.slot_sum(C_KIND_BASE + K_ALOCK) == 0:
+            f.append("no app-lock operation ran")
+        if self.args.app_lock_fraction > 0 and self.args.seconds >= 5 and not self.kills_holding_app_lock:
+            f.append("no kill landed while a worker held the app lock")
+        r["pass"] = not f
 
     def judge(self, st, cst, final, run_seconds, hung, verify, verify_ctr) -> dict:
         a = self.args
@@ -1011,6 +1127,9 @@ def summary_lines(r: dict) -> list[str]:
         f"  expired values returned  {r['expired_values_returned']:>10}  (TTL values checked {r['ttl_values_checked']}; suspects explained by a slow set {r['expired_suspects_explained_by_slow_set']}, unverifiable {r['expired_suspects_unverifiable']})",
         f"  incr check               {'ok' if inc['ok'] else 'FAILED':>10}  (confirmed {inc['confirmed_total']}, final {inc.get('final_value')} in epoch {inc.get('final_epoch')}, "
         f"confirmed in that epoch {inc.get('confirmed_in_final_epoch')}, uncertain {inc['uncertain']}, duplicates {inc['duplicates']}, epochs {len(inc['epochs'])})",
+        f"  app lock (cache.lock)    {'ok' if r['app_lock']['counter_ok'] and not r['app_lock']['two_live_holders'] and not r['app_lock']['acquires_given_up'] else 'FAILED':>10}  "
+        f"(read-modify-writes {r['app_lock']['rmw_confirmed']}, counter {r['app_lock']['counter_final']}, kills holding it {r['app_lock']['kills_holding_the_lock']}, "
+        f"two live holders {r['app_lock']['two_live_holders']}, acquires given up {r['app_lock']['acquires_given_up']})",
         f"  worker crashes / errors  {r['worker_crashes']:>10} / {r['worker_errors']}",
         f"  verify()                 {'ok' if r['verify'].get('ok') and r['verify_counter_segment'].get('ok') else 'FAILED':>10}",
         "PASS" if r["pass"] else "FAIL: " + "; ".join(r["failures"]),
@@ -1025,6 +1144,8 @@ def parse_args(argv=None):
     p.add_argument("--gunicorn", action="store_true", help="run the gunicorn chaos mode (tools/chaos_gunicorn.py)")
     p.add_argument("--kill-rate", type=float, default=15.0, help="kills per second (default 15)")
     p.add_argument("--armed-fraction", type=float, default=0.3, help="fraction of kills aimed inside the lock")
+    p.add_argument("--app-lock-fraction", type=float, default=0.1,
+                   help="fraction of kills aimed at a worker holding the app lock (cache.lock)")
     p.add_argument("--size", default="4MB")
     p.add_argument("--max-item-size", default="64KB")
     p.add_argument("--lock-timeout", type=float, default=0.1)
@@ -1059,6 +1180,7 @@ def main(argv=None) -> int:
     run = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
     Cfg.location = f"chaos-{run}"
     Cfg.ctr_location = f"chaos-{run}-ctr"
+    Cfg.lock_location = f"chaos-{run}-lock"
     Cfg.size = parse_size(a.size, "--size")
     Cfg.max_item_size = parse_size(a.max_item_size, "--max-item-size")
     Cfg.lock_timeout = a.lock_timeout
@@ -1107,6 +1229,7 @@ def main(argv=None) -> int:
         if not a.keep:
             shmcache.destroy(Cfg.location)
             shmcache.destroy(Cfg.ctr_location)
+            shmcache.destroy(Cfg.lock_location)
             shutil.rmtree(a.rundir, ignore_errors=True)
         else:
             print(f"kept: run directory {a.rundir}, segments {Cfg.location}, {Cfg.ctr_location}", file=sys.stderr)

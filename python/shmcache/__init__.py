@@ -10,6 +10,21 @@ from __future__ import annotations
 from . import _core
 from ._core import LockTimeout, SegmentError, ShmCacheError, ValueTooLarge
 from .client import Cache, destroy, segment_name
+from .lock import AsyncLock, Lock, LockError, LockNotOwnedError
+from .memoize import memoize
 
-__all__ = ["Cache", "ShmCacheError", "LockTimeout", "SegmentError", "ValueTooLarge", "destroy", "segment_name"]
+__all__ = [
+    "AsyncLock",
+    "Cache",
+    "Lock",
+    "LockError",
+    "LockNotOwnedError",
+    "LockTimeout",
+    "SegmentError",
+    "ShmCacheError",
+    "ValueTooLarge",
+    "destroy",
+    "memoize",
+    "segment_name",
+]
 __version__: str = _core.__version__

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._codec import parse_compressor, parse_serializer
+
 _UNITS = {
     "": 1, "b": 1,
     "k": 1000, "kb": 1000, "kib": 1024,
@@ -94,6 +96,10 @@ def check_location(location: object, option: str = "LOCATION") -> str:
     return location
 
 
+def _compress_min_length(v: object, option: str) -> int:
+    return parse_int(v, option, 0, 2**40)
+
+
 def _shards(v: object, option: str) -> int:
     return parse_int(v, option, 0, 1024)
 
@@ -109,10 +115,21 @@ _FIELDS: tuple[tuple[str, str, Any, Callable[[object, str], Any]], ...] = (
     ("shards", "SHARDS", 0, _shards),
     ("lock_timeout", "LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT, parse_seconds),
     ("pickle_protocol", "PICKLE_PROTOCOL", pickle.HIGHEST_PROTOCOL, _pickle_protocol),
+    ("serializer", "SERIALIZER", "pickle", parse_serializer),
+    ("compressor", "COMPRESSOR", None, parse_compressor),
+    ("compress_min_length", "COMPRESS_MIN_LENGTH", 1024, _compress_min_length),
 )
 DJANGO_OPTIONS = frozenset(django for _, django, _, _ in _FIELDS)
 # Understood by BaseCache for LocMem/file/db culling; eviction here is automatic.
 IGNORED_DJANGO_OPTIONS = frozenset({"MAX_ENTRIES", "CULL_FREQUENCY"})
+# django-redis options that have no meaning without a Redis server: named in
+# the error, with what to do, so a settings file copied over fails clearly.
+DJANGO_REDIS_ONLY_OPTIONS = frozenset({
+    "CLIENT_CLASS", "CLIENT_KWARGS", "CONNECTION_POOL_CLASS", "CONNECTION_POOL_KWARGS", "CONNECTION_FACTORY",
+    "PARSER_CLASS", "PASSWORD", "USERNAME", "SOCKET_CONNECT_TIMEOUT", "SOCKET_TIMEOUT", "REDIS_CLIENT_CLASS",
+    "REDIS_CLIENT_KWARGS", "IGNORE_EXCEPTIONS", "LOG_IGNORED_EXCEPTIONS", "CLOSE_CONNECTION", "REPLICA_READ_ONLY",
+    "SENTINELS", "SENTINEL_KWARGS", "DB", "PICKLE_VERSION",
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -125,6 +142,9 @@ class Settings:
     shards: int = 0
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     pickle_protocol: int = pickle.HIGHEST_PROTOCOL
+    serializer: str = "pickle"
+    compressor: str | None = None
+    compress_min_length: int = 1024
 
     @classmethod
     def from_kwargs(cls, **given: Any) -> Settings:
@@ -134,6 +154,12 @@ class Settings:
     @classmethod
     def from_django(cls, options: Mapping[str, Any]) -> Settings:
         """From a Django CACHES entry's OPTIONS; errors name the OPTIONS key."""
+        redis_only = sorted(set(options) & DJANGO_REDIS_ONLY_OPTIONS)
+        if redis_only:
+            raise ValueError(
+                f"OPTIONS {', '.join(redis_only)}: django-redis option(s) with no meaning for shmcache, which "
+                "talks to no Redis server; remove them (PICKLE_VERSION is PICKLE_PROTOCOL here)"
+            )
         unknown = set(options) - DJANGO_OPTIONS - IGNORED_DJANGO_OPTIONS
         if unknown:
             raise ValueError(

@@ -21,16 +21,20 @@ options (`_options`), batch handling, and the error policy:
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 import logging
 import os
 import pickle
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from . import _core
-from ._codec import encode, load
+from ._codec import Codec
 from ._core import LockTimeout, ShmCacheError, ValueTooLarge
+from ._glob import compile_glob, glob_escape, literal_prefix
 from ._options import (
     DEFAULT_LOCK_TIMEOUT,
     DEFAULT_MAX_ITEM_SIZE,
@@ -39,6 +43,8 @@ from ._options import (
     check_location,
     parse_default_timeout,
 )
+from .lock import AsyncLock, Lock, LockError
+from .memoize import memoize
 
 log = logging.getLogger("shmcache")
 
@@ -94,6 +100,86 @@ def _delta(delta: Any) -> int:
     return delta
 
 
+def _until(when: Any, unit: float, name: str) -> float:
+    """Seconds from now until `when` (a datetime, or a Unix time in `unit`s)."""
+    if isinstance(when, datetime.datetime):
+        return when.timestamp() - time.time()
+    if isinstance(when, bool) or not isinstance(when, (int, float)):
+        raise TypeError(f"{name} must be a datetime or a Unix timestamp, not {type(when).__name__}")
+    return when * unit - time.time()
+
+
+def _itersize(itersize: Any) -> int:
+    if itersize is None:
+        return 1000
+    if isinstance(itersize, bool) or not isinstance(itersize, int) or itersize < 1:
+        raise ValueError(f"itersize must be a positive integer (records per batch), not {itersize!r}")
+    return itersize
+
+
+# How long get_or_set waits, by default, for another process computing the
+# same key before computing it itself.
+FLIGHT_WAIT = 10.0
+
+
+def _flight_key(key: Any) -> Any:
+    """The key of the marker a get_or_set computation holds (starts with NUL:
+    outside every Django KEY_PREFIX, so no key iteration lists it)."""
+    if isinstance(key, bytes):
+        return b"\0shmcache-flight\0" + key
+    if isinstance(key, str):
+        return "\0shmcache-flight\0" + key
+    raise TypeError(f"cache keys must be str or bytes, not {type(key).__name__}")
+
+
+class _Flight:
+    """One get_or_set, as steps: `step` returns None once `result` is set,
+    else how long to sleep before the next step (the sync and async callers
+    differ only in how they sleep)."""
+
+    def __init__(self, cache: Cache, key: Any, default: Any, timeout: Any, wait: float) -> None:
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not wait >= 0:
+            raise ValueError(f"wait must be seconds >= 0, not {wait!r}")
+        self.cache, self.key, self.default, self.timeout = cache, key, default, timeout
+        self.marker = Lock(cache, _flight_key(key), timeout=max(wait, 0.01), thread_local=False)
+        self.deadline = time.monotonic() + wait
+        self.pause = 0.0005
+        self.result: Any = _MISSING
+
+    def _compute(self) -> None:
+        v = self.default() if callable(self.default) else self.default
+        self.cache.add(self.key, v, self.timeout)
+        self.result = self.cache.get(self.key, v)  # another process may have stored first
+
+    def step(self) -> float | None:
+        c = self.cache
+        v = c.get(self.key, _MISSING)
+        if v is not _MISSING:
+            self.result = v
+            return None
+        if not callable(self.default):
+            self._compute()  # nothing to compute: no reason to wait for anyone
+            return None
+        if self.marker.acquire(blocking=False):
+            try:
+                v = c.get(self.key, _MISSING)  # filled while we took the marker?
+                if v is _MISSING:
+                    self._compute()
+                else:
+                    self.result = v
+            finally:
+                try:
+                    self.marker.release()
+                except (LockError, ShmCacheError):
+                    pass  # expired (we took longer than `wait`): waiters have gone on
+            return None
+        if time.monotonic() >= self.deadline:
+            self._compute()
+            return None
+        pause, self.pause = self.pause, min(self.pause * 2, 0.02)
+        return pause
+
+
 def _key_list(keys: Any) -> list:
     """A list of keys from an iterable; a lone str or bytes is refused (it
     would otherwise be taken as one key per character)."""
@@ -120,6 +206,9 @@ class Cache:
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         default_timeout: float | None = None,
         pickle_protocol: int = pickle.HIGHEST_PROTOCOL,
+        serializer: str = "pickle",
+        compressor: str | None = None,
+        compress_min_length: int = 1024,
         on_error: str = "raise",
     ) -> None:
         self._open(
@@ -130,20 +219,32 @@ class Cache:
                 shards=shards,
                 lock_timeout=lock_timeout,
                 pickle_protocol=pickle_protocol,
+                serializer=serializer,
+                compressor=compressor,
+                compress_min_length=compress_min_length,
             ),
             parse_default_timeout(default_timeout, "default_timeout"),
             on_error,
         )
 
     @classmethod
-    def from_options(cls, location: str, options: Mapping[str, Any], on_error: str = "log") -> Cache:
+    def from_options(
+        cls, location: str, options: Mapping[str, Any], on_error: str = "log", json_encoder: type | None = None
+    ) -> Cache:
         """A client from a Django CACHES entry's LOCATION and OPTIONS (errors
         name LOCATION and the OPTIONS keys)."""
         self = cls.__new__(cls)
-        self._open(check_location(location), Settings.from_django(options), None, on_error)
+        self._open(check_location(location), Settings.from_django(options), None, on_error, json_encoder)
         return self
 
-    def _open(self, name: str, settings: Settings, default_timeout: float | None, on_error: str) -> None:
+    def _open(
+        self,
+        name: str,
+        settings: Settings,
+        default_timeout: float | None,
+        on_error: str,
+        json_encoder: type | None = None,
+    ) -> None:
         if on_error not in _ON_ERROR:
             raise ValueError(f"invalid on_error: {on_error!r}; give 'raise' or 'log'")
         self._raise = on_error == "raise"
@@ -151,6 +252,10 @@ class Cache:
         self.settings = settings
         self.default_timeout = default_timeout
         self.pickle_protocol = settings.pickle_protocol
+        self._codec = Codec(
+            settings.serializer, settings.compressor, settings.compress_min_length, settings.pickle_protocol, json_encoder
+        )
+        self._encode = self._codec.encode
         self._core = attach(name, settings)
 
     # -- the error policy, encoding, timeouts --
@@ -174,7 +279,7 @@ class Cache:
 
     def _load(self, key: Any, item: tuple, default: Any) -> Any:
         try:
-            return load(item)
+            return self._codec.load(item)
         except Exception as e:  # code changed between deploys, class gone, ...
             log.warning("shmcache: dropping undecodable value for key %.200r: %s", key, e)
             try:
@@ -184,7 +289,7 @@ class Cache:
             return default
 
     def _store(self, key: Any, value: Any, t: float | None, add: bool) -> bool:
-        v = encode(value, self.pickle_protocol)
+        v = self._encode(value)
         try:
             return self._core.set(key, v, t, add)
         except ValueTooLarge as e:
@@ -208,8 +313,11 @@ class Cache:
             return self._load(key, v, default)
         return v
 
-    def set(self, key: str | bytes, value: Any, timeout: Any = _DEFAULT) -> bool:
-        """Store; False if not stored (too large: the old value is removed)."""
+    def set(self, key: str | bytes, value: Any, timeout: Any = _DEFAULT, nx: bool = False) -> bool:
+        """Store; False if not stored (too large: the old value is removed).
+        ``nx=True``: only if absent, atomically (as `add`; Redis SET NX)."""
+        if nx:
+            return self.add(key, value, timeout)
         # The hot path: a float (what the Django face passes) or an int.
         t = timeout if type(timeout) is float or type(timeout) is int else self._timeout(timeout)
         if t is not None and t <= 0:
@@ -243,14 +351,16 @@ class Cache:
         except ShmCacheError as e:
             return self._failed(e, False)
 
-    def incr(self, key: str | bytes, delta: int = 1) -> int:
-        """Atomic across processes. KeyError if missing, TypeError if not an
-        int, OverflowError outside the signed 64-bit range; lock timeouts
-        raise whatever `on_error` says (a count must not be lost silently)."""
-        return self._core.incr(key, _delta(delta))
+    def incr(self, key: str | bytes, delta: int = 1, ignore_key_check: bool = False) -> int:
+        """Add `delta`, atomically across processes, to an integer of any
+        size (as Python ints are). KeyError if missing, unless
+        `ignore_key_check`: then a missing key starts at 0 and never expires
+        (Redis INCRBY). TypeError if the value is not an int. Lock timeouts
+        always raise: a count must not be lost silently."""
+        return self._core.incr(key, _delta(delta), bool(ignore_key_check))
 
-    def decr(self, key: str | bytes, delta: int = 1) -> int:
-        return self._core.incr(key, -_delta(delta))
+    def decr(self, key: str | bytes, delta: int = 1, ignore_key_check: bool = False) -> int:
+        return self._core.incr(key, -_delta(delta), bool(ignore_key_check))
 
     def has_key(self, key: str | bytes) -> bool:
         try:
@@ -260,13 +370,44 @@ class Cache:
 
     __contains__ = has_key
 
-    def ttl(self, key: str | bytes) -> float | None:
-        """Seconds left; None if it never expires; 0 if missing."""
+    def _ttl_ms(self, key: str | bytes) -> int:
         try:
-            ms = self._core.ttl_ms(key)
+            return self._core.ttl_ms(key)
         except ShmCacheError as e:
-            ms = self._failed(e, -2)
+            return self._failed(e, -2)
+
+    def ttl(self, key: str | bytes) -> float | None:
+        """Seconds left; None if it never expires; 0 if missing or expired."""
+        ms = self._ttl_ms(key)
         return None if ms == -1 else 0 if ms == -2 else ms / 1000
+
+    def pttl(self, key: str | bytes) -> int | None:
+        """Milliseconds left; None if it never expires; 0 if missing or expired."""
+        ms = self._ttl_ms(key)
+        return None if ms == -1 else 0 if ms == -2 else ms
+
+    def expire(self, key: str | bytes, timeout: Any) -> bool:
+        """Give an existing key `timeout` seconds to live (None: never; 0 or
+        less deletes it). Whether the key existed."""
+        return self.touch(key, timeout)
+
+    def pexpire(self, key: str | bytes, timeout: Any) -> bool:
+        """`expire` in milliseconds."""
+        t = self._timeout(timeout)
+        return self.touch(key, None if t is None else t / 1000)
+
+    def expire_at(self, key: str | bytes, when: Any) -> bool:
+        """Expire at `when`: a datetime (naive means local time) or a Unix
+        timestamp in seconds; a time in the past deletes the key."""
+        return self.touch(key, _until(when, 1.0, "when"))
+
+    def pexpire_at(self, key: str | bytes, when: Any) -> bool:
+        """`expire_at` with a Unix timestamp in milliseconds (or a datetime)."""
+        return self.touch(key, _until(when, 0.001, "when"))
+
+    def persist(self, key: str | bytes) -> bool:
+        """Remove the key's expiry. Whether the key existed."""
+        return self.touch(key, None)
 
     def rename(self, src: str | bytes, dst: str | bytes) -> bool:
         """Move `src`'s value to `dst` with the time it had left (Redis
@@ -320,8 +461,8 @@ class Cache:
         if t is not None and t <= 0:
             self.delete_many(keys)
             return []
-        p = self.pickle_protocol
-        items = [(k, encode(mapping[k], p)) for k in keys]
+        enc = self._encode
+        items = [(k, enc(mapping[k])) for k in keys]
         try:
             failed = [keys[i] for i in self._core.set_many(items, t)]
         except ShmCacheError as e:
@@ -340,6 +481,100 @@ class Cache:
             return self._core.delete_many(_key_list(keys))
         except ShmCacheError as e:
             return self._failed(e, 0)
+
+    # -- key iteration (walks every shard: see docs/architecture.md) --
+
+    def iter_keys(self, pattern: str = "*", itersize: int | None = None) -> Iterator[str]:
+        """The keys matching the Redis glob `pattern` (``*``, ``?``,
+        ``[a-z]``, ``\\`` escapes). A key present throughout the iteration is
+        yielded exactly once, even while other processes write; no shard lock
+        is held between two batches of `itersize` records."""
+        count = _itersize(itersize)
+        if not isinstance(pattern, str):
+            raise TypeError(f"pattern must be a str (a glob such as 'user:*'), not {type(pattern).__name__}")
+        prefix = literal_prefix(pattern)
+        match = None if pattern == glob_escape(prefix) + "*" or pattern == "*" else compile_glob(pattern).fullmatch
+        scan = self._core.scan(prefix, count)
+        while True:
+            try:
+                batch = next(scan)
+            except StopIteration:
+                return
+            except ShmCacheError as e:
+                self._failed(e, None)
+                return
+            for raw in batch:
+                k = raw.decode("utf-8", "surrogatepass")
+                if match is None or match(k):
+                    yield k
+
+    def keys(self, pattern: str = "*") -> list[str]:
+        """`iter_keys` as a list."""
+        return list(self.iter_keys(pattern))
+
+    def delete_pattern(self, pattern: str, itersize: int | None = None) -> int:
+        """Delete the keys matching `pattern`; returns how many were deleted."""
+        n, batch, size = 0, [], _itersize(itersize)
+        for k in self.iter_keys(pattern, size):
+            batch.append(k)
+            if len(batch) >= size:
+                n += self.delete_many(batch)
+                batch = []
+        return n + (self.delete_many(batch) if batch else 0)
+
+    # -- locks, single flight, memoize --
+
+    def lock(
+        self,
+        key: str | bytes,
+        timeout: float | None = None,
+        sleep: float = 0.1,
+        blocking: bool = True,
+        blocking_timeout: float | None = None,
+        thread_local: bool = True,
+    ) -> Lock:
+        """A lock on `key` shared by every process of the host, shaped like
+        redis-py's ``Lock`` (see `shmcache.lock`)."""
+        return Lock(self, key, timeout, sleep, blocking, blocking_timeout, thread_local)
+
+    def alock(
+        self,
+        key: str | bytes,
+        timeout: float | None = None,
+        sleep: float = 0.1,
+        blocking: bool = True,
+        blocking_timeout: float | None = None,
+        thread_local: bool = True,
+    ) -> AsyncLock:
+        """`lock` for asyncio: ``async with cache.alock("k"):``."""
+        return AsyncLock(self.lock(key, timeout, sleep, blocking, blocking_timeout, thread_local))
+
+    def get_or_set(self, key: str | bytes, default: Any, timeout: Any = _DEFAULT, wait: float = FLIGHT_WAIT) -> Any:
+        """The stored value, or `default` (called if callable) stored and
+        returned. When several processes miss one key at once, one calls
+        `default` and the others wait for its value (at most `wait` seconds,
+        then they compute it themselves); a computing process that dies
+        frees its waiters at once."""
+        flight = _Flight(self, key, default, timeout, wait)
+        while True:
+            pause = flight.step()
+            if pause is None:
+                return flight.result
+            time.sleep(pause)
+
+    async def aget_or_set(self, key: str | bytes, default: Any, timeout: Any = _DEFAULT, wait: float = FLIGHT_WAIT) -> Any:
+        """`get_or_set` that waits with ``asyncio.sleep``."""
+        flight = _Flight(self, key, default, timeout, wait)
+        while True:
+            pause = flight.step()
+            if pause is None:
+                return flight.result
+            await asyncio.sleep(pause)
+
+    def memoize(self, timeout: Any = _DEFAULT, key_prefix: str | None = None, typed: bool = False) -> Callable:
+        """Decorator: cache a function's results by its arguments (see
+        `shmcache.memoize`)."""
+        return memoize(self, timeout, key_prefix, typed)
 
     # -- the whole cache --
 

@@ -18,17 +18,31 @@ silently lose a count.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_key_func
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_key_func, get_key_func
+from django.core.serializers.json import DjangoJSONEncoder
 
-from .client import Cache
+from ._glob import glob_escape
+from .client import FLIGHT_WAIT, Cache
+from .lock import AsyncLock, Lock
+from .memoize import memoize
+
+
+def default_reverse_key(key: str) -> str:
+    """The user's key from a key made by Django's default KEY_FUNCTION
+    (``prefix:version:key``); REVERSE_KEY_FUNCTION replaces it, as in django-redis."""
+    return key.split(":", 2)[2]
 
 
 class SharedMemoryCache(BaseCache):
     def __init__(self, location: str, params: dict) -> None:
         super().__init__(params)
-        self._cache = Cache.from_options(location, params.get("OPTIONS") or {}, on_error="log")
+        self._cache = Cache.from_options(
+            location, params.get("OPTIONS") or {}, on_error="log", json_encoder=DjangoJSONEncoder
+        )
+        self._reverse_key = get_key_func(params.get("REVERSE_KEY_FUNCTION") or default_reverse_key)
         self._get, self._set = self._cache.get, self._cache.set  # bound once: the hot paths
         # Keys are built inline unless a subclass changed how (or KEY_FUNCTION
         # is set, checked per call: Django's tests swap it on the instance).
@@ -65,7 +79,11 @@ class SharedMemoryCache(BaseCache):
     def get(self, key, default=None, version=None):
         return self._get(self._k(key, version), default)
 
-    def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+    def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None, nx=False):
+        """Store (returns None, as BaseCache). With ``nx=True`` only if absent,
+        atomically, returning whether it stored (django-redis's SET NX)."""
+        if nx:
+            return self._cache.add(self._k(key, version), value, self._seconds(timeout))
         self._set(self._k(key, version), value, self._seconds(timeout))
 
     def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
@@ -80,17 +98,25 @@ class SharedMemoryCache(BaseCache):
     def has_key(self, key, version=None):
         return self._cache.has_key(self._k(key, version))
 
-    def incr(self, key, delta=1, version=None):
+    def incr(self, key, delta=1, version=None, ignore_key_check=False):
+        """Atomic, on integers of any size. ValueError if missing, unless
+        `ignore_key_check` (then a missing key starts at 0, as django-redis)."""
         try:
-            return self._cache.incr(self._k(key, version), delta)
+            return self._cache.incr(self._k(key, version), delta, ignore_key_check)
         except KeyError:
             raise ValueError(f"Key '{key}' not found") from None
 
-    def decr(self, key, delta=1, version=None):
+    def decr(self, key, delta=1, version=None, ignore_key_check=False):
         try:
-            return self._cache.decr(self._k(key, version), delta)
+            return self._cache.decr(self._k(key, version), delta, ignore_key_check)
         except KeyError:
             raise ValueError(f"Key '{key}' not found") from None
+
+    def get_or_set(self, key, default, timeout=DEFAULT_TIMEOUT, version=None, wait=FLIGHT_WAIT):
+        """BaseCache's get_or_set, stampede-safe: when several processes miss
+        one key at once, one calls `default` and the rest wait for it (at
+        most `wait` seconds)."""
+        return self._cache.get_or_set(self._k(key, version), default, self._seconds(timeout), wait)
 
     def get_many(self, keys, version=None):
         made = {self._k(key, version): key for key in keys}
@@ -102,7 +128,8 @@ class SharedMemoryCache(BaseCache):
         return [made[k] for k in failed]
 
     def delete_many(self, keys, version=None):
-        self._cache.delete_many([self._k(key, version) for key in keys])
+        """Returns how many of the keys existed (as django-redis does)."""
+        return self._cache.delete_many([self._k(key, version) for key in keys])
 
     def clear(self):
         self._cache.clear()
@@ -116,11 +143,67 @@ class SharedMemoryCache(BaseCache):
             raise ValueError(f"Key '{key}' not found")
         return version + delta
 
-    # ---- beyond BaseCache ----
+    # ---- beyond BaseCache: django-redis's extras ----
 
     def ttl(self, key, version=None):
-        """Seconds left; None if it never expires; 0 if missing (django-redis style)."""
+        """Seconds left (a float); None if it never expires; 0 if missing."""
         return self._cache.ttl(self._k(key, version))
+
+    def pttl(self, key, version=None):
+        """Milliseconds left; None if it never expires; 0 if missing."""
+        return self._cache.pttl(self._k(key, version))
+
+    def expire(self, key, timeout, version=None):
+        """A new expiry in seconds (DEFAULT_TIMEOUT: TIMEOUT). Whether the key existed."""
+        return self._cache.expire(self._k(key, version), self._seconds(timeout))
+
+    def pexpire(self, key, timeout, version=None):
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = None if self.default_timeout is None else self.default_timeout * 1000
+        return self._cache.pexpire(self._k(key, version), timeout)
+
+    def expire_at(self, key, when, version=None):
+        """Expire at a datetime or Unix timestamp (seconds); in the past deletes."""
+        return self._cache.expire_at(self._k(key, version), when)
+
+    def pexpire_at(self, key, when, version=None):
+        """Expire at a datetime or Unix timestamp in milliseconds."""
+        return self._cache.pexpire_at(self._k(key, version), when)
+
+    def persist(self, key, version=None):
+        """Never expire. Whether the key existed."""
+        return self._cache.persist(self._k(key, version))
+
+    def _pattern(self, pattern: str, version, prefix) -> str:
+        """The glob over made keys, as django-redis's make_pattern."""
+        if not isinstance(pattern, str):
+            raise TypeError(f"pattern must be a str (a glob such as 'user:*'), not {type(pattern).__name__}")
+        prefix = self.key_prefix if prefix is None else prefix
+        version = self.version if version is None else version
+        return self.key_func(pattern, glob_escape(prefix), glob_escape(str(version)))
+
+    def iter_keys(self, search, itersize=None, version=None) -> Iterator[str]:
+        """The user's keys matching the glob `search` under this alias's
+        KEY_PREFIX and VERSION. Walks every shard (docs/architecture.md);
+        a key present throughout is yielded exactly once."""
+        for k in self._cache.iter_keys(self._pattern(search, version, None), itersize):
+            yield self._reverse_key(k)
+
+    def keys(self, search, version=None) -> list[str]:
+        return list(self.iter_keys(search, version=version))
+
+    def delete_pattern(self, pattern, version=None, prefix=None, itersize=None) -> int:
+        """Delete the keys matching `pattern`; returns how many."""
+        return self._cache.delete_pattern(self._pattern(pattern, version, prefix), itersize)
+
+    def lock(self, key, version=None, timeout=None, sleep=0.1, blocking=True, blocking_timeout=None, thread_local=True):
+        """A lock shared by every process of the host, like django-redis's
+        (a redis-py ``Lock``); see `shmcache.lock`."""
+        return Lock(self._cache, self._k(key, version), timeout, sleep, blocking, blocking_timeout, thread_local)
+
+    def memoize(self, timeout=DEFAULT_TIMEOUT, key_prefix=None, typed=False) -> Callable:
+        """Decorator caching a function's results (see `shmcache.memoize`)."""
+        return memoize(self, timeout, key_prefix, typed)
 
     def stats(self) -> dict:
         return self._cache.stats()
@@ -145,11 +228,14 @@ class SharedMemoryCache(BaseCache):
     async def ahas_key(self, key, version=None):
         return self.has_key(key, version)
 
-    async def aincr(self, key, delta=1, version=None):
-        return self.incr(key, delta, version)
+    async def aincr(self, key, delta=1, version=None, ignore_key_check=False):
+        return self.incr(key, delta, version, ignore_key_check)
 
-    async def adecr(self, key, delta=1, version=None):
-        return self.decr(key, delta, version)
+    async def adecr(self, key, delta=1, version=None, ignore_key_check=False):
+        return self.decr(key, delta, version, ignore_key_check)
+
+    async def aget_or_set(self, key, default, timeout=DEFAULT_TIMEOUT, version=None, wait=FLIGHT_WAIT):
+        return await self._cache.aget_or_set(self._k(key, version), default, self._seconds(timeout), wait)
 
     async def aget_many(self, keys, version=None):
         return self.get_many(keys, version)
@@ -168,3 +254,35 @@ class SharedMemoryCache(BaseCache):
 
     async def attl(self, key, version=None):
         return self.ttl(key, version)
+
+    async def apttl(self, key, version=None):
+        return self.pttl(key, version)
+
+    async def aexpire(self, key, timeout, version=None):
+        return self.expire(key, timeout, version)
+
+    async def apexpire(self, key, timeout, version=None):
+        return self.pexpire(key, timeout, version)
+
+    async def aexpire_at(self, key, when, version=None):
+        return self.expire_at(key, when, version)
+
+    async def apexpire_at(self, key, when, version=None):
+        return self.pexpire_at(key, when, version)
+
+    async def apersist(self, key, version=None):
+        return self.persist(key, version)
+
+    async def akeys(self, search, version=None):
+        return self.keys(search, version)
+
+    async def aiter_keys(self, search, itersize=None, version=None) -> AsyncIterator[str]:
+        for k in self.iter_keys(search, itersize, version):
+            yield k
+
+    async def adelete_pattern(self, pattern, version=None, prefix=None, itersize=None):
+        return self.delete_pattern(pattern, version, prefix, itersize)
+
+    def alock(self, key, version=None, timeout=None, sleep=0.1, blocking=True, blocking_timeout=None, thread_local=True):
+        """`lock` whose acquire waits with ``asyncio.sleep``: ``async with cache.alock("k"):``."""
+        return AsyncLock(self.lock(key, version, timeout, sleep, blocking, blocking_timeout, thread_local))
