@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.deps-stamp
 ACT     := VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH
 
-.PHONY: all venv build lint test test-rust test-python demo chaos soak fuzz bench clean
+.PHONY: all venv build wheel lint test test-rust test-python test-matrix demo chaos soak fuzz bench clean
 
 all: test
 
@@ -19,6 +19,34 @@ $(STAMP): $(BIN)/python requirements-dev.txt tests/requirements-lifecycle.txt
 	touch $@
 
 venv: $(STAMP)
+
+# The shipped artefacts, in dist/: an abi3 wheel for x86_64 Linux that needs
+# glibc 2.17 at most (manylinux2014, linked by zig from the ziglang package),
+# and the sdist. The same choices as .github/workflows/release.yml: the
+# release profile (fat LTO), the default features (`python`: no test hooks),
+# abi3-py310 (Cargo.toml). Rebuilt only when an input is newer (not the .so
+# that `make build` leaves in python/). --target keeps its build apart from
+# `make build`'s in target/, so neither undoes the other.
+VERSION    := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+WHEEL      := dist/shmcache-$(VERSION)-cp310-abi3-manylinux2014_x86_64.manylinux_2_17_x86_64.whl
+SDIST      := dist/shmcache-$(VERSION).tar.gz
+WSTAMP     := $(VENV)/.wheel-deps-stamp
+PKG_INPUTS := Cargo.toml Cargo.lock build.rs pyproject.toml README.md LICENSE \
+              $(shell find src python -type f ! -name '*.so' ! -path '*/__pycache__/*')
+MATURIN_WHEEL_ARGS := --release --target x86_64-unknown-linux-gnu --compatibility manylinux2014 --zig
+
+$(WSTAMP): $(BIN)/python requirements-wheel.txt
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-wheel.txt
+	touch $@
+
+$(WHEEL) $(SDIST) &: $(WSTAMP) $(PKG_INPUTS)
+	rm -f dist/shmcache-*
+	$(ACT) $(BIN)/maturin build $(MATURIN_WHEEL_ARGS) --sdist --out dist
+	test -f $(WHEEL) && test -f $(SDIST)
+	touch $(WHEEL) $(SDIST)
+
+wheel: $(WHEEL) $(SDIST)
 
 # Build the extension into the venv (release mode: tests exercise real speed paths).
 build: $(STAMP)
@@ -36,8 +64,15 @@ lint: build
 test-rust:
 	cargo test --release
 
-test-python: build
-	$(ACT) $(BIN)/python -m pytest -q tests
+# tests/test_wheel.py's short run: the wheel in one fresh venv (oldest Python).
+test-python: build wheel
+	$(ACT) SHMCACHE_WHEEL_REQUIRED=1 $(BIN)/python -m pytest -q tests
+
+# The wheel in fresh venvs, no Rust on PATH: Python 3.10 + Django 4.2, 3.11 +
+# 5.2, the newest (>= 3.12) + 6.0, each with a two-process smoke test and
+# Django's own cache test-suite (docs/install.md).
+test-matrix: build wheel
+	$(ACT) SHMCACHE_WHEEL_REQUIRED=1 SHMCACHE_MATRIX=1 $(BIN)/python -m pytest -q -rs tests/test_wheel.py
 
 test: lint test-rust test-python
 
@@ -59,4 +94,4 @@ bench: build
 	$(ACT) $(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) target
+	rm -rf $(VENV) target dist

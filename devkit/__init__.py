@@ -7,6 +7,7 @@ there (``python -m tools.chaos``, ``python -m bench.run``,
 ``python -m demo.run_demo``). `run_module` starts one of them as a child
 the same way.
 
+* ``devkit.django_suite``: Django's own BaseCacheTests run against our backend;
 * ``devkit.gunicorn_demo``: the demo Django site under a real gunicorn;
 * ``devkit.net``: free ports, a listening socket, a JSON GET;
 * ``devkit.proc``: /proc readers (process state, children, RSS);

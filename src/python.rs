@@ -608,7 +608,20 @@ fn _set_clock_offset_ms(ms: i64) {
     time::set_offset_ms(ms);
 }
 
-#[pymodule]
+// Sound without the GIL (free-threaded CPython 3.13t/3.14t), so marked as not
+// needing it: nothing here relies on the GIL for mutual exclusion. `Cache` is
+// a `frozen` pyclass (no `&mut self`, no borrow flag), and everything it holds
+// is `Sync` and already shared between processes: the shard data is guarded
+// by the shared-memory robust mutexes (or read optimistically and validated
+// by a sequence number), the handle's current segment is an `ArcSwap` and
+// its recheck time an atomic; the module's exception types are created once
+// by PyO3. The keys and values borrowed during a call are `bytes`/`str`
+// objects, which are immutable. Waiting stays bounded: a shard lock is only
+// awaited detached (`py.detach`), so an attached thread holding one never
+// waits for a stop-the-world pause that needs a thread blocked on that lock.
+// An abi3 wheel cannot be loaded by a free-threaded interpreter anyway; this
+// matters for a version-specific cp313t/cp314t build (docs/install.md).
+#[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Cache>()?;
     m.add("ShmCacheError", m.py().get_type::<ShmCacheError>())?;

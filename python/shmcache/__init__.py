@@ -7,11 +7,16 @@ backend.
 
 from __future__ import annotations
 
-from . import _core
-from ._core import LockTimeout, SegmentError, ShmCacheError, ValueTooLarge
-from .client import Cache, destroy, segment_name
-from .lock import AsyncLock, Lock, LockError, LockNotOwnedError
-from .memoize import memoize
+import sys
+
+if not sys.platform.startswith("linux"):  # before _core, which could not load (or be built) there
+    raise ImportError(f"shmcache supports Linux only (it needs robust process-shared mutexes and /dev/shm), not {sys.platform}")
+
+from . import _core  # noqa: E402
+from ._core import LockTimeout, SegmentError, ShmCacheError, ValueTooLarge  # noqa: E402
+from .client import Cache, destroy, segment_name  # noqa: E402
+from .lock import AsyncLock, Lock, LockError, LockNotOwnedError  # noqa: E402
+from .memoize import memoize  # noqa: E402
 
 __all__ = [
     "AsyncLock",

@@ -1,0 +1,84 @@
+"""Django's own generic cache tests (``BaseCacheTests`` from the source
+distribution of a Django release) run against shmcache's backend, with any
+interpreter: the dev venv's (tests/test_django_suite.py) or a fresh venv in
+which the wheel is installed (tests/test_wheel.py).
+
+The test tree of Django `version` is downloaded once (its sdist, by the
+`python` that will run it, so pip honours that interpreter's
+requires-python) into ``.cache/django-<version>/``; our test module
+(tests/django_suite/test_shmcache_backend.py) is copied into its
+``tests/cache/`` and run by Django's ``runtests.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+from devkit import ROOT
+
+CACHE_DIR = ROOT / ".cache"
+OUR_MODULE = ROOT / "tests" / "django_suite" / "test_shmcache_backend.py"
+# Only the cull tests may be skipped (MAX_ENTRIES/CULL_FREQUENCY are not honoured).
+ALLOWED_SKIPS = {"test_cull", "test_zero_cull", "test_cull_delete_when_store_empty"}
+
+
+def django_tests_dir(version: str, python: str, env: dict | None = None) -> Path:
+    """Django `version`'s ``tests/`` directory, fetched with `python`'s pip if needed."""
+    dest = CACHE_DIR / f"django-{version}"
+    if not (dest / "tests" / "runtests.py").exists():
+        CACHE_DIR.mkdir(exist_ok=True)
+        sdist = CACHE_DIR / f"django-{version}.tar.gz"
+        if not sdist.exists():
+            subprocess.run(
+                [python, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                 f"django=={version}", "-d", str(CACHE_DIR), "-q"],
+                check=True, env=env,
+            )
+        with tarfile.open(sdist) as tf:
+            tf.extractall(CACHE_DIR, filter="data")
+    return dest / "tests"
+
+
+def run_base_cache_tests(python: str, version: str, env: dict | None = None, timeout: float = 600) -> str:
+    """Run BaseCacheTests of Django `version` with `python` (in whose
+    environment that Django and shmcache are installed) and assert that all
+    of them ran and passed, only the cull tests skipped. Returns the output."""
+    tests = django_tests_dir(version, python, env)
+    shutil.copy(OUR_MODULE, tests / "cache")
+    env = dict(os.environ if env is None else env)
+    env.update(SHMCACHE_SUITE_LOCATION=f"django-suite-{os.getpid()}-{version}", PYTHONWARNINGS="ignore")
+    p = subprocess.run(
+        [python, "runtests.py", "cache.test_shmcache_backend", "--settings=test_sqlite", "--parallel=1", "-v", "2"],
+        cwd=tests, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out[-8000:]
+    m = re.search(r"Ran (\d+) tests", out)
+    source = (tests / "cache" / "tests.py").read_text()
+    body = source.split("class BaseCacheTests", 1)[1].split("\nclass ", 1)[0]
+    expected = len(re.findall(r"^    def test_", body, re.M))
+    assert m and int(m.group(1)) == expected > 40, (expected, out[-3000:])
+    skipped = re.findall(r"^(test\w+) .*\.\.\. skipped", out, re.M)
+    assert set(skipped) <= ALLOWED_SKIPS, skipped
+    assert "FAILED" not in out, out[-8000:]
+    return out
+
+
+def main() -> None:
+    """``python -m devkit.django_suite``: the suite with this interpreter and
+    its installed Django and shmcache (the release workflow's wheel test)."""
+    import sys
+
+    import django
+
+    out = run_base_cache_tests(sys.executable, django.get_version())
+    print(re.findall(r"^Ran \d+ tests.*$", out, re.M)[0], f"(Django {django.get_version()}): OK")
+
+
+if __name__ == "__main__":
+    main()
