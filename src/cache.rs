@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::int::Int;
 use crate::layout::{Config, Geometry, SegHeader};
+use crate::scan::KeyScan;
 use crate::segment::{self, Segment};
 use crate::shard::{Item, SetMode, Shard, ShardGuard, Ttl};
 use crate::shards::Shards;
@@ -296,6 +297,18 @@ impl ShmCache {
             None => Ok((out, timed_out)),
             Some(e) => Err(e),
         }
+    }
+
+    /// A scan of the keys starting with `prefix`, at most `count` log steps
+    /// per lock (`scan.rs`: exactly once for keys live throughout).
+    pub fn scan(&self, prefix: &[u8], count: usize) -> KeyScan {
+        KeyScan::new(prefix, count)
+    }
+
+    /// The next keys of `scan` (never empty), or `None` at its end; each
+    /// slice under one shard lock, waiting at most the lock timeout.
+    pub fn scan_next(&self, scan: &mut KeyScan) -> Result<Option<Vec<Vec<u8>>>> {
+        scan.next_keys(&self.shards, Some(self.lock_timeout))
     }
 
     /// Drop every item in every shard.

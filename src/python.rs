@@ -572,10 +572,57 @@ impl Cache {
         Ok(c.shard_of(c.hash(&k)))
     }
 
+    /// An iterator over the keys (raw stored bytes) starting with `prefix`:
+    /// each `next()` gives a non-empty list of keys. A key live from the
+    /// start to the end of the iteration comes exactly once (see
+    /// docs/architecture.md); each lock hold walks at most `count` log
+    /// records, no lock is held between calls, and the GIL is released
+    /// while it walks. It keeps the segment it started on.
+    #[pyo3(signature = (prefix=None, count=1000), text_signature = "(self, prefix=b'', count=1000)")]
+    fn scan(&self, prefix: Option<&Bound<'_, PyAny>>, count: usize) -> PyResult<KeyScan> {
+        if count == 0 {
+            return Err(PyValueError::new_err("count must be at least 1"));
+        }
+        let prefix = match prefix {
+            Some(p) => key(p)?.into_owned(),
+            None => Vec::new(),
+        };
+        let cache = match &self.inner {
+            Inner::Named(h) => std::sync::Arc::clone(&h.cache()),
+            Inner::Fixed(c) => std::sync::Arc::clone(c),
+        };
+        let scan = cache.scan(&prefix, count);
+        Ok(KeyScan { cache, scan })
+    }
+
     /// Check now whether the segment's name was removed, and follow it.
     fn recheck(&self) {
         if let Inner::Named(h) = &self.inner {
             h.recheck_now();
+        }
+    }
+}
+
+/// A scan of the keys (`Cache.scan`): `next()` gives a non-empty list of
+/// keys as bytes, or raises StopIteration at the end; LockTimeout if a shard
+/// lock was not had in LOCK_TIMEOUT (nothing advanced: `next()` again retries).
+#[pyclass(module = "shmcache._core")]
+struct KeyScan {
+    cache: std::sync::Arc<ShmCache>,
+    scan: crate::scan::KeyScan,
+}
+
+#[pymethods]
+impl KeyScan {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
+        let (c, s) = (&*self.cache, &mut self.scan);
+        match py.detach(|| c.scan_next(s)).map_err(to_py)? {
+            Some(keys) => Ok(Some(PyList::new(py, keys.iter().map(|k| PyBytes::new(py, k)))?)),
+            None => Ok(None),
         }
     }
 }
@@ -624,6 +671,7 @@ fn _set_clock_offset_ms(ms: i64) {
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Cache>()?;
+    m.add_class::<KeyScan>()?;
     m.add("ShmCacheError", m.py().get_type::<ShmCacheError>())?;
     m.add("LockTimeout", m.py().get_type::<LockTimeout>())?;
     m.add("SegmentError", m.py().get_type::<SegmentError>())?;

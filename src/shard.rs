@@ -9,10 +9,14 @@
 //! This module holds those rules (the header, the lock, the guard, the wipe)
 //! and the operations on one shard (get, set, delete, touch, incr, ttl,
 //! contains). Log housekeeping (placing records, reclaiming the tail, the
-//! expiry sweep) is in `shard/reclaim.rs`; the full check in `shard/verify.rs`.
+//! expiry sweep) is in `shard/reclaim.rs`; the full check in `shard/verify.rs`;
+//! a key scan's walk under the lock in `shard/scan.rs`.
 
 mod reclaim;
+mod scan;
 mod verify;
+
+pub use scan::ScanPos;
 
 use crate::error::{Error, Result};
 use crate::index::Index;
@@ -153,6 +157,12 @@ impl Shard {
     #[cfg(test)]
     pub(crate) fn log_head(&self) -> u64 {
         self.header().head.load(Relaxed)
+    }
+
+    /// The log's logical tail (tests: were records reclaimed or moved?).
+    #[cfg(test)]
+    pub(crate) fn log_tail(&self) -> u64 {
+        self.header().tail.load(Relaxed)
     }
 
     fn index(&self) -> Index<'_> {
