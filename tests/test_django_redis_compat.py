@@ -456,3 +456,10 @@ def test_django_redis_only_and_bad_options_are_named(django_settings, location, 
     if word == "CLIENT_CLASS":
         assert "remove" in str(ei.value)
     assert not shmcache.destroy(location), "nothing was created"
+
+
+@pytest.mark.parametrize("wait", [-1, float("nan"), "5", True], ids=repr)
+def test_get_or_set_bad_wait_is_named_even_on_a_hit(cache, wait):
+    cache.set("k", 1)
+    with pytest.raises(ValueError, match="wait"):
+        cache.get_or_set("k", 2, wait=wait)

@@ -132,14 +132,17 @@ def _flight_key(key: Any) -> Any:
     raise TypeError(f"cache keys must be str or bytes, not {type(key).__name__}")
 
 
+def _check_wait(wait: Any) -> None:
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not wait >= 0:
+        raise ValueError(f"wait must be seconds >= 0, not {wait!r}")
+
+
 class _Flight:
     """One get_or_set, as steps: `step` returns None once `result` is set,
     else how long to sleep before the next step (the sync and async callers
     differ only in how they sleep)."""
 
     def __init__(self, cache: Cache, key: Any, default: Any, timeout: Any, wait: float) -> None:
-        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not wait >= 0:
-            raise ValueError(f"wait must be seconds >= 0, not {wait!r}")
         self.cache, self.key, self.default, self.timeout = cache, key, default, timeout
         self.marker = Lock(cache, _flight_key(key), timeout=max(wait, 0.01), thread_local=False)
         self.deadline = time.monotonic() + wait
@@ -555,6 +558,10 @@ class Cache:
         `default` and the others wait for its value (at most `wait` seconds,
         then they compute it themselves); a computing process that dies
         frees its waiters at once."""
+        _check_wait(wait)
+        v = self.get(key, _MISSING)  # the common case, a hit: nothing more to set up
+        if v is not _MISSING:
+            return v
         flight = _Flight(self, key, default, timeout, wait)
         while True:
             pause = flight.step()
@@ -564,6 +571,10 @@ class Cache:
 
     async def aget_or_set(self, key: str | bytes, default: Any, timeout: Any = _DEFAULT, wait: float = FLIGHT_WAIT) -> Any:
         """`get_or_set` that waits with ``asyncio.sleep``."""
+        _check_wait(wait)
+        v = self.get(key, _MISSING)
+        if v is not _MISSING:
+            return v
         flight = _Flight(self, key, default, timeout, wait)
         while True:
             pause = flight.step()
