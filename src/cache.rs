@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::int::Int;
 use crate::layout::{Config, Geometry, SegHeader};
 use crate::scan::KeyScan;
-use crate::segment::{self, Segment};
+use crate::segment::{self, Fit, Segment};
 use crate::shard::{Item, SetMode, Shard, ShardGuard, Ttl};
 use crate::shards::Shards;
 use crate::stats::Stats;
@@ -16,6 +16,7 @@ use std::time::Duration;
 pub struct ShmCache {
     shards: Shards,
     geo: Geometry,
+    requested: Geometry,
     lock_timeout: Duration,
     // Last field: unmapped after the shards (which point into it) are gone.
     seg: Segment,
@@ -51,7 +52,16 @@ impl ShmCache {
         let seg = Segment::open(
             name,
             geo.total_size,
-            |h: &SegHeader| h.check(&geo, name),
+            |h: &SegHeader| {
+                h.check_format(name)?;
+                let have = h.geometry();
+                if have == geo {
+                    return Ok(Fit::Same);
+                }
+                // Another geometry, in use: attachable if it is self-consistent.
+                have.check_untrusted()?;
+                Ok(Fit::Other(have.total_size))
+            },
             |base| {
                 // SAFETY: base is the fresh, zeroed, exclusively held mapping of total_size bytes.
                 let h = unsafe { &mut *base.cast::<SegHeader>() };
@@ -68,7 +78,16 @@ impl ShmCache {
                 }
             },
         )?;
-        Ok(Self::from_segment(seg, geo, lock_timeout))
+        // The segment's own geometry, which may differ from the request when
+        // the segment was in use with another one (SegHeader cannot change
+        // while we hold LOCK_SH; checked again as it is shared memory).
+        let have = seg.header().geometry();
+        if have != geo {
+            have.check_untrusted()?;
+        }
+        let mut c = Self::from_segment(seg, have, lock_timeout);
+        c.requested = geo;
+        Ok(c)
     }
 
     /// Attach to an existing segment whatever its geometry (admin tools:
@@ -90,11 +109,18 @@ impl ShmCache {
             // SAFETY: the segment maps geo.total_size bytes, validated against the header.
             .map(|i| unsafe { Shard::new(seg.base().add(geo.shard_offset(i) as usize), &geo) })
             .collect();
-        ShmCache { shards: Shards::new(shards, seg.header().hash_seed), geo, lock_timeout, seg }
+        ShmCache { shards: Shards::new(shards, seg.header().hash_seed), geo, requested: geo, lock_timeout, seg }
     }
 
+    /// The segment's geometry, the one in force.
     pub fn geometry(&self) -> &Geometry {
         &self.geo
+    }
+    /// The geometry this process asked for (SIZE, MAX_ITEM_SIZE, SHARDS);
+    /// differs from [`Self::geometry`] when the segment already existed,
+    /// in use by a process with other options.
+    pub fn requested(&self) -> &Geometry {
+        &self.requested
     }
     pub fn name(&self) -> &str {
         self.seg.name()

@@ -349,7 +349,7 @@ fn batch_get_many() {
 }
 
 #[test]
-fn reopen_shares_and_geometry_mismatch_is_refused() {
+fn reopen_shares_and_another_geometry_in_use_is_adopted() {
     let c = cache(4 << 20, 1024);
     c.set(b"k", ENC_BYTES, b"v", 0).unwrap();
     let name = c.name().to_string();
@@ -358,12 +358,17 @@ fn reopen_shares_and_geometry_mismatch_is_refused() {
     assert_eq!(get(&c2, b"k"), Some(b"v".to_vec()));
     drop(c2);
     let other = Config { size: 8 << 20, ..cfg };
-    match ShmCache::open_named(&name, &other, Duration::from_millis(100)) {
-        Err(Error::GeometryMismatch(m)) => assert!(m.contains("SIZE"), "{m}"),
-        Err(e) => panic!("{e}"),
-        Ok(_) => panic!("opened a segment of another geometry"),
-    }
-    assert_eq!(get(&c, b"k"), Some(b"v".to_vec()), "refusal must not touch the data");
+    // In use with another geometry: attached as it is, one cache for both.
+    let c2 = ShmCache::open_named(&name, &other, Duration::from_millis(100)).unwrap();
+    assert_eq!(c2.geometry(), c.geometry());
+    assert_eq!(*c2.requested(), Geometry::compute(&other).unwrap());
+    assert_eq!(c2.segment().inode(), c.segment().inode());
+    assert_eq!(get(&c2, b"k"), Some(b"v".to_vec()));
+    c2.delete(b"k").unwrap();
+    assert_eq!(get(&c, b"k"), None, "a delete by the adopter is seen by the other");
+    c2.set(b"k", ENC_BYTES, b"v", 0).unwrap();
+    drop(c2);
+    assert_eq!(get(&c, b"k"), Some(b"v".to_vec()));
     // Once nobody is attached, a new geometry replaces the stale segment (a redeploy with a new SIZE).
     c.close_keep();
     // A test running beside this one that forks inherits this segment's fd
@@ -371,7 +376,8 @@ fn reopen_shares_and_geometry_mismatch_is_refused() {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let c3 = loop {
         match ShmCache::open_named(&name, &other, Duration::from_millis(100)) {
-            Err(Error::GeometryMismatch(_)) if std::time::Instant::now() < deadline => {
+            Ok(c) if c.geometry() != c.requested() && std::time::Instant::now() < deadline => {
+                drop(c);
                 std::thread::sleep(Duration::from_millis(20))
             }
             r => break TestCache(Some(r.unwrap())),

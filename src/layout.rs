@@ -204,8 +204,8 @@ impl SegHeader {
         self.reserve = g.reserve;
     }
 
-    /// Check a READY header against what this process expects.
-    pub fn check(&self, want: &Geometry, name: &str) -> Result<()> {
+    /// Check that a READY header is of this library's format and ABI.
+    pub fn check_format(&self, name: &str) -> Result<()> {
         if self.magic != MAGIC || self.layout_version != LAYOUT_VERSION || self.abi != ABI {
             return Err(Error::GeometryMismatch(format!(
                 "shared segment {name} has an unknown format (magic {:#x}, layout {}, abi {:#x}); \
@@ -213,6 +213,12 @@ impl SegHeader {
                 self.magic, self.layout_version, self.abi
             )));
         }
+        Ok(())
+    }
+
+    /// Check a READY header against what this process expects.
+    pub fn check(&self, want: &Geometry, name: &str) -> Result<()> {
+        self.check_format(name)?;
         let have = self.geometry();
         if have != *want {
             return Err(Error::GeometryMismatch(format!(

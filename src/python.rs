@@ -565,6 +565,24 @@ impl Cache {
         self.cache().geometry().max_item_size
     }
 
+    /// The segment's (size, max_item_size, shards): the geometry in force.
+    #[getter]
+    fn geometry(&self) -> (u64, u64, u64) {
+        let c = self.cache();
+        let g = c.geometry();
+        (g.total_size, g.max_item_size, g.nshards)
+    }
+
+    /// This process's requested (size, max_item_size, shards), as computed
+    /// from its options; differs from `geometry` when the segment was in use
+    /// with other options.
+    #[getter]
+    fn requested_geometry(&self) -> (u64, u64, u64) {
+        let c = self.cache();
+        let g = c.requested();
+        (g.total_size, g.max_item_size, g.nshards)
+    }
+
     /// Shard index of a key (tests: aim at a shard).
     fn shard_of(&self, key: &Bound<'_, PyAny>) -> PyResult<usize> {
         let k = self::key(key)?;

@@ -10,8 +10,10 @@
 //!    owned by our effective uid with no group/other permission bits.
 //! 2. `flock(LOCK_SH)`: if the header says READY, validate it and stay attached
 //!    holding LOCK_SH (the crash-safe "someone is attached" marker).
-//!    A READY segment of another geometry or format is an error while any
-//!    process is attached to it, and is re-created when nobody is.
+//!    A READY segment of another format is an error while any process is
+//!    attached to it; one of another geometry is adopted as it is (the
+//!    requested geometry is only a request). Either is re-created when
+//!    nobody is attached.
 //! 3. Otherwise try `LOCK_EX|LOCK_NB`; the winner checks free space,
 //!    `fallocate`s the whole size, initialises, publishes READY, then
 //!    downgrades to LOCK_SH. Losers poll. A creator that dies releases its
@@ -89,6 +91,15 @@ pub fn destroy(name: &str) -> Result<bool> {
     }
 }
 
+/// How an existing READY header fits what a process asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// Exactly the requested geometry.
+    Same,
+    /// A valid segment of another geometry, this many bytes long.
+    Other(u64),
+}
+
 pub struct Segment {
     fd: OwnedFd,
     base: NonNull<u8>,
@@ -161,11 +172,14 @@ impl Segment {
     pub fn open(
         name: &str,
         len: u64,
-        check: impl Fn(&SegHeader) -> Result<()>,
+        check: impl Fn(&SegHeader) -> Result<Fit>,
         init: impl FnOnce(*mut u8),
     ) -> Result<Segment> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut init = Some(init);
+        // Set once a segment of another geometry turned out to be in use:
+        // from then on such a segment is attached to as it is.
+        let mut adopt = false;
         'reopen: loop {
             let fd = rustix::shm::open(
                 name,
@@ -179,13 +193,23 @@ impl Segment {
                 let st = rustix::fs::fstat(&fd).map_err(|e| Error::os("fstat", e))?;
                 let mut replace = false;
                 if let Some(h) = read_ready_header(&fd, st.st_size as u64)? {
-                    match check(&h) {
-                        Ok(()) => return Self::map(fd, name, len, st.st_ino as u64),
+                    let fit = check(&h);
+                    match fit {
+                        Ok(Fit::Same) => return Self::map(fd, name, len, st.st_ino as u64),
+                        Ok(Fit::Other(have)) if adopt => return Self::map(fd, name, have, st.st_ino as u64),
                         // Another geometry or format: replace it only if nobody is attached.
-                        Err(e) => {
+                        _ => {
                             rustix::fs::flock(&fd, FlockOperation::Unlock).map_err(|e| Error::os("flock", e))?;
                             if rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_err() {
-                                return Err(e);
+                                match fit {
+                                    // In use with another geometry: attach to it as it is
+                                    // (re-read under LOCK_SH: it may have changed meanwhile).
+                                    Ok(_) => {
+                                        adopt = true;
+                                        continue;
+                                    }
+                                    Err(e) => return Err(e),
+                                }
                             }
                             replace = true;
                         }
@@ -217,7 +241,7 @@ impl Segment {
                     _ => continue 'reopen,
                 }
                 if let Some(h) = read_ready_header(&fd, st.st_size as u64)? {
-                    if check(&h).is_ok() {
+                    if matches!(check(&h), Ok(Fit::Same)) {
                         continue; // someone finished between our two locks
                     }
                     // A segment of another geometry or format that nobody is

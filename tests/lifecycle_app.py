@@ -10,11 +10,16 @@ forks (uWSGI's default prefork, gunicorn --preload), or in each worker
 
 import json
 import os
+from pathlib import Path
 
 import shmcache
 
 LOCATION = os.environ["SHMCACHE_APP_LOCATION"]
-cache = shmcache.Cache(LOCATION, size="8MB", max_item_size="64KB")
+# SIZE from a file when SHMCACHE_APP_SIZE_FILE names one, read at import: in
+# each worker without --preload, so a HUP or USR2 picks up a changed SIZE.
+_size_file = os.environ.get("SHMCACHE_APP_SIZE_FILE")
+SIZE = Path(_size_file).read_text().strip() if _size_file else "8MB"
+cache = shmcache.Cache(LOCATION, size=SIZE, max_item_size="64KB")
 IMPORT_PID = os.getpid()
 
 
@@ -32,7 +37,8 @@ def handle(path: str) -> tuple[int, dict]:
     elif parts == ["stats"]:
         out.update(stats=cache.stats())
     elif parts == ["info"]:
-        out.update(import_pid=IMPORT_PID, ppid=os.getppid(), inode=cache._core.inode, segment=cache._core.segment)
+        out.update(import_pid=IMPORT_PID, ppid=os.getppid(), inode=cache._core.inode, segment=cache._core.segment,
+                   geometry=cache._core.geometry, requested=cache._core.requested_geometry)
     else:
         return 404, {"error": "not found", "path": path}
     return 200, out

@@ -463,14 +463,21 @@ def test_two_caches_with_one_name_share_data(cache, location):
     assert "k" not in cache
 
 
-def test_size_mismatch_with_existing_segment(cache, location):
+def test_another_size_attaches_to_the_segment_in_use(cache, location, caplog):
+    # Options are a request: a segment in use with another SIZE is shared as
+    # it is (a warning, never an error), so old and new settings see one cache.
     cache.set("k", "v")
-    with pytest.raises(shmcache.SegmentError) as ei:
-        shmcache.Cache(location, size="16MB", max_item_size=MAX_ITEM)
-    assert "SIZE" in str(ei.value)
-    assert isinstance(ei.value, shmcache.ShmCacheError)
-    assert cache.get("k") == "v"
-    assert shmcache.Cache(location, size=SIZE, max_item_size=MAX_ITEM).get("k") == "v"
+    with caplog.at_level(logging.WARNING, logger="shmcache"):
+        other = shmcache.Cache(location, size="16MB", max_item_size=MAX_ITEM)
+    assert "asked for SIZE=" in caplog.text and "uses the existing geometry" in caplog.text, caplog.text
+    assert other.get("k") == "v"
+    assert other._core.geometry == cache._core.geometry != other._core.requested_geometry
+    assert other._core.inode == cache._core.inode
+    other.delete("k")
+    assert cache.get("k") is None
+    cache.set("k", "v2")
+    assert other.get("k") == "v2"
+    assert shmcache.Cache(location, size=SIZE, max_item_size=MAX_ITEM).get("k") == "v2"
 
 
 def test_destroy_then_recreate_is_empty(location):

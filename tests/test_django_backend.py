@@ -77,12 +77,13 @@ def test_bad_location(django_settings, loc):
     assert "LOCATION" in str(ei.value)
 
 
-def test_size_mismatch_raises_segment_error(django_cache, location):
+def test_another_size_shares_the_segment_in_use(django_cache, location):
+    # A deploy with a new SIZE while old workers run: no error, one cache.
     django_cache.set("k", "v")
-    with pytest.raises(shmcache.SegmentError) as ei:
-        backend(location, OPTIONS={**OPTIONS, "SIZE": "16MB"})
-    assert "SIZE" in str(ei.value)
-    assert django_cache.get("k") == "v"
+    other = backend(location, OPTIONS={**OPTIONS, "SIZE": "16MB"})
+    assert other.get("k") == "v"
+    other.delete("k")
+    assert django_cache.get("k") is None
 
 
 # ---------------------------------------------------------------- undecodable values

@@ -323,3 +323,116 @@ def test_uvicorn_workers_attach_and_share(location):
         assert_values(s2, values)
         assert s2.get("/incr/n")["value"] == 6
         assert seg_inode(location) == inode
+
+
+# ---------------------------------------------------------------- a new SIZE
+
+
+def sized_gunicorn_cmd(*extra, bind_address=False, script=False):
+    """gunicorn serving tests/lifecycle_app.py (which reads its SIZE from
+    SHMCACHE_APP_SIZE_FILE in each worker, so a HUP picks up a new one)."""
+
+    def cmd(fd, port):
+        bind = f"127.0.0.1:{port}" if bind_address else f"fd://{fd}"
+        exe = [str(Path(sys.executable).parent / "gunicorn")] if script else [sys.executable, "-m", "gunicorn"]
+        return [*exe, "--bind", bind, "--workers", str(WORKERS), "--pythonpath", str(TESTS),
+                "--graceful-timeout", "5", "--timeout", "30", "--log-level", "info", *extra,
+                "lifecycle_app:application"]
+
+    return cmd
+
+
+def infos(server, n=16):
+    return {r["pid"]: r for r in server.get_many(["/info"] * n, concurrency=4)}
+
+
+def test_gunicorn_hup_with_a_new_size_is_no_outage(location, tmp_path):
+    """Workers re-forked by HUP with SIZE changed from 8MB to 16MB while the
+    cache is in use: every request succeeds, the new workers share the
+    segment in use (its geometry), the values are kept."""
+    size_file = tmp_path / "size"
+    size_file.write_text("8MB")
+    s = Server(location, sized_gunicorn_cmd(), env={"SHMCACHE_APP_SIZE_FILE": str(size_file)})
+    # The master keeps the segment in use across the HUP (as a --preload
+    # master or a sibling server would): attach from the test too.
+    keep = shmcache.Cache(location, size="8MB", max_item_size="64KB")
+    try:
+        s.start()
+        values = write_values(s, 10, "hupsize")
+        inode = seg_inode(location)
+        old = s.worker_pids()
+        size_file.write_text("16MB")
+        s.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(s.worker_pids()) == WORKERS and not (s.worker_pids() & old), 40, "new workers after HUP")
+        seen = infos(s)
+        assert not set(seen) & old
+        for r in seen.values():
+            assert r["requested"][0] > r["geometry"][0], r  # asked for 16MB, runs on the 8MB segment
+            assert r["inode"] == inode
+        assert_values(s, values)
+        assert s.get("/set/after/hup")["value"] == "hup"
+        assert keep.get("after") == "hup"
+        keep.delete("lc0")
+        assert s.get("/get/lc0")["value"] is None
+        assert seg_inode(location) == inode
+    finally:
+        s.stop()
+        del keep
+
+
+def test_gunicorn_usr2_with_a_new_size_old_and_new_masters_share(location, tmp_path):
+    """USR2 with SIZE changed: old and new masters' workers serve side by side
+    on one segment; a write or delete through either generation is seen by
+    the other; no request fails."""
+    if not (Path(sys.executable).parent / "gunicorn").exists():
+        pytest.skip("no gunicorn script beside this interpreter")
+    size_file = tmp_path / "size"
+    size_file.write_text("8MB")
+    s = Server(location, sized_gunicorn_cmd(bind_address=True, script=True), pass_socket=False,
+               env={"SHMCACHE_APP_SIZE_FILE": str(size_file)})
+    new_master = None
+    try:
+        s.start()
+        old_master = s.master_pid
+        values = write_values(s, 10, "usr2size")
+        inode = seg_inode(location)
+        old_workers = children(old_master)
+        size_file.write_text("16MB")
+        s.proc.send_signal(signal.SIGUSR2)
+
+        def new_master_ready():
+            for pid in children(old_master) - old_workers:
+                if len(children(pid)) >= WORKERS:
+                    return pid
+
+        new_master = wait_for(new_master_ready, 40, "the new master and its workers")
+        new_workers = children(new_master)
+        wait_for(lambda: (lambda seen: seen & old_workers and seen & new_workers)(pids_answering(s, 16)), 40,
+                 "answers from old and new workers", every=0)
+        for r in infos(s, 24).values():
+            assert r["inode"] == inode, r  # one segment: no split brain
+            if r["pid"] in new_workers:
+                assert r["requested"][0] > r["geometry"][0], r
+        for i in range(4):
+            w = s.get(f"/set/side{i}/v{i}")
+            other = new_workers if w["pid"] in old_workers else old_workers
+
+            def read_by_other(i=i, other=other):
+                for r in s.get_many([f"/get/side{i}"] * 8):
+                    if r["pid"] in other:
+                        return r
+
+            assert wait_for(read_by_other, 30, "a read from the other generation", every=0)["value"] == f"v{i}"
+        assert_values(s, values)
+        s.proc.send_signal(signal.SIGTERM)
+        s.proc.wait(20)
+        wait_for(lambda: not any(alive(p) for p in old_workers), 20, "the old workers to exit")
+        assert assert_values(s, values) <= children(new_master)
+    finally:
+        if new_master and alive(new_master):
+            os.kill(new_master, signal.SIGTERM)
+            try:
+                wait_for(lambda: not alive(new_master), 15, "the new master to stop")
+            except AssertionError:
+                os.kill(new_master, signal.SIGKILL)
+        s.stop()

@@ -51,18 +51,20 @@ def test_removed_segment_converges_on_one_new_segment(name):
     assert c.get("before") is None  # a fresh cache: the old one is gone with its name
 
 
-def test_redeploy_with_new_size_replaces_an_unused_segment(name):
+def test_redeploy_with_new_size_adopts_a_used_and_replaces_an_unused_segment(name):
     code = "import shmcache,sys; c=shmcache.Cache(sys.argv[1], size=sys.argv[2], max_item_size='4KB'); c.set('k', sys.argv[2]); print(c.stats()['segment_size'])"
     import subprocess
     import sys
 
     a = subprocess.run([sys.executable, "-c", code, name, "3MB"], capture_output=True, text=True)
     assert a.returncode == 0, a.stderr
-    # While a process is attached, another geometry is refused, naming SIZE.
+    # While a process is attached, another geometry is adopted as it is: no
+    # error, a warning naming the geometries, and one cache for both.
     c = shmcache.Cache(name, size="3MB", max_item_size="4KB")
     b = subprocess.run([sys.executable, "-c", code, name, "5MB"], capture_output=True, text=True)
-    assert b.returncode != 0 and "SIZE" in b.stderr
-    assert c.get("k") == "3MB"
+    assert b.returncode == 0, b.stderr
+    assert int(b.stdout) == int(a.stdout) and "uses the existing geometry" in b.stderr, b.stderr
+    assert c.get("k") == "5MB"
     # Once nobody is attached the new deploy's SIZE replaces the old segment.
     shmcache.client._attached.clear()
     del c

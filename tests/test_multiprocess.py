@@ -228,3 +228,57 @@ def test_lock_free_str_reads_under_concurrent_writes(name):
         for p in writers:
             p.join(30)
     assert reads > 100
+
+
+GEOMETRY_PEER = textwrap.dedent(
+    """
+    import sys, time, shmcache
+    name, size = sys.argv[1], sys.argv[2]
+    c = shmcache.Cache(name, size=size, max_item_size="64KB")
+    print("ready", c._core.inode, flush=True)
+    for line in sys.stdin:
+        op, key, *val = line.split()
+        if op == "set":
+            c.set(key, val[0])
+            print("ok", flush=True)
+        elif op == "delete":
+            c.delete(key)
+            print("ok", flush=True)
+        else:
+            print("value", c.get(key), flush=True)
+    """
+)
+
+
+def test_processes_asking_other_sizes_share_one_cache(name):
+    """Old (8MB) and new (16MB) settings alive at once, started alternately:
+    no call fails, one segment, a write or delete by either is seen by the
+    other at once (no split brain)."""
+    peers = []
+    try:
+        for size in ("8MB", "16MB", "8MB", "16MB"):
+            p = subprocess.Popen(
+                [sys.executable, "-c", GEOMETRY_PEER, name, size],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+            line = p.stdout.readline().split()
+            assert line[:1] == ["ready"], (line, p.stderr.read() if p.poll() is not None else "")
+            peers.append((p, int(line[1])))
+        assert len({inode for _, inode in peers}) == 1, "split brain"
+
+        def ask(p, cmd):
+            p.stdin.write(cmd + "\n")
+            p.stdin.flush()
+            return p.stdout.readline().split()
+
+        for i, (writer, _) in enumerate(peers):
+            assert ask(writer, f"set k v{i}") == ["ok"]
+            for reader, _ in peers:
+                assert ask(reader, "get k") == ["value", f"v{i}"]
+        assert ask(peers[1][0], "delete k") == ["ok"]
+        for reader, _ in peers:
+            assert ask(reader, "get k") == ["value", "None"]
+    finally:
+        for p, _ in peers:
+            p.stdin.close()
+            p.wait(10)

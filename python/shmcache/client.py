@@ -71,7 +71,21 @@ def attach(location: str, s: Settings) -> _core.Cache:
         c = _attached.get(k)
         if c is None:
             c = _attached[k] = _core.Cache(location, s.size, s.max_item_size, s.shards, s.lock_timeout)
+            _warn_if_adopted(location, c)
         return c
+
+
+def _warn_if_adopted(location: str, c: _core.Cache) -> None:
+    # Options are a request: a segment in use with another geometry is
+    # attached to as it is (docs/architecture.md "Geometry changes").
+    have, want = c.geometry, c.requested_geometry
+    if have != want:
+        log.warning(
+            "shmcache %r: segment %s is in use with SIZE=%d MAX_ITEM_SIZE=%d SHARDS=%d; this process asked for "
+            "SIZE=%d MAX_ITEM_SIZE=%d SHARDS=%d and uses the existing geometry (one cache for all processes) "
+            "until it is resized",
+            location, c.segment, *have, *want,
+        )
 
 
 def segment_name(location: str) -> str:
