@@ -28,6 +28,10 @@ pub enum Error {
     NotFound,
     /// incr/decr on a value that is not an integer.
     NotInteger,
+    /// A snapshot file is damaged, truncated or of another format version.
+    Snapshot(String),
+    /// Reading or writing a snapshot file failed (the message names the file).
+    Io(String),
 }
 
 impl fmt::Display for Error {
@@ -53,6 +57,7 @@ impl fmt::Display for Error {
             }
             Error::NotFound => write!(f, "key not found"),
             Error::NotInteger => write!(f, "value is not an integer"),
+            Error::Snapshot(m) | Error::Io(m) => write!(f, "{m}"),
         }
     }
 }
