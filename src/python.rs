@@ -44,7 +44,9 @@ fn to_py(e: Error) -> PyErr {
         Error::NotFound => PyKeyError::new_err(msg),
         Error::NotInteger => PyTypeError::new_err(msg),
         Error::Snapshot(_) => SnapshotError::new_err(msg),
-        Error::Io(_) => PyOSError::new_err(msg),
+        // OSError(errno, msg): Python picks the subclass (FileNotFoundError, ...).
+        Error::Io { errno, .. } if errno != 0 => PyOSError::new_err((errno, msg)),
+        Error::Io { .. } => PyOSError::new_err(msg),
         Error::NoSpace { .. }
         | Error::Untrusted(_)
         | Error::GeometryMismatch(_)

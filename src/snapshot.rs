@@ -96,7 +96,7 @@ pub struct LoadStats {
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::Io(format!("{what} {}: {e}", path.display()))
+    Error::io(&e, format!("{what} {}: {e}", path.display()))
 }
 
 fn damaged(path: &Path, what: &str) -> Error {
@@ -124,7 +124,9 @@ pub fn dump(cache: &ShmCache, path: &Path) -> Result<DumpStats> {
         let f = File::create(&tmp).map_err(|e| io("cannot create", &tmp, e))?;
         let mut w = BufWriter::with_capacity(1 << 16, f);
         let stats = write_to(cache, &mut w).map_err(|e| match e {
-            Error::Io(m) => Error::Io(format!("writing {}: {m}", tmp.display())),
+            Error::Io { errno, message } => {
+                Error::Io { errno, message: format!("writing {}: {message}", tmp.display()) }
+            }
             e => e,
         })?;
         let f = w.into_inner().map_err(|e| io("writing", &tmp, e.into_error()))?;
@@ -149,7 +151,7 @@ impl<W: Write> Hashing<W> {
     fn put(&mut self, b: &[u8]) -> Result<()> {
         self.h.update(b);
         self.n += b.len() as u64;
-        self.w.write_all(b).map_err(|e| Error::Io(e.to_string()))
+        self.w.write_all(b).map_err(|e| Error::io(&e, e.to_string()))
     }
 }
 
@@ -210,8 +212,8 @@ pub fn write_to(cache: &ShmCache, w: impl Write) -> Result<DumpStats> {
     end.extend_from_slice(&stats.records.to_le_bytes());
     out.put(&end)?;
     let digest = out.h.digest();
-    out.w.write_all(&digest.to_le_bytes()).map_err(|e| Error::Io(e.to_string()))?;
-    out.w.flush().map_err(|e| Error::Io(e.to_string()))?;
+    out.w.write_all(&digest.to_le_bytes()).map_err(|e| Error::io(&e, e.to_string()))?;
+    out.w.flush().map_err(|e| Error::io(&e, e.to_string()))?;
     stats.file_bytes = out.n + 8;
     Ok(stats)
 }
