@@ -485,6 +485,19 @@ def markdown(res: dict, path: str, png_rel: str, json_rel: str) -> None:
             if r:
                 w(f"| {labels.get(a, a)} | " + " | ".join(fnum(r[op]["ops_per_s"]) for op in ("lock_pair", "set_nx", "iter_keys", "delete_pattern")) + " |")
         w("")
+    snap = res.get("snapshot")
+    if snap:
+        w("## Snapshots")
+        w("")
+        w(f"`Cache.dump(path)` and `Cache.load(path)` of a full {snap['size_mb']} MB cache ({snap['items']:,} items of "
+          f"{snap['value_bytes']:,}-byte values, filled until it evicts; a {mib(snap['file_bytes'])} file), one process; "
+          "load into the same segment after `clear()` (it reads the file twice: the whole-file check, then the load).")
+        w("")
+        w("| dump MB/s | load MB/s | dump s | load s | loaded | dropped |")
+        w("|---:|---:|---:|---:|---:|---:|")
+        w(f"| {fnum(snap['dump_mb_per_s'])} | {fnum(snap['load_mb_per_s'])} | {snap['dump_seconds']} | "
+          f"{snap['load_seconds']} | {snap['loaded']:,} | {snap['dropped']:,} |")
+        w("")
     w("## Raw Python API and the Rust core")
     w("")
     if raw:

@@ -89,7 +89,7 @@ def main() -> int:
     ap.add_argument("--no-install", action="store_true", help="never apt-get install redis-server/memcached")
     ap.add_argument("--no-callgrind", action="store_true", help="skip the valgrind profiles")
     ap.add_argument("--callgrind", action="store_true", help="run the valgrind profiles in --quick mode too")
-    ap.add_argument("--sections", default="core,raw,single,multi,extras,hitratio,memory,profile",
+    ap.add_argument("--sections", default="core,raw,single,multi,extras,snapshot,hitratio,memory,profile",
                     help="comma-separated subset (default: all)")
     ap.add_argument("--backends", default="", help="comma-separated aliases (default: all)")
     ap.add_argument("--out", default=None, help="output stem (default docs/benchmarks + bench/results/latest)")
@@ -248,6 +248,15 @@ def main() -> int:
                     r = guarded("extras", a, extras.run, a, quick)
                     if r is not None:
                         results["extras"][a] = r
+
+        if "snapshot" in sections and "shmcache" in active:
+            from bench import snapshot
+
+            log("== snapshots: dump and load of a full cache")
+            section("snapshot")
+            r = guarded("snapshot", "shmcache", snapshot.run, tmp, quick)
+            if r is not None:
+                results["snapshot"] = r
 
         if "hitratio" in sections:
             log(f"== hit ratio at {W.HR_BYTES_MB} MB (get; on miss set), raw clients")

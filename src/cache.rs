@@ -9,6 +9,7 @@ use crate::scan::KeyScan;
 use crate::segment::{self, Fit, Segment};
 use crate::shard::{Item, SetMode, Shard, ShardGuard, Ttl};
 use crate::shards::Shards;
+use crate::snapshot::{self, DumpStats, LoadStats};
 use crate::stats::Stats;
 use crate::time::{self, LazyNow, Time};
 use std::time::Duration;
@@ -335,6 +336,24 @@ impl ShmCache {
     /// slice under one shard lock, waiting at most the lock timeout.
     pub fn scan_next(&self, scan: &mut KeyScan) -> Result<Option<Vec<Vec<u8>>>> {
         scan.next_keys(&self.shards, Some(self.lock_timeout))
+    }
+
+    /// Write every live item to the file `path` (`snapshot.rs`: streaming,
+    /// bounded lock holds, an atomic rename at the end).
+    pub fn dump(&self, path: &std::path::Path) -> Result<DumpStats> {
+        snapshot::dump(self, path)
+    }
+
+    /// Store the items of the snapshot `path` (`snapshot.rs`: the whole file
+    /// checked before anything is written; the most recent that fit).
+    pub fn load(&self, path: &std::path::Path) -> Result<LoadStats> {
+        snapshot::load(self, path)
+    }
+
+    /// Whether this process created the segment when it opened it (a fresh,
+    /// empty cache: after a reboot, the time to load a snapshot).
+    pub fn created(&self) -> bool {
+        self.seg.created()
     }
 
     /// Drop every item in every shard.

@@ -28,6 +28,11 @@ pub enum Error {
     NotFound,
     /// incr/decr on a value that is not an integer.
     NotInteger,
+    /// A snapshot file is damaged, truncated or of another format version.
+    Snapshot(String),
+    /// Reading or writing a snapshot file failed (the message names the
+    /// file; `errno` 0 if the OS gave none).
+    Io { errno: i32, message: String },
 }
 
 impl fmt::Display for Error {
@@ -53,6 +58,7 @@ impl fmt::Display for Error {
             }
             Error::NotFound => write!(f, "key not found"),
             Error::NotInteger => write!(f, "value is not an integer"),
+            Error::Snapshot(m) | Error::Io { message: m, .. } => write!(f, "{m}"),
         }
     }
 }
@@ -60,6 +66,10 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 impl Error {
+    pub(crate) fn io(e: &std::io::Error, message: String) -> Error {
+        Error::Io { errno: e.raw_os_error().unwrap_or(0), message }
+    }
+
     pub(crate) fn os(call: &'static str, e: rustix::io::Errno) -> Error {
         Error::Os { call, errno: e.raw_os_error() }
     }

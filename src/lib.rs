@@ -24,6 +24,7 @@ pub(crate) mod scan;
 pub(crate) mod segment;
 pub(crate) mod shard;
 pub(crate) mod shards;
+pub(crate) mod snapshot;
 pub(crate) mod stats;
 pub(crate) mod time;
 
@@ -37,6 +38,7 @@ pub use layout::Config;
 pub use scan::KeyScan;
 pub use segment::{destroy, segment_name};
 pub use shard::{Item, SetMode, ShardGuard, Ttl, ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
+pub use snapshot::{DumpStats, LoadStats};
 pub use stats::{Counter, Stats};
 pub use time::{now_ms, LazyNow, Time, NEVER};
 /// Test hooks (feature `test-hooks`; the Python module's `_set_test_pause_ms`

@@ -18,7 +18,7 @@ use crate::shard::{Item, SetMode, ShardGuard, Ttl, ENC_BIGINT, ENC_BYTES, ENC_IN
 use crate::time::{self, LazyNow};
 use num_bigint::BigInt;
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyKeyError, PyOverflowError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyException, PyKeyError, PyOSError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PyString, PyTuple};
 use std::borrow::Cow;
@@ -28,6 +28,12 @@ create_exception!(_core, ShmCacheError, PyException, "Base class of shmcache err
 create_exception!(_core, LockTimeout, ShmCacheError, "A shard lock was not obtained within LOCK_TIMEOUT.");
 create_exception!(_core, SegmentError, ShmCacheError, "The shared segment cannot be created or used.");
 create_exception!(_core, ValueTooLarge, ShmCacheError, "Key plus value exceed MAX_ITEM_SIZE.");
+create_exception!(
+    _core,
+    SnapshotError,
+    ShmCacheError,
+    "A snapshot file is damaged, truncated or of another format version (nothing was loaded)."
+);
 
 fn to_py(e: Error) -> PyErr {
     let msg = e.to_string();
@@ -37,6 +43,10 @@ fn to_py(e: Error) -> PyErr {
         Error::TooLarge { .. } => ValueTooLarge::new_err(msg),
         Error::NotFound => PyKeyError::new_err(msg),
         Error::NotInteger => PyTypeError::new_err(msg),
+        Error::Snapshot(_) => SnapshotError::new_err(msg),
+        // OSError(errno, msg): Python picks the subclass (FileNotFoundError, ...).
+        Error::Io { errno, .. } if errno != 0 => PyOSError::new_err((errno, msg)),
+        Error::Io { .. } => PyOSError::new_err(msg),
         Error::NoSpace { .. }
         | Error::Untrusted(_)
         | Error::GeometryMismatch(_)
@@ -548,6 +558,47 @@ impl Cache {
         .map_err(to_py)
     }
 
+    /// Write every live item to the file `path` (docs/architecture.md,
+    /// "Snapshots"), GIL released: `{"records", "bytes", "file_bytes"}`.
+    fn dump<'py>(&self, py: Python<'py>, path: std::path::PathBuf) -> PyResult<Bound<'py, PyDict>> {
+        let c = self.cache();
+        let c = &*c;
+        let s = py.detach(|| c.dump(&path)).map_err(to_py)?;
+        let d = PyDict::new(py);
+        d.set_item("records", s.records)?;
+        d.set_item("bytes", s.bytes)?;
+        d.set_item("file_bytes", s.file_bytes)?;
+        Ok(d)
+    }
+
+    /// Store the items of the snapshot `path`, GIL released: the whole file
+    /// is checked first (SnapshotError, nothing written, if it is damaged);
+    /// `{"records", "loaded", "bytes", "expired", "dropped", "too_large"}`.
+    fn load<'py>(&self, py: Python<'py>, path: std::path::PathBuf) -> PyResult<Bound<'py, PyDict>> {
+        let c = self.cache();
+        let c = &*c;
+        let s = py.detach(|| c.load(&path)).map_err(to_py)?;
+        let d = PyDict::new(py);
+        for (k, v) in [
+            ("records", s.records),
+            ("loaded", s.loaded),
+            ("bytes", s.bytes),
+            ("expired", s.expired),
+            ("dropped", s.dropped),
+            ("too_large", s.too_large),
+        ] {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
+    }
+
+    /// Whether this process created the segment in use (a fresh, empty
+    /// cache), rather than attaching to one that existed.
+    #[getter]
+    fn created(&self) -> bool {
+        self.cache().created()
+    }
+
     #[getter]
     fn segment(&self) -> String {
         self.cache().name().to_string()
@@ -694,6 +745,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("LockTimeout", m.py().get_type::<LockTimeout>())?;
     m.add("SegmentError", m.py().get_type::<SegmentError>())?;
     m.add("ValueTooLarge", m.py().get_type::<ValueTooLarge>())?;
+    m.add("SnapshotError", m.py().get_type::<SnapshotError>())?;
+    m.add("SNAPSHOT_VERSION", crate::snapshot::VERSION)?;
     m.add("ENC_BYTES", ENC_BYTES)?;
     m.add("ENC_PICKLE", ENC_PICKLE)?;
     m.add("ENC_INT", ENC_INT)?;

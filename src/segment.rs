@@ -106,6 +106,8 @@ pub struct Segment {
     len: usize,
     name: String,
     inode: u64,
+    /// This `open` created (initialised) the segment, rather than attaching.
+    created: bool,
 }
 
 // SAFETY: the mapping is process-wide memory; all concurrent access to its
@@ -295,7 +297,8 @@ impl Segment {
             return Err(fail(&fd, err));
         }
         let st = rustix::fs::fstat(&fd).map_err(|e| Error::os("fstat", e))?;
-        let seg = Self::map(fd, name, len, st.st_ino as u64)?;
+        let mut seg = Self::map(fd, name, len, st.st_ino as u64)?;
+        seg.created = true;
         init(seg.base.as_ptr());
         seg.header().state.store(STATE_READY, Ordering::Release);
         rustix::fs::flock(&seg.fd, FlockOperation::LockShared).map_err(|e| Error::os("flock", e))?;
@@ -330,6 +333,7 @@ impl Segment {
             len: len as usize,
             name: name.to_string(),
             inode,
+            created: false,
         })
     }
 
@@ -338,6 +342,10 @@ impl Segment {
     }
     pub fn name(&self) -> &str {
         &self.name
+    }
+    /// Whether this process created the segment (a fresh, empty cache).
+    pub fn created(&self) -> bool {
+        self.created
     }
     pub fn inode(&self) -> u64 {
         self.inode

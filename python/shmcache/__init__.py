@@ -13,7 +13,7 @@ if not sys.platform.startswith("linux"):  # before _core, which could not load (
     raise ImportError(f"shmcache supports Linux only (it needs robust process-shared mutexes and /dev/shm), not {sys.platform}")
 
 from . import _core  # noqa: E402
-from ._core import LockTimeout, SegmentError, ShmCacheError, ValueTooLarge  # noqa: E402
+from ._core import LockTimeout, SegmentError, ShmCacheError, SnapshotError, ValueTooLarge  # noqa: E402
 from .client import Cache, destroy, segment_name  # noqa: E402
 from .lock import AsyncLock, Lock, LockError, LockNotOwnedError  # noqa: E402
 from .memoize import memoize  # noqa: E402
@@ -28,6 +28,7 @@ __all__ = [
     "SegmentError",
     "ShmCacheError",
     "ValueTooLarge",
+    "SnapshotError",
     "destroy",
     "memoize",
     "segment_name",

@@ -1,8 +1,12 @@
-"""Command line: ``python -m shmcache {list,stats,verify,clear,destroy} [LOCATION]``.
+"""Command line: ``python -m shmcache {list,stats,verify,clear,destroy} [LOCATION]``,
+``python -m shmcache dump LOCATION FILE`` and ``load LOCATION FILE [--size SIZE]``.
 
 stats/verify/clear attach to an existing cache whatever its SIZE; destroy
 removes its segment from /dev/shm (processes still attached keep their
-mapping until they exit; new ones start a fresh, empty cache).
+mapping until they exit; new ones start a fresh, empty cache). dump writes
+a snapshot of the cache to FILE (beside it, then renamed into place); load
+checks all of FILE, then stores its items (creating the cache with --size if
+it does not exist).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import sys
 
 from . import _core, destroy
+from ._options import DEFAULT_MAX_ITEM_SIZE, parse_size
 
 SHM = "/dev/shm"
 
@@ -28,16 +33,49 @@ def _list() -> int:
     return 0
 
 
+def dump(location: str, file: str) -> int:
+    """``dump LOCATION FILE``: a snapshot of the cache into FILE."""
+    r = _core.Cache.attach_existing(location).dump(file)
+    print(f"dumped {r['records']} items ({r['bytes']} bytes) to {file} ({r['file_bytes']} bytes)")
+    return 0
+
+
+def load(location: str, file: str, size: str | None = None) -> int:
+    """``load LOCATION FILE [--size SIZE]``: the snapshot FILE into the cache
+    (created with SIZE if it does not exist; without --size it must exist)."""
+    if size is not None:
+        c = _core.Cache(location, parse_size(size, "--size"), DEFAULT_MAX_ITEM_SIZE, 0, 1.0)
+    elif not os.path.exists(SHM + _core.segment_name(location)):
+        print(f"shmcache: no cache {location!r} exists; give --size SIZE to create it", file=sys.stderr)
+        return 2
+    else:
+        c = _core.Cache.attach_existing(location)
+    r = c.load(file)
+    print(
+        f"loaded {r['loaded']} of {r['records']} items ({r['bytes']} bytes) from {file}; "
+        f"skipped {r['expired']} expired, {r['dropped']} that did not fit, {r['too_large']} over MAX_ITEM_SIZE"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="shmcache", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["list", "stats", "verify", "clear", "destroy"])
+    p.add_argument("command", choices=["list", "stats", "verify", "clear", "destroy", "dump", "load"])
     p.add_argument("location", nargs="?", help="the cache's LOCATION (Django) or name (shmcache.Cache)")
+    p.add_argument("file", nargs="?", help="dump/load: the snapshot file")
+    p.add_argument("--size", help="load: the SIZE to create the cache with if it does not exist (e.g. 256MB)")
     a = p.parse_args(argv)
     if a.command == "list":
         return _list()
     if not a.location:
         p.error(f"{a.command} needs a LOCATION")
+    if a.command in ("dump", "load") and not a.file:
+        p.error(f"{a.command} needs a LOCATION and a FILE")
     try:
+        if a.command == "dump":
+            return dump(a.location, a.file)
+        if a.command == "load":
+            return load(a.location, a.file, a.size)
         if a.command == "destroy":
             ok = destroy(a.location)
             print(f"removed {_core.segment_name(a.location)}" if ok else f"no segment for {a.location!r}")
@@ -51,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         elif a.command == "clear":
             c.clear()
             print(f"cleared {c.segment}")
-    except (ValueError, _core.ShmCacheError) as e:
+    except (ValueError, OSError, _core.ShmCacheError) as e:
         print(f"shmcache: {e}", file=sys.stderr)
         return 2
     return 0

@@ -1,10 +1,11 @@
 """Type stubs of the compiled core (src/python.rs)."""
 
+import os
 from typing import Any, TypeAlias, final
 
 __all__ = [
-    "Cache", "KeyScan", "ShmCacheError", "LockTimeout", "SegmentError", "ValueTooLarge",
-    "ENC_BYTES", "ENC_PICKLE", "ENC_INT", "ENC_STR", "ENC_BIGINT", "LAYOUT_VERSION", "segment_name", "destroy", "__version__",
+    "Cache", "KeyScan", "ShmCacheError", "LockTimeout", "SegmentError", "ValueTooLarge", "SnapshotError",
+    "ENC_BYTES", "ENC_PICKLE", "ENC_INT", "ENC_STR", "ENC_BIGINT", "LAYOUT_VERSION", "SNAPSHOT_VERSION", "segment_name", "destroy", "__version__",
     "_set_clock_offset_ms", "_set_test_pause_ms",  # test builds only (see below)
 ]
 
@@ -14,12 +15,14 @@ ENC_INT: int
 ENC_STR: int
 ENC_BIGINT: int
 LAYOUT_VERSION: int
+SNAPSHOT_VERSION: int
 __version__: str
 
 class ShmCacheError(Exception): ...
 class LockTimeout(ShmCacheError): ...
 class SegmentError(ShmCacheError): ...
 class ValueTooLarge(ShmCacheError): ...
+class SnapshotError(ShmCacheError): ...
 
 _Key: TypeAlias = str | bytes
 # Native values come back as themselves; other encodings as (encoding, bytes).
@@ -57,6 +60,12 @@ class Cache:
     # Keys (raw stored bytes) starting with prefix; see KeyScan.
     def scan(self, prefix: _Key = b"", count: int = 1000) -> KeyScan: ...
     def recheck(self) -> None: ...
+    # Snapshots (docs/architecture.md): dump streams every live item to the
+    # file; load checks the whole file first (SnapshotError: nothing written).
+    def dump(self, path: str | os.PathLike[str]) -> dict[str, int]: ...
+    def load(self, path: str | os.PathLike[str]) -> dict[str, int]: ...
+    @property
+    def created(self) -> bool: ...
     @property
     def segment(self) -> str: ...
     @property

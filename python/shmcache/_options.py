@@ -10,6 +10,7 @@ way the user wrote it.
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import re
 from collections.abc import Callable, Mapping
@@ -108,6 +109,17 @@ def _pickle_protocol(v: object, option: str) -> int:
     return parse_int(v, option, 0, pickle.HIGHEST_PROTOCOL)
 
 
+def _snapshot(v: object, option: str) -> str | None:
+    """A snapshot file to load into a segment this process creates, or None."""
+    if v is None:
+        return None
+    if isinstance(v, (str, os.PathLike)):
+        path = os.fspath(v)
+        if isinstance(path, str) and path and "\0" not in path:
+            return path
+    raise ValueError(f"invalid {option}: {v!r}; give the path of a snapshot file (`python -m shmcache dump`) or None")
+
+
 # keyword, Django OPTIONS key, default, parser
 _FIELDS: tuple[tuple[str, str, Any, Callable[[object, str], Any]], ...] = (
     ("size", "SIZE", DEFAULT_SIZE, parse_size),
@@ -118,6 +130,7 @@ _FIELDS: tuple[tuple[str, str, Any, Callable[[object, str], Any]], ...] = (
     ("serializer", "SERIALIZER", "pickle", parse_serializer),
     ("compressor", "COMPRESSOR", None, parse_compressor),
     ("compress_min_length", "COMPRESS_MIN_LENGTH", 1024, _compress_min_length),
+    ("snapshot", "SNAPSHOT", None, _snapshot),
 )
 DJANGO_OPTIONS = frozenset(django for _, django, _, _ in _FIELDS)
 # Understood by BaseCache for LocMem/file/db culling; eviction here is automatic.
@@ -134,8 +147,8 @@ DJANGO_REDIS_ONLY_OPTIONS = frozenset({
 
 @dataclass(frozen=True)
 class Settings:
-    """Validated options of one cache: the segment's geometry, the lock wait
-    and how values are pickled."""
+    """Validated options of one cache: the segment's geometry, the lock wait,
+    how values are pickled, and the snapshot a fresh segment loads."""
 
     size: int = DEFAULT_SIZE
     max_item_size: int = DEFAULT_MAX_ITEM_SIZE
@@ -145,6 +158,7 @@ class Settings:
     serializer: str = "pickle"
     compressor: str | None = None
     compress_min_length: int = 1024
+    snapshot: str | None = None
 
     @classmethod
     def from_kwargs(cls, **given: Any) -> Settings:

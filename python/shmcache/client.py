@@ -72,6 +72,8 @@ def attach(location: str, s: Settings) -> _core.Cache:
         if c is None:
             c = _attached[k] = _core.Cache(location, s.size, s.max_item_size, s.shards, s.lock_timeout)
             _warn_if_adopted(location, c)
+            if s.snapshot and c.created:
+                _load_snapshot(c, location, s.snapshot)
         return c
 
 
@@ -86,6 +88,21 @@ def _warn_if_adopted(location: str, c: _core.Cache) -> None:
             "until it is resized",
             location, c.segment, *have, *want,
         )
+
+
+def _load_snapshot(c: _core.Cache, location: str, path: str) -> None:
+    """SNAPSHOT: this process created the segment (a fresh, empty cache, as
+    after a reboot), so warm it from the file. A missing or damaged file is
+    logged, never raised: an empty cache still works (and a damaged file is
+    refused whole, so nothing of it was stored)."""
+    try:
+        r = c.load(path)
+    except FileNotFoundError:
+        log.info("shmcache %s: no snapshot at %s yet (SNAPSHOT); starting empty", location, path)
+    except (OSError, ShmCacheError) as e:
+        log.error("shmcache %s: SNAPSHOT not loaded, starting empty: %s", location, e)
+    else:
+        log.info("shmcache %s: loaded %d of %d items from %s (SNAPSHOT)", location, r["loaded"], r["records"], path)
 
 
 def segment_name(location: str) -> str:
@@ -227,6 +244,7 @@ class Cache:
         compressor: str | None = None,
         compress_min_length: int = 1024,
         on_error: str = "raise",
+        snapshot: str | os.PathLike[str] | None = None,
     ) -> None:
         self._open(
             check_location(name, "name"),
@@ -239,6 +257,7 @@ class Cache:
                 serializer=serializer,
                 compressor=compressor,
                 compress_min_length=compress_min_length,
+                snapshot=snapshot,
             ),
             parse_default_timeout(default_timeout, "default_timeout"),
             on_error,
@@ -611,6 +630,20 @@ class Cache:
 
     def stats(self) -> dict:
         return self._core.stats()
+
+    def dump(self, path: str | os.PathLike[str]) -> dict:
+        """Write every live item to the snapshot file `path` (written beside
+        it and renamed into place; docs/architecture.md, "Snapshots"):
+        ``{"records", "bytes", "file_bytes"}``. Raises OSError naming the file."""
+        return self._core.dump(path)
+
+    def load(self, path: str | os.PathLike[str]) -> dict:
+        """Store the items of the snapshot `path`, keeping their expiry
+        (expired ones are skipped) and, if the cache is smaller, the most
+        recently used that fit. The whole file is checked first: a damaged,
+        truncated or other-version file raises `SnapshotError` and stores
+        nothing. ``{"records", "loaded", "bytes", "expired", "dropped", "too_large"}``."""
+        return self._core.load(path)
 
     def close(self) -> None:
         """Nothing to release per call: the mapping is shared by every Cache on

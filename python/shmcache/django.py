@@ -208,6 +208,14 @@ class SharedMemoryCache(BaseCache):
     def stats(self) -> dict:
         return self._cache.stats()
 
+    def dump(self, path) -> dict:
+        """Write a snapshot of the cache to `path` (`shmcache.Cache.dump`)."""
+        return self._cache.dump(path)
+
+    def load(self, path) -> dict:
+        """Load the snapshot `path` (`shmcache.Cache.load`)."""
+        return self._cache.load(path)
+
     # ---- async: the operations take microseconds, so no thread-pool hop ----
 
     async def aget(self, key, default=None, version=None):

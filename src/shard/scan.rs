@@ -24,6 +24,22 @@ pub struct ScanPos {
     pub generation: u64,
 }
 
+/// A live, unexpired record a slice walked over (borrowed from shared
+/// memory, valid for the callback only).
+#[derive(Debug, Clone, Copy)]
+pub struct Walked<'a> {
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub enc: u8,
+    pub expires: u64,
+    /// Hit since the tail last passed it (CLOCK's visited bit).
+    pub visited: bool,
+    /// Its logical position, and the tail and head of this slice's lock hold.
+    pub at: u64,
+    pub tail: u64,
+    pub head: u64,
+}
+
 /// What one slice walked.
 #[derive(Debug, Clone, Copy)]
 pub struct Slice {
@@ -52,6 +68,21 @@ impl ShardGuard<'_> {
         now: u64,
         mut f: impl FnMut(&[u8]),
     ) -> Result<Slice> {
+        self.walk_slice(from, max_steps, now, |r| {
+            f(r.key);
+            true
+        })
+    }
+
+    /// `scan_slice` for whole records (snapshots): `f` gets every live,
+    /// unexpired record walked, and returns false to end the slice after it.
+    pub fn walk_slice(
+        &self,
+        from: Option<ScanPos>,
+        max_steps: usize,
+        now: u64,
+        mut f: impl FnMut(&Walked) -> bool,
+    ) -> Result<Slice> {
         let log = self.log();
         let h = self.h();
         let (head, tail, generation) = (h.head.load(Relaxed), h.tail.load(Relaxed), h.generation.load(Relaxed));
@@ -64,11 +95,23 @@ impl ShardGuard<'_> {
         while steps < max_steps {
             let Some(step) = walk.next() else { break };
             steps += 1;
-            if let Step::Rec { phys, hdr: rh, len, .. } = step? {
+            if let Step::Rec { at, phys, hdr: rh, len } = step? {
                 if rh.kind == KIND_LIVE {
                     log.check_live(phys, &rh)?;
                     if !time::expired(rh.expires, now) {
-                        f(log.key(phys, &rh));
+                        let r = Walked {
+                            key: log.key(phys, &rh),
+                            value: log.value(phys, &rh),
+                            enc: rh.enc,
+                            expires: rh.expires,
+                            visited: log.visited(phys).load(Relaxed) != 0,
+                            at,
+                            tail,
+                            head,
+                        };
+                        if !f(&r) {
+                            break;
+                        }
                     }
                 } else if !skippable(&rh, phys, len, log.size()) {
                     return Err(Error::Corrupt("unknown record kind"));
