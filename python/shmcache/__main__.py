@@ -1,8 +1,11 @@
-"""Command line: ``python -m shmcache {list,stats,verify,clear,destroy} [LOCATION]``.
+"""Command line: ``python -m shmcache {list,stats,verify,clear,destroy,top} [LOCATION]``.
 
 stats/verify/clear attach to an existing cache whatever its SIZE; destroy
 removes its segment from /dev/shm (processes still attached keep their
 mapping until they exit; new ones start a fresh, empty cache).
+
+stats --format prometheus prints the Prometheus text format (shmcache.metrics);
+top LOCATION [--interval S] [--once | --count N] is a live view (shmcache.top).
 """
 
 from __future__ import annotations
@@ -29,9 +32,17 @@ def _list() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["top"]:  # its own options: shmcache.top
+        from .top import main as top_main
+
+        return top_main(args[1:])
     p = argparse.ArgumentParser(prog="shmcache", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["list", "stats", "verify", "clear", "destroy"])
     p.add_argument("location", nargs="?", help="the cache's LOCATION (Django) or name (shmcache.Cache)")
+    p.add_argument(
+        "--format", choices=["json", "prometheus"], default="json", help="stats: output format (default json)"
+    )
     a = p.parse_args(argv)
     if a.command == "list":
         return _list()
@@ -44,7 +55,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if ok else 1
         c = _core.Cache.attach_existing(a.location)
         if a.command == "stats":
-            print(json.dumps(c.stats(), indent=2))
+            if a.format == "prometheus":
+                from .metrics import prometheus_text
+
+                print(prometheus_text({a.location: c.stats()}), end="")
+            else:
+                print(json.dumps(c.stats(), indent=2))
         elif a.command == "verify":
             items, nbytes = c.verify()
             print(f"ok: {items} items, {nbytes} bytes, every shard consistent")
