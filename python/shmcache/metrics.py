@@ -51,10 +51,13 @@ UP = ("up", "1 if the cache's segment exists and was read, else 0.")
 
 def read_stats(location: str) -> dict[str, Any] | None:
     """``stats()`` of the segment of ``location`` whatever its SIZE, or None
-    if it has none. Attaches read-only for the call (no segment is created)."""
+    if it has none or it cannot be read (a scrape must not fail for one
+    cache). Attaches for the call; no segment is created. An invalid
+    LOCATION is a ValueError."""
+    _core.segment_name(location)  # ValueError naming LOCATION if it is not one
     try:
         return _core.Cache.attach_existing(location).stats()
-    except _core.SegmentError:
+    except (ValueError, _core.ShmCacheError):
         return None
 
 
