@@ -170,34 +170,17 @@ def django_locations(aliases: Iterable[str] | None = None) -> dict[str, str]:
     (``aliases``: only those; one of another backend is a ValueError)."""
     from django.conf import settings
 
-    caches = settings.CACHES
-    ours = {a: c.get("LOCATION", "") for a, c in caches.items() if is_shmcache_backend(c.get("BACKEND", ""))}
+    from .checks import shmcache_aliases
+
+    ours = {a: c.get("LOCATION", "") for a, c in shmcache_aliases().items()}
     if aliases is None:
         return ours
     out = {}
     for a in aliases:
         if a not in ours:
-            raise ValueError(f"CACHES[{a!r}] is {'not a shmcache backend' if a in caches else 'not defined'}")
+            raise ValueError(f"CACHES[{a!r}] is {'not a shmcache backend' if a in settings.CACHES else 'not defined'}")
         out[a] = ours[a]
     return out
-
-
-def is_shmcache_backend(path: str) -> bool:
-    """A BACKEND dotted path of this package's Django backend (or a subclass
-    of it, importable)."""
-    if path == "shmcache.django.SharedMemoryCache":
-        return True
-    if not path or "." not in path:
-        return False
-    try:
-        from django.utils.module_loading import import_string
-
-        from .django import SharedMemoryCache
-
-        cls = import_string(path)
-    except Exception:
-        return False
-    return isinstance(cls, type) and issubclass(cls, SharedMemoryCache)
 
 
 def register_django(aliases: Iterable[str] | None = None, registry: Any = None) -> ShmCacheCollector:
