@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.deps-stamp
 ACT     := VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH
 
-.PHONY: all venv build wheel lint test test-rust test-python test-matrix demo chaos soak fuzz bench clean
+.PHONY: all venv build wheel lint test test-rust test-python test-matrix test-tools demo chaos soak fuzz bench clean
 
 all: test
 
@@ -64,8 +64,15 @@ lint: build
 test-rust:
 	cargo test --release
 
+# tests/test_top.py drives `shmcache top` in a real terminal: tmux, from
+# apt-get when missing (as root; otherwise that one test is skipped, saying so).
+test-tools:
+	@command -v tmux >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -q tmux >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -q tmux >/dev/null; }; }; } || \
+	  echo "tmux missing and not installable: tests/test_top.py's terminal test is skipped"
+
 # tests/test_wheel.py's short run: the wheel in one fresh venv (oldest Python).
-test-python: build wheel
+test-python: build wheel test-tools
 	$(ACT) SHMCACHE_WHEEL_REQUIRED=1 $(BIN)/python -m pytest -q tests
 
 # The wheel in fresh venvs, no Rust on PATH: Python 3.10 + Django 4.2, 3.11 +

@@ -367,6 +367,11 @@ impl ShmCache {
         s
     }
 
+    /// Each shard's stats alone (`Shards::shard_stats`), for `shmcache top`.
+    pub fn shard_stats(&self) -> Vec<Stats> {
+        self.shards.shard_stats()
+    }
+
     /// Check every shard (`Shards::verify`: a damaged shard is wiped and
     /// reported as `Error::Corrupt`): (items, bytes).
     pub fn verify(&self) -> Result<(u64, u64)> {

@@ -1370,3 +1370,30 @@ fn scan_is_exactly_once_while_writers_move_and_overwrite_records() {
     assert!(writes.load(Ordering::Relaxed) > 10_000);
     c.verify().unwrap();
 }
+
+/// `shard_stats()` (for `shmcache top`): one entry per shard, each holding
+/// only its own keys' counts, and together they add up to `stats()`.
+#[test]
+fn shard_stats_add_up_to_stats() {
+    let c = cache(4 << 20, 4096);
+    for i in 0..200u32 {
+        c.set(&i.to_le_bytes(), ENC_BYTES, b"value", 0).unwrap();
+    }
+    for i in 0..300u32 {
+        let _ = get(&c, &i.to_le_bytes());
+    }
+    let per = c.shard_stats();
+    let all = c.stats();
+    assert_eq!(per.len() as u64, all.shards);
+    let k = 5u32.to_le_bytes();
+    let owner = c.shard_of(c.hash(&k));
+    assert!(per[owner].items >= 1);
+    let sum = |f: &dyn Fn(&crate::stats::Stats) -> u64| per.iter().map(f).sum::<u64>();
+    assert_eq!(sum(&|s| s.items), all.items);
+    assert_eq!(sum(&|s| s.bytes_used), all.bytes_used);
+    assert_eq!(sum(&|s| s.bytes_capacity), all.bytes_capacity);
+    assert_eq!(sum(&|s| s.bytes_free), all.bytes_free);
+    assert_eq!(sum(&|s| s.counter(Counter::Hits)), 200);
+    assert_eq!(sum(&|s| s.counter(Counter::Misses)), 100);
+    assert_eq!(sum(&|s| s.counter(Counter::Sets)), all.counter(Counter::Sets));
+}

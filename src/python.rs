@@ -548,6 +548,24 @@ impl Cache {
         Ok(d)
     }
 
+    /// Each shard's items, bytes and counters (read-only, no lock), in shard
+    /// order: a list of dicts with the keys of `stats()` but for
+    /// `segment_size`, `shards`, `max_item_size` and `segment`, plus `shard`.
+    fn shard_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for (i, st) in self.cache().shard_stats().iter().enumerate() {
+            let d = PyDict::new(py);
+            d.set_item("shard", i)?;
+            for (k, v) in st.pairs() {
+                if k != "segment_size" && k != "shards" {
+                    d.set_item(k, v)?;
+                }
+            }
+            out.append(d)?;
+        }
+        Ok(out)
+    }
+
     /// Walk every shard and check it (tests, `shmcache verify`): (items, bytes).
     fn verify(&self, py: Python<'_>) -> PyResult<(u64, u64)> {
         {

@@ -92,17 +92,36 @@ impl Shards {
     /// Add every shard's counts and counters to `s` (items, bytes used and
     /// capacity, counters; `bytes_free` follows from them).
     pub fn add_stats(&self, s: &mut Stats) {
-        // Read without the locks from shared memory: a damaged shard (wiped at
-        // its next lock) may hold any values, so no sum may overflow (a panic
-        // with overflow checks). Counters wrap like the counters themselves.
         for sh in &self.shards {
-            s.items = s.items.saturating_add(sh.items());
-            s.bytes_used = s.bytes_used.saturating_add(sh.live_bytes());
-            s.bytes_capacity += sh.capacity();
-            for c in 0..N_COUNTERS {
-                s.counters[c] = s.counters[c].wrapping_add(sh.header().counters.get(c));
-            }
+            add_shard(s, sh);
         }
         s.bytes_free = s.bytes_capacity.saturating_sub(s.bytes_used);
+    }
+
+    /// Each shard's counts and counters on its own, in shard order (read
+    /// like `add_stats`: no lock taken); `shards` is 1 and `segment_size` 0.
+    pub fn shard_stats(&self) -> Vec<Stats> {
+        self.shards
+            .iter()
+            .map(|sh| {
+                let mut s = Stats { shards: 1, ..Stats::default() };
+                add_shard(&mut s, sh);
+                s.bytes_free = s.bytes_capacity.saturating_sub(s.bytes_used);
+                s
+            })
+            .collect()
+    }
+}
+
+/// Add one shard's counts and counters to `s`. Read without the lock from
+/// shared memory: a damaged shard (wiped at its next lock) may hold any
+/// values, so no sum may overflow (a panic with overflow checks). Counters
+/// wrap like the counters themselves.
+fn add_shard(s: &mut Stats, sh: &Shard) {
+    s.items = s.items.saturating_add(sh.items());
+    s.bytes_used = s.bytes_used.saturating_add(sh.live_bytes());
+    s.bytes_capacity = s.bytes_capacity.saturating_add(sh.capacity());
+    for c in 0..N_COUNTERS {
+        s.counters[c] = s.counters[c].wrapping_add(sh.header().counters.get(c));
     }
 }

@@ -1,4 +1,4 @@
-"""Command line: ``python -m shmcache {list,stats,verify,clear,destroy} [LOCATION]``,
+"""Command line: ``python -m shmcache {list,stats,verify,clear,destroy,top} [LOCATION]``,
 ``python -m shmcache dump LOCATION FILE`` and ``load LOCATION FILE [--size SIZE]``.
 
 stats/verify/clear attach to an existing cache whatever its SIZE; destroy
@@ -7,6 +7,9 @@ mapping until they exit; new ones start a fresh, empty cache). dump writes
 a snapshot of the cache to FILE (beside it, then renamed into place); load
 checks all of FILE, then stores its items (creating the cache with --size if
 it does not exist).
+
+stats --format prometheus prints the Prometheus text format (shmcache.metrics);
+top LOCATION [--interval S] [--once | --count N] is a live view (shmcache.top).
 """
 
 from __future__ import annotations
@@ -59,11 +62,19 @@ def load(location: str, file: str, size: str | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["top"]:  # its own options: shmcache.top
+        from .top import main as top_main
+
+        return top_main(args[1:])
     p = argparse.ArgumentParser(prog="shmcache", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["list", "stats", "verify", "clear", "destroy", "dump", "load"])
     p.add_argument("location", nargs="?", help="the cache's LOCATION (Django) or name (shmcache.Cache)")
     p.add_argument("file", nargs="?", help="dump/load: the snapshot file")
     p.add_argument("--size", help="load: the SIZE to create the cache with if it does not exist (e.g. 256MB)")
+    p.add_argument(
+        "--format", choices=["json", "prometheus"], default="json", help="stats: output format (default json)"
+    )
     a = p.parse_args(argv)
     if a.command == "list":
         return _list()
@@ -82,7 +93,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if ok else 1
         c = _core.Cache.attach_existing(a.location)
         if a.command == "stats":
-            print(json.dumps(c.stats(), indent=2))
+            if a.format == "prometheus":
+                from .metrics import prometheus_text
+
+                print(prometheus_text({a.location: c.stats()}), end="")
+            else:
+                print(json.dumps(c.stats(), indent=2))
         elif a.command == "verify":
             items, nbytes = c.verify()
             print(f"ok: {items} items, {nbytes} bytes, every shard consistent")

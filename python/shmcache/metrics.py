@@ -1,0 +1,194 @@
+"""Prometheus metrics of shmcache caches.
+
+Two ways out, the same names and labels:
+
+- ``prometheus_text({location: stats})``: the text exposition format (what
+  ``python -m shmcache stats NAME --format prometheus`` prints, for a
+  node_exporter textfile collector or a one-off look); needs nothing else.
+- ``ShmCacheCollector`` / ``register()`` / ``register_django()``: a
+  ``prometheus_client`` collector for a ``/metrics`` endpoint (needs the
+  ``prometheus_client`` package, which shmcache does not require).
+
+Every sample has the labels ``location`` (the LOCATION or name) and
+``segment`` (the file in /dev/shm). Counters (``*_total``) are the core's
+and count since the segment was created, for every process of the host
+together: scrape one process per host, not every worker (the numbers would
+be the same, counted once per worker). ``shmcache_up`` is 0 for a LOCATION
+that has no segment (yet), with no other samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from . import _core
+
+# stats() key, metric name (without the prefix and _total), help
+COUNTERS: tuple[tuple[str, str, str], ...] = (
+    ("hits", "hits", "Gets that found a live item."),
+    ("misses", "misses", "Gets that found no live item."),
+    ("sets", "sets", "Items stored."),
+    ("evictions", "evictions", "Live items dropped to make room."),
+    ("expirations", "expirations", "Items dropped because their timeout had passed."),
+    ("lock_timeouts", "lock_timeouts", "Shard lock waits that gave up after LOCK_TIMEOUT."),
+    ("lock_recoveries", "lock_recoveries", "Shard locks taken over from a dead holder."),
+    ("shard_wipes", "shard_wipes", "Shards found damaged and wiped."),
+)
+GAUGES: tuple[tuple[str, str, str], ...] = (
+    ("items", "items", "Live items."),
+    ("bytes_used", "memory_used_bytes", "Bytes of item storage holding live items."),
+    ("bytes_free", "memory_free_bytes", "Bytes of item storage not holding live items."),
+    ("bytes_capacity", "memory_capacity_bytes", "Bytes of item storage (all shards)."),
+    ("segment_size", "segment_size_bytes", "Size of the shared memory segment (SIZE)."),
+    ("max_item_size", "max_item_size_bytes", "Largest key plus value stored (MAX_ITEM_SIZE)."),
+    ("shards", "shards", "Shards (SHARDS, or the automatic count)."),
+)
+PREFIX = "shmcache_"
+LABELS = ("location", "segment")
+UP = ("up", "1 if the cache's segment exists and was read, else 0.")
+
+
+def read_stats(location: str) -> dict[str, Any] | None:
+    """``stats()`` of the segment of ``location`` whatever its SIZE, or None
+    if it has none or it cannot be read (a scrape must not fail for one
+    cache). Attaches for the call; no segment is created. An invalid
+    LOCATION is a ValueError."""
+    _core.segment_name(location)  # ValueError naming LOCATION if it is not one
+    try:
+        return _core.Cache.attach_existing(location).stats()
+    except (ValueError, _core.ShmCacheError):
+        return None
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def prometheus_text(stats: Mapping[str, Mapping[str, Any] | None]) -> str:
+    """The text exposition format (version 0.0.4) for ``{location: stats()
+    or None}``: one ``# HELP``/``# TYPE`` per metric, one sample per cache."""
+    out: list[str] = []
+
+    def family(name: str, kind: str, help: str, key: str | None) -> None:
+        out.append(f"# HELP {PREFIX}{name} {help}")
+        out.append(f"# TYPE {PREFIX}{name} {kind}")
+        sample = f"{PREFIX}{name}_total" if kind == "counter" else f"{PREFIX}{name}"
+        for loc, s in stats.items():
+            seg = s.get("segment", _core.segment_name(loc)) if s else _core.segment_name(loc)
+            labels = f'location="{_escape(loc)}",segment="{_escape(seg)}"'
+            if key is None:
+                out.append(f"{sample}{{{labels}}} {1 if s else 0}")
+            elif s and key in s:
+                out.append(f"{sample}{{{labels}}} {int(s[key])}")
+
+    family(UP[0], "gauge", UP[1], None)
+    for key, name, help in GAUGES:
+        family(name, "gauge", help, key)
+    for key, name, help in COUNTERS:
+        family(name, "counter", help, key)
+    return "\n".join(out) + "\n"
+
+
+def _location_and_stats(source: Any) -> tuple[str, dict[str, Any] | None]:
+    """A LOCATION string, a ``shmcache.Cache`` or a Django
+    ``SharedMemoryCache``: its location and current stats (None: no segment)."""
+    if isinstance(source, str):
+        return source, read_stats(source)
+    inner = getattr(source, "_cache", source)  # the Django backend wraps a client
+    name, core = getattr(inner, "name", None), getattr(inner, "_core", None)
+    if not isinstance(name, str) or core is None:
+        raise TypeError(
+            f"not a shmcache cache or LOCATION: {source!r}; give LOCATION strings, shmcache.Cache objects "
+            "or django caches of shmcache.django.SharedMemoryCache"
+        )
+    return name, core.stats()
+
+
+def _prometheus_client() -> Any:
+    try:
+        import prometheus_client.core
+    except ImportError as e:
+        raise ImportError(
+            "shmcache.metrics.ShmCacheCollector needs the prometheus_client package (pip install prometheus_client); "
+            "without it, use `python -m shmcache stats NAME --format prometheus`"
+        ) from e
+    return prometheus_client.core
+
+
+class ShmCacheCollector:
+    """A ``prometheus_client`` custom collector for some caches: LOCATION
+    strings (attached afresh at each scrape, so a recreated segment is seen;
+    nothing is created), ``shmcache.Cache`` objects or Django caches of this
+    backend. ``register(registry)`` or ``prometheus_client.REGISTRY.register``."""
+
+    def __init__(self, caches: Iterable[Any]) -> None:
+        self._core = _prometheus_client()
+        self.caches = list(caches)
+        if not self.caches:
+            raise ValueError("ShmCacheCollector needs at least one cache or LOCATION")
+
+    def describe(self) -> list[Any]:
+        # Without samples: registering must not read (or need) the segments.
+        return list(self._families({}))
+
+    def collect(self) -> Iterator[Any]:
+        return self._families(dict(_location_and_stats(c) for c in self.caches))
+
+    def _families(self, stats: Mapping[str, Mapping[str, Any] | None]) -> Iterator[Any]:
+        pc = self._core
+
+        def samples(fam: Any, key: str | None) -> Any:
+            for loc, s in stats.items():
+                seg = s.get("segment", "") if s else _core.segment_name(loc)
+                if key is None:
+                    fam.add_metric([loc, seg], 1 if s else 0)
+                elif s and key in s:
+                    fam.add_metric([loc, seg], int(s[key]))
+            return fam
+
+        yield samples(pc.GaugeMetricFamily(PREFIX + UP[0], UP[1], labels=LABELS), None)
+        for key, name, help in GAUGES:
+            yield samples(pc.GaugeMetricFamily(PREFIX + name, help, labels=LABELS), key)
+        for key, name, help in COUNTERS:
+            # prometheus_client adds _total to a counter's samples itself.
+            yield samples(pc.CounterMetricFamily(PREFIX + name, help, labels=LABELS), key)
+
+
+def register(caches: Iterable[Any], registry: Any = None) -> ShmCacheCollector:
+    """Register a collector for ``caches`` (see `ShmCacheCollector`) with
+    ``registry`` (default: ``prometheus_client.REGISTRY``) and return it."""
+    collector = ShmCacheCollector(caches)
+    if registry is None:
+        registry = _prometheus_client().REGISTRY
+    registry.register(collector)
+    return collector
+
+
+def django_locations(aliases: Iterable[str] | None = None) -> dict[str, str]:
+    """``{alias: LOCATION}`` of the shmcache aliases in ``settings.CACHES``
+    (``aliases``: only those; one of another backend is a ValueError)."""
+    from django.conf import settings
+
+    from .checks import shmcache_aliases
+
+    ours = {a: c.get("LOCATION", "") for a, c in shmcache_aliases().items()}
+    if aliases is None:
+        return ours
+    out = {}
+    for a in aliases:
+        if a not in ours:
+            raise ValueError(f"CACHES[{a!r}] is {'not a shmcache backend' if a in settings.CACHES else 'not defined'}")
+        out[a] = ours[a]
+    return out
+
+
+def register_django(aliases: Iterable[str] | None = None, registry: Any = None) -> ShmCacheCollector:
+    """Register a collector for every shmcache alias of ``settings.CACHES``
+    (or ``aliases``), by LOCATION (no cache is opened: a scrape before the
+    first request reports ``shmcache_up 0``). Aliases sharing a LOCATION
+    are one cache, reported once. Call it once, e.g. in an AppConfig.ready()."""
+    locations = sorted(set(django_locations(aliases).values()))
+    if not locations:
+        raise ValueError("no CACHES alias uses shmcache.django.SharedMemoryCache")
+    return register(locations, registry)
