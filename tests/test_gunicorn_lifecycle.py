@@ -106,6 +106,26 @@ class Server(Gunicorn):
         return self._launch(cmd, sock, env, TESTS)
 
 
+def usr2_new_generation(server, old_master: int, old_workers: set[int]) -> tuple[int, set[int]]:
+    """After SIGUSR2: the new master (the old one's child by fork + exec that
+    has workers) and its workers, once both generations answer on the socket."""
+
+    def new_master_ready():
+        for pid in children(old_master) - old_workers:
+            if len(children(pid)) >= WORKERS:
+                return pid
+
+    new_master = wait_for(new_master_ready, 40, "the new master and its workers")
+    new_workers = children(new_master)
+
+    def both_answer():
+        seen = pids_answering(server, 16)
+        return seen & old_workers and seen & new_workers
+
+    wait_for(both_answer, 40, "answers from old and new workers", every=0)
+    return new_master, new_workers
+
+
 def gunicorn_cmd(*extra, bind_address=False, script=False):
     def cmd(fd, port):
         bind = f"127.0.0.1:{port}" if bind_address else f"fd://{fd}"
@@ -178,22 +198,8 @@ def test_gunicorn_usr2_upgrade_old_and_new_masters_share(location):
         assert len(old_workers) == WORKERS
 
         s.proc.send_signal(signal.SIGUSR2)
-
-        def new_master_ready():
-            # the new master is the old one's child (fork + exec) that has workers
-            for pid in children(old_master) - old_workers:
-                if len(children(pid)) >= WORKERS:
-                    return pid
-
-        new_master = wait_for(new_master_ready, 40, "the new master and its workers")
-        new_workers = children(new_master)
-
         # Side by side: both generations answer on the socket, on one cache.
-        def both_answer():
-            seen = pids_answering(s, 16)
-            return seen & old_workers and seen & new_workers
-
-        wait_for(both_answer, 40, "answers from old and new workers", every=0)
+        new_master, new_workers = usr2_new_generation(s, old_master, old_workers)
         # A value written through one generation is read through the other.
         for i in range(4):
             w = s.get(f"/set/side{i}/v{i}")
@@ -399,16 +405,7 @@ def test_gunicorn_usr2_with_a_new_size_old_and_new_masters_share(location, tmp_p
         old_workers = children(old_master)
         size_file.write_text("16MB")
         s.proc.send_signal(signal.SIGUSR2)
-
-        def new_master_ready():
-            for pid in children(old_master) - old_workers:
-                if len(children(pid)) >= WORKERS:
-                    return pid
-
-        new_master = wait_for(new_master_ready, 40, "the new master and its workers")
-        new_workers = children(new_master)
-        wait_for(lambda: (lambda seen: seen & old_workers and seen & new_workers)(pids_answering(s, 16)), 40,
-                 "answers from old and new workers", every=0)
+        new_master, new_workers = usr2_new_generation(s, old_master, old_workers)
         for r in infos(s, 24).values():
             assert r["inode"] == inode, r  # one segment: no split brain
             if r["pid"] in new_workers:
