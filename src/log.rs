@@ -9,14 +9,34 @@
 //! space is always one contiguous run and nothing ever fragments.
 //!
 //! Record = 32-byte header, key, value, padding to 8 bytes.
+//!
+//! The write protocol, on which crash recovery (`shard/recover.rs`) relies:
+//! * the head never passes a position before the record (or wrap marker)
+//!   starting there has its header written: every record start in
+//!   [tail, head) holds a header of the current lap;
+//! * a record is born `KIND_PENDING` and becomes `KIND_LIVE` by one release
+//!   store of its kind byte once its key and value are complete; an in-place
+//!   overwrite makes it PENDING first (an in-place incr and a new expiry are
+//!   one store each: `write_int_in_place`, `set_expires`);
+//! * a move copies a whole live record beyond the head before the head
+//!   passes it;
+//! * a record stops being live by one byte store (`KIND_DEAD`).
+//!
+//! So whatever instruction a writer was killed at, every LIVE record in
+//! [tail, head) is complete.
 
 use crate::error::{Error, Result};
 use crate::layout::{rec_size, REC_HDR};
-use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{
+    fence, AtomicU64, AtomicU8,
+    Ordering::{Relaxed, Release},
+};
 
 pub const KIND_LIVE: u8 = 1;
 pub const KIND_DEAD: u8 = 2;
 pub const KIND_WRAP: u8 = 3;
+/// Being written: not yet (or, mid in-place change, no longer) complete.
+pub const KIND_PENDING: u8 = 4;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -88,14 +108,56 @@ impl Log {
         unsafe { std::ptr::write(self.data.add(off as usize).cast::<RecHdr>(), *h) }
     }
 
+    /// Change a record's kind: one byte store, ordered after every write
+    /// before it (the write protocol above).
     pub fn set_kind(&self, off: u64, kind: u8) {
-        // SAFETY: off was validated by `hdr` (off + REC_HDR <= size).
-        unsafe { *self.data.add(off as usize) = kind }
+        debug_assert!(off + REC_HDR <= self.size);
+        // SAFETY: off was validated by `hdr` or handed out by the allocator (off + REC_HDR <= size); AtomicU8 has no alignment requirement.
+        unsafe { &*self.data.add(off as usize).cast::<AtomicU8>() }.store(kind, Release)
     }
 
+    /// A record header announcing `len` bytes being written at `off`
+    /// (the allocator's, before the head passes it).
+    pub fn write_pending(&self, off: u64, len: u64) {
+        let h = RecHdr { kind: KIND_PENDING, rec_len: len as u32, ..Default::default() };
+        self.write_hdr(off, &h);
+    }
+
+    /// Change a live record's expiry in place: one 8-byte store, so a
+    /// writer killed here leaves the old expiry or the new one.
     pub fn set_expires(&self, off: u64, expires: u64) {
-        // SAFETY: off validated by `hdr`; field at +16 is 8-aligned inside the header.
-        unsafe { std::ptr::write(self.data.add(off as usize + 16).cast::<u64>(), expires) }
+        // SAFETY: off validated by `hdr`; the field at +16 is 8-aligned inside the header, and any bits are a valid AtomicU64.
+        unsafe { &*self.data.add(off as usize + 16).cast::<AtomicU64>() }.store(expires, Relaxed)
+    }
+
+    /// Overwrite the 8-byte integer value at `at` of the live record at
+    /// `off` in one store, so a writer killed here leaves the old integer or
+    /// the new one, and the record stays LIVE: an aligned atomic store (any
+    /// target), or on x86-64 one unaligned `mov` (a store that is never
+    /// partly done, even across a page). Elsewhere an unaligned value goes
+    /// through PENDING (a kill mid-change then drops the item).
+    pub fn write_int_in_place(&self, off: u64, at: u64, v: i64) {
+        debug_assert!(at + 8 <= off + self.hdr(off).map_or(0, |h| h.rec_len as u64));
+        let p = self.bytes_mut(at, 8);
+        if at.is_multiple_of(8) {
+            // SAFETY: the 8 value bytes lie inside a record validated by the caller's lookup; 8-aligned, any bits valid.
+            unsafe { &*p.cast::<AtomicU64>() }.store(v.to_le() as u64, Relaxed);
+        } else if cfg!(target_arch = "x86_64") {
+            // SAFETY: as above; write_unaligned needs no alignment.
+            unsafe { p.cast::<i64>().write_unaligned(v.to_le()) };
+        } else {
+            self.begin_in_place(off);
+            // SAFETY: as above; write_unaligned needs no alignment.
+            unsafe { p.cast::<i64>().write_unaligned(v.to_le()) };
+            self.set_kind(off, KIND_LIVE);
+        }
+    }
+
+    /// Mark a complete record PENDING before changing its value in place,
+    /// ordered before those changes (the write protocol above).
+    pub fn begin_in_place(&self, off: u64) {
+        self.set_kind(off, KIND_PENDING);
+        fence(Release);
     }
 
     /// The visited byte, set on hits without any list manipulation.

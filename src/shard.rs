@@ -2,17 +2,21 @@
 //!
 //! Every structural change happens between `begin_write` (seq becomes odd) and
 //! the guard's drop (seq becomes even). A process that dies in between leaves
-//! seq odd; the next locker sees EOWNERDEAD and an odd seq and wipes this
-//! shard only. Any inconsistency found while reading shared memory is reported
-//! as `Error::Corrupt`, after which the caller wipes the shard.
+//! seq odd; the next locker sees EOWNERDEAD and an odd seq and rebuilds this
+//! shard's index from its log (`shard/recover.rs`), keeping every item the
+//! dead writer was not changing. Any inconsistency found while reading shared
+//! memory is reported as `Error::Corrupt`, after which the caller wipes the
+//! shard.
 //!
 //! This module holds those rules (the header, the lock, the guard, the wipe)
 //! and the operations on one shard (get, set, delete, touch, incr, ttl,
 //! contains). Log housekeeping (placing records, reclaiming the tail, the
-//! expiry sweep) is in `shard/reclaim.rs`; the full check in `shard/verify.rs`;
+//! expiry sweep) is in `shard/reclaim.rs`; crash recovery in
+//! `shard/recover.rs`; the full check in `shard/verify.rs`;
 //! a key scan's walk under the lock in `shard/scan.rs`.
 
 mod reclaim;
+mod recover;
 mod scan;
 mod verify;
 
@@ -23,7 +27,7 @@ use crate::index::Index;
 use crate::int::Int;
 use crate::layout::{rec_size, Geometry, REC_HDR, SHARD_HEADER_SIZE};
 use crate::lock::{Acquired, LockError, MutexRef, MUTEX_SLOT};
-use crate::log::{Log, RecHdr, KIND_DEAD, KIND_LIVE};
+use crate::log::{Log, RecHdr, KIND_DEAD, KIND_LIVE, KIND_PENDING};
 use crate::stats::{Counter, ShardCounters};
 use crate::time::{self, Time};
 use reclaim::SWEEP_PER_WRITE;
@@ -286,7 +290,8 @@ impl Shard {
             let h = self.header();
             h.counters.bump_locked(Counter::LockRecoveries);
             if h.seq.load(Relaxed) % 2 == 1 {
-                g.wipe();
+                // Killed mid-write: rebuild from the log (shard/recover.rs).
+                g.recover(time::now_ms());
             }
             self.mutex.mark_consistent();
         }
@@ -492,8 +497,7 @@ impl<'a> ShardGuard<'a> {
             if let Some(new) = i64::from_le_bytes(cur).checked_add(*d) {
                 self.begin_write();
                 let at = off + REC_HDR + rh.key_len as u64;
-                // SAFETY: the 8 value bytes lie inside the record validated by lookup.
-                unsafe { std::ptr::copy_nonoverlapping(new.to_le_bytes().as_ptr(), log.bytes_mut(at, 8), 8) };
+                log.write_int_in_place(off, at, new);
                 self.h().counters.bump_locked(Counter::Sets);
                 return Ok(Int::Small(new));
             }
@@ -549,8 +553,9 @@ impl<'a> ShardGuard<'a> {
             return Ok(false);
         }
         let n = rec_size(key.len() as u64, value.len() as u64);
+        // Written PENDING, made LIVE once complete (log.rs's write protocol).
         let mut rh = RecHdr {
-            kind: KIND_LIVE,
+            kind: KIND_PENDING,
             enc,
             visited: 0,
             _pad: 0,
@@ -571,8 +576,11 @@ impl<'a> ShardGuard<'a> {
             if old.rec_len as u64 == n {
                 self.begin_write();
                 rh.visited = 1;
-                self.log().write_hdr(off, &rh);
+                let log = self.log();
+                log.begin_in_place(off);
+                log.write_hdr(off, &rh);
                 self.write_value(off + REC_HDR + key.len() as u64, value);
+                log.set_kind(off, KIND_LIVE);
                 self.h().counters.bump_locked(Counter::Sets);
                 self.sweep(now, SWEEP_PER_WRITE)?;
                 return Ok(true);
@@ -587,6 +595,7 @@ impl<'a> ShardGuard<'a> {
             std::ptr::copy_nonoverlapping(key.as_ptr(), log.bytes_mut(off + REC_HDR, key.len() as u64), key.len())
         };
         self.write_value(off + REC_HDR + key.len() as u64, value);
+        log.set_kind(off, KIND_LIVE);
         let h = self.h();
         // `alloc` may have moved or dropped the old record: find it again. A
         // key that was absent is still absent (reclaiming never adds one).

@@ -30,8 +30,7 @@ def test_process_chaos_short(tmp_path):
     assert r["kills"] >= 50, report
     assert r["kills_in_lock"] >= 5, report
     assert r["lock_recoveries"] >= r["kills_in_lock"], report
-    assert r["shard_wipes"] >= r["kills_in_lock"], report
-    assert r["shard_wipes_unexplained"] == 0, report
+    assert r["shard_wipes_unexplained"] == 0, report  # kills mid-write recover the shard, never wipe it
     assert r["evictions"] > 0, report  # the cache is small enough to evict
     assert r["ops_blocked_over_bound"] == 0, report
     assert r["torn_values"] == 0 and r["foreign_values"] == 0, report
@@ -40,8 +39,8 @@ def test_process_chaos_short(tmp_path):
     assert r["worker_crashes"] == 0 and r["worker_errors"] == 0, report
     lk = r["app_lock"]  # cache.lock(): holders killed inside it, taken over, never two at once
     assert lk["kills_holding_the_lock"] >= 3 and lk["rmw_confirmed"] > 1000, report
-    # Two holders are only allowed after a wipe of the lock's shard (a known limit, see README).
-    assert lk["two_live_holders_unexplained"] == 0 and lk["acquires_given_up"] == 0 and lk["counter_ok"], report
+    assert lk["two_live_holders"] == 0 and lk["acquires_given_up"] == 0 and lk["counter_ok"], report
+    assert lk["lock_segment_shard_wipes"] == 0, report
     assert r["verify"]["ok"] and r["verify_counter_segment"]["ok"], report
     assert r["pass"] and p.returncode == 0, report
 

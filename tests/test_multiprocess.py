@@ -145,10 +145,12 @@ def test_sigkilled_lock_holder_blocks_nobody(name):
 
     s = c.stats()
     assert s["lock_recoveries"] == 1, s
-    assert s["shard_wipes"] >= 1, s
-    for k in others:
+    # The dead writer's shard is rebuilt from its log, not wiped: nothing
+    # but what the busy workers themselves overwrite is lost, in any shard.
+    assert s["shard_wipes"] == 0, s
+    for k in others + [k for k in same if k not in keys[:60] and k != victim]:
         v = c.get(k)
-        assert v is not None, f"{k} in another shard was lost"
+        assert v is not None, f"{k} was lost"
         _check(k, v)
     items, _ = c._core.verify()
     assert items == c.stats()["items"]

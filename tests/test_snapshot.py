@@ -146,7 +146,7 @@ def test_load_when_dev_shm_is_full(tmp_path):
 
 def test_loader_killed_mid_load_leaves_cache_usable(location, other, tmp_path):
     """A loader SIGKILLed while it holds a shard lock mid-write: the next
-    process recovers the lock (the half-written shard is wiped), verify()
+    process recovers the lock (and the shard, from its log), verify()
     passes and reads and writes work."""
     f = str(tmp_path / "c.snap")
     run(

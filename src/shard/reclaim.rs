@@ -9,7 +9,7 @@ use crate::eviction::{self, Action, MOVE_BUDGET};
 use crate::log::{skippable, LogWalk, Step, KIND_LIVE};
 use crate::stats::Counter;
 use crate::time;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, Release};
 
 /// Items examined by the amortised expiry sweep on each write.
 pub(super) const SWEEP_PER_WRITE: u32 = 4;
@@ -29,8 +29,11 @@ impl ShardGuard<'_> {
             let index_full = h.items.load(Relaxed) >= self.shard.max_items;
             if !index_full && free >= skip + n + self.shard.reserve {
                 log.write_wrap(head, skip);
-                h.head.store(head + skip + n, Relaxed);
-                return Ok(log.phys(head + skip));
+                let at = log.phys(head + skip);
+                // Headers first, then the head passes them (log.rs's protocol).
+                log.write_pending(at, n);
+                h.head.store(head + skip + n, Release);
+                return Ok(at);
             }
             self.reclaim_one(now, &mut budget, index_full)?;
         }
@@ -68,7 +71,8 @@ impl ShardGuard<'_> {
                         log.visited(to).store(0, Relaxed);
                     }
                     self.shard.index().repoint(slot, rh.hash, to);
-                    h.head.store(head + skip + len, Relaxed);
+                    // The copy is complete before the head passes it.
+                    h.head.store(head + skip + len, Release);
                 }
                 Action::Expire => self.unlink(slot, phys, &rh, Some(Counter::Expirations))?,
                 Action::Evict => self.unlink(slot, phys, &rh, Some(Counter::Evictions))?,
