@@ -204,6 +204,12 @@ impl ShmCache {
         })
     }
 
+    /// Pin a live key against eviction (`ShardGuard::pin`).
+    pub fn pin(&self, key: &[u8]) -> Result<bool> {
+        let (h, now) = (self.hash(key), time::now_ms());
+        self.with_shard(h, Wait::Bounded, |g| g.pin(key, h, now))
+    }
+
     pub fn delete(&self, key: &[u8]) -> Result<bool> {
         let (h, now) = (self.hash(key), time::now_ms());
         self.with_shard(h, Wait::Bounded, |g| g.delete(key, h, now))

@@ -1509,3 +1509,42 @@ fn writers_killed_at_random_never_lose_untouched_items_or_tear_values() {
     assert!(mid_write >= 40, "only {mid_write} of {kills} kills landed mid-write");
     assert!(c.shard(0).log_head() > 4 * c.shard(0).capacity(), "the logs must wrap (moves)");
 }
+
+/// A pinned item (a held lock) is moved, never evicted, however hard a full
+/// cache is written; it still expires and can be deleted; an unpinned twin
+/// is evicted; and a shard holding more pinned items than one write's budget
+/// of moves still takes every write (the budget runs out, one is evicted).
+#[test]
+fn pinned_items_survive_a_full_cache_but_not_their_expiry() {
+    let c = cache(1 << 20, 4 << 10);
+    c.set(b"lock", ENC_STR, b"token", 0).unwrap();
+    assert!(c.pin(b"lock").unwrap());
+    assert!(!c.pin(b"missing").unwrap());
+    c.set(b"soon", ENC_STR, b"token", time::now_ms() + 200).unwrap();
+    c.pin(b"soon").unwrap();
+    c.set(b"plain", ENC_STR, b"token", 0).unwrap();
+    let filler = vec![b'f'; 2000];
+    for i in 0..20_000u32 {
+        c.set(format!("fill-{i}").as_bytes(), ENC_BYTES, &filler, 0).unwrap();
+        if i == 10_000 {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    let s = c.stats();
+    assert!(s.counter(Counter::Evictions) > 10_000, "the cache must have been full: {s:?}");
+    assert_eq!(get(&c, b"lock").as_deref(), Some(&b"token"[..]), "a pinned item was evicted");
+    assert_eq!(get(&c, b"plain"), None, "the unpinned twin should have been evicted");
+    assert_eq!(get(&c, b"soon"), None, "a pinned item must still expire");
+    assert!(c.delete(b"lock").unwrap());
+    c.verify().unwrap();
+
+    // All pinned: more than a write's budget of moves. Writes never fail.
+    let small = cache(1 << 20, 4 << 10);
+    for i in 0..5_000u32 {
+        let k = format!("p-{i}");
+        small.set(k.as_bytes(), ENC_BYTES, &filler, 0).unwrap();
+        small.pin(k.as_bytes()).unwrap();
+    }
+    assert_eq!(small.stats().counter(Counter::ShardWipes), 0);
+    small.verify().unwrap();
+}

@@ -38,13 +38,18 @@ pub const KIND_WRAP: u8 = 3;
 /// Being written: not yet (or, mid in-place change, no longer) complete.
 pub const KIND_PENDING: u8 = 4;
 
+/// Record flag: never evicted while there is room to move it (a held
+/// `cache.lock()`, a get_or_set marker); expiry and deletion still apply.
+pub const FLAG_PINNED: u8 = 1;
+
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RecHdr {
     pub kind: u8,
     pub enc: u8,
     pub visited: u8,
-    pub _pad: u8,
+    /// `FLAG_*` bits.
+    pub flags: u8,
     pub rec_len: u32,
     pub key_len: u32,
     pub val_len: u32,
@@ -158,6 +163,13 @@ impl Log {
     pub fn begin_in_place(&self, off: u64) {
         self.set_kind(off, KIND_PENDING);
         fence(Release);
+    }
+
+    /// Set a record's flags (`FLAG_*`): one byte store.
+    pub fn set_flags(&self, off: u64, flags: u8) {
+        debug_assert!(off + REC_HDR <= self.size);
+        // SAFETY: off was validated by `hdr` (off + REC_HDR <= size); byte 3 is the flags byte.
+        unsafe { *self.data.add(off as usize + 3) = flags }
     }
 
     /// The visited byte, set on hits without any list manipulation.

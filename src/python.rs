@@ -332,7 +332,8 @@ impl Cache {
     }
 
     /// Store; with `add=True` only if absent. Returns whether it stored.
-    #[pyo3(signature = (key, value, timeout, add=false))]
+    /// `pin=True` keeps the stored item from eviction (a held lock).
+    #[pyo3(signature = (key, value, timeout, add=false, pin=false))]
     fn set(
         &self,
         py: Python<'_>,
@@ -340,6 +341,7 @@ impl Cache {
         value: &Bound<'_, PyAny>,
         timeout: Option<f64>,
         add: bool,
+        pin: bool,
     ) -> PyResult<bool> {
         let k = self::key(key)?;
         let key: &[u8] = &k;
@@ -349,7 +351,10 @@ impl Cache {
         let c = self.cache();
         let (h, exp, max) = (c.hash(key), expires(timeout, now)?, c.geometry().max_item_size);
         let mode = if add { SetMode::Add } else { SetMode::Set };
-        run(&c, py, h, |g| g.set(&Item { key, hash: h, enc: e, value: bytes, expires: exp }, mode, now, max))
+        run(&c, py, h, |g| {
+            let stored = g.set(&Item { key, hash: h, enc: e, value: bytes, expires: exp }, mode, now, max)?;
+            Ok(stored && (!pin || g.pin(key, h, now)?))
+        })
     }
 
     /// Store many `(key, value)`; returns the indexes that were not stored
@@ -424,7 +429,8 @@ impl Cache {
 
     /// Store `new` (with `timeout`, as `set`) only if `key` is live and holds
     /// exactly `expected` (same encoding and bytes); atomic under the shard
-    /// lock. False if missing, expired or different.
+    /// lock. False if missing, expired or different. `pin` as for `set`.
+    #[pyo3(signature = (key, expected, new, timeout, pin=false))]
     fn compare_and_set(
         &self,
         py: Python<'_>,
@@ -432,6 +438,7 @@ impl Cache {
         expected: &Bound<'_, PyAny>,
         new: &Bound<'_, PyAny>,
         timeout: Option<f64>,
+        pin: bool,
     ) -> PyResult<bool> {
         let (want, v) = (val(expected)?, val(new)?);
         let (expected, (enc, value)) = (want.parts(), v.parts());
@@ -439,7 +446,8 @@ impl Cache {
         let exp = expires(timeout, now)?;
         let max = self.cache().geometry().max_item_size;
         self.keyed(py, key, |g, key, hash| {
-            g.compare_and_set(&Item { key, hash, enc, value, expires: exp }, expected, now, max)
+            let stored = g.compare_and_set(&Item { key, hash, enc, value, expires: exp }, expected, now, max)?;
+            Ok(stored && (!pin || g.pin(key, hash, now)?))
         })
     }
 

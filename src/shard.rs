@@ -27,7 +27,7 @@ use crate::index::Index;
 use crate::int::Int;
 use crate::layout::{rec_size, Geometry, REC_HDR, SHARD_HEADER_SIZE};
 use crate::lock::{Acquired, LockError, MutexRef, MUTEX_SLOT};
-use crate::log::{Log, RecHdr, KIND_DEAD, KIND_LIVE, KIND_PENDING};
+use crate::log::{Log, RecHdr, FLAG_PINNED, KIND_DEAD, KIND_LIVE, KIND_PENDING};
 use crate::stats::{Counter, ShardCounters};
 use crate::time::{self, Time};
 use reclaim::SWEEP_PER_WRITE;
@@ -472,6 +472,19 @@ impl<'a> ShardGuard<'a> {
         }
     }
 
+    /// Pin a live key (`FLAG_PINNED`, see `eviction.rs`): moved rather than
+    /// evicted while it lives. A later plain set of the key unpins it.
+    pub fn pin(&mut self, key: &[u8], hash: u64, now: u64) -> Result<bool> {
+        match self.lookup_live(key, hash, now)? {
+            Some((_, off, rh)) => {
+                self.begin_write();
+                self.log().set_flags(off, rh.flags | FLAG_PINNED);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// Add `delta` to an integer value (`ENC_INT` or `ENC_BIGINT`); returns
     /// the exact sum, stored as `ENC_INT` if it fits an i64, else as
     /// `ENC_BIGINT`, with the item's expiry kept. An i64 sum that does not
@@ -558,7 +571,7 @@ impl<'a> ShardGuard<'a> {
             kind: KIND_PENDING,
             enc,
             visited: 0,
-            _pad: 0,
+            flags: 0,
             rec_len: n as u32,
             key_len: key.len() as u32,
             val_len: value.len() as u32,

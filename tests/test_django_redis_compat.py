@@ -195,6 +195,31 @@ def test_a_killed_holder_frees_the_lock_at_once(cache, location, timeout):
     lk.release()
 
 
+def _fill(location, n):
+    c = shmcache.Cache(location, size="8MB", max_item_size="64KB")
+    for i in range(n):
+        c.set(f"fill-{i}", b"f" * 4000)
+
+
+def test_a_held_lock_survives_a_full_cache_written_by_other_processes(cache, location, run_forked):
+    """A lock key is pinned: other processes writing 10x the cache's size
+    evict everything else around it, never the lock, nor an extended one."""
+    a = cache.lock("held", timeout=None)
+    b = cache.lock("extended", timeout=600)
+    assert a.acquire(blocking=False) and b.acquire(blocking=False)
+    cache.set("plain", b"x")
+    run_forked(_fill, [(location, 10_000)] * 2)
+    b.extend(60)
+    run_forked(_fill, [(location, 10_000)] * 2)
+    assert cache.stats()["evictions"] > 10_000
+    assert cache.get("plain") is None, "the cache was never full"
+    for lk in (a, b):
+        assert lk.owned() and cache.has_key(lk.name)
+        assert not cache.lock(lk.name).acquire(blocking=False), "a held lock was granted again"
+        lk.release()
+    assert not cache.has_key("held")
+
+
 def test_lock_timeout_expires(cache, clock_offset):
     a = cache.lock("L", timeout=5)
     assert a.acquire()

@@ -7,7 +7,9 @@ compare-and-set, so only the owner can release or extend it. While held it
 is visible as a key (``has_key`` is true). Beyond Redis: a lock whose holder
 process died is free at once, even with ``timeout=None`` (a waiter sees the
 holder is gone and takes the lock over); across pid namespaces (containers
-sharing /dev/shm) that cannot be seen, and only ``timeout`` frees it.
+sharing /dev/shm) that cannot be seen, and only ``timeout`` frees it. The
+key is *pinned*: a full cache moves it instead of evicting it, so a busy
+cache never drops a lock that is still held.
 """
 
 from __future__ import annotations
@@ -86,12 +88,12 @@ class Lock:
     def _try(self, token: str) -> bool:
         """One attempt: take a free lock, or one whose holder died."""
         try:
-            if self._core.set(self.name, token, self.timeout, True):
+            if self._core.set(self.name, token, self.timeout, True, pin=True):
                 return True
             held = self._core.get(self.name)
             if held is not None and _holder.is_dead(held):
                 self._core.compare_and_delete(self.name, held)
-                return bool(self._core.set(self.name, token, self.timeout, True))
+                return bool(self._core.set(self.name, token, self.timeout, True, pin=True))
         except LockTimeout:
             pass  # the shard was busy: as if the lock were taken; try again
         return False
@@ -171,7 +173,7 @@ class Lock:
         else:
             ms = self._core.ttl_ms(self.name)
             ttl = (max(ms, 0) / 1000 if ms >= 0 else 0.0) + extra
-        if ttl <= 0 or not self._core.compare_and_set(self.name, token, token, ttl):
+        if ttl <= 0 or not self._core.compare_and_set(self.name, token, token, ttl, pin=True):
             raise LockNotOwnedError("Cannot extend a lock that's no longer owned")
         return True
 
@@ -182,7 +184,7 @@ class Lock:
             raise LockError("Cannot reacquire an unlocked lock")
         if self.timeout is None:
             raise LockError("Cannot reacquire a lock with no timeout")
-        if not self._core.compare_and_set(self.name, token, token, self.timeout):
+        if not self._core.compare_and_set(self.name, token, token, self.timeout, pin=True):
             raise LockNotOwnedError("Cannot reacquire a lock that's no longer owned")
         return True
 

@@ -5,8 +5,8 @@
 
 use super::ShardGuard;
 use crate::error::{Error, Result};
-use crate::eviction::{self, Action, MOVE_BUDGET};
-use crate::log::{skippable, LogWalk, Step, KIND_LIVE};
+use crate::eviction::{self, Action, Budget, Tail, MOVE_BUDGET};
+use crate::log::{skippable, LogWalk, Step, FLAG_PINNED, KIND_LIVE};
 use crate::stats::Counter;
 use crate::time;
 use std::sync::atomic::Ordering::{Relaxed, Release};
@@ -19,9 +19,10 @@ impl ShardGuard<'_> {
     pub(super) fn alloc(&mut self, n: u64, now: u64) -> Result<u64> {
         let log = self.log();
         let size = log.size();
-        let mut budget = MOVE_BUDGET;
-        // Each step reclaims or moves one record; a full lap is the most needed.
-        for _ in 0..(size / 8 + MOVE_BUDGET as u64 + 2) {
+        let mut budget = Budget::PER_WRITE;
+        // Each step reclaims or moves one record; a full lap (plus the
+        // moves of both budgets) is the most needed.
+        for _ in 0..(size / 8 + 2 * MOVE_BUDGET as u64 + 2) {
             let h = self.h();
             let (head, tail) = (h.head.load(Relaxed), h.tail.load(Relaxed));
             let skip = log.skip_for(head, n);
@@ -41,7 +42,7 @@ impl ShardGuard<'_> {
     }
 
     /// Process the record at the tail: skip, expire, move or evict it.
-    fn reclaim_one(&mut self, now: u64, budget: &mut u32, force: bool) -> Result<()> {
+    fn reclaim_one(&mut self, now: u64, budget: &mut Budget, force: bool) -> Result<()> {
         let log = self.log();
         let size = log.size();
         let h = self.h();
@@ -61,9 +62,14 @@ impl ShardGuard<'_> {
             let room = size - (head - tail) >= skip + len;
             let slot = self.shard.index().slot_of(rh.hash, phys)?;
             let full = eviction::memory_full(h.live_bytes.load(Relaxed), size);
-            match eviction::decide(rh.expires, visited, now, *budget, room, force, full) {
-                action @ (Action::Keep | Action::SecondChance) => {
-                    *budget -= 1;
+            let tail_item = Tail { expires_ms: rh.expires, visited, pinned: rh.flags & FLAG_PINNED != 0 };
+            match eviction::decide(tail_item, now, *budget, room, force, full) {
+                action @ (Action::Keep | Action::SecondChance | Action::KeepPinned) => {
+                    if action == Action::KeepPinned {
+                        budget.pinned -= 1;
+                    } else {
+                        budget.moves -= 1;
+                    }
                     log.write_wrap(head, skip);
                     let to = log.phys(head + skip);
                     log.move_record(phys, to, len);
