@@ -19,7 +19,8 @@
 //!   overwrite makes it PENDING first (an in-place incr and a new expiry are
 //!   one store each: `write_int_in_place`, `set_expires`);
 //! * a move copies a whole live record beyond the head before the head
-//!   passes it;
+//!   passes it, then marks the original DEAD (so free space holds no stale
+//!   LIVE header either);
 //! * a record stops being live by one byte store (`KIND_DEAD`).
 //!
 //! So whatever instruction a writer was killed at, every LIVE record in

@@ -79,6 +79,24 @@ pub fn set_test_pause_ms(ms: u64) {
     TEST_PAUSE_MS.store(ms, Relaxed);
 }
 
+/// Test-only crash points (`core_tests::a_writer_killed_at_each_crash_point_*`):
+/// a forked child that stores n here is SIGKILLed when it reaches
+/// `crash_point(n)` for the `CRASH_SKIP`+1-th time. Outside `cfg(test)` the
+/// call is empty.
+#[cfg(test)]
+pub(crate) static CRASH_AT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+#[cfg(test)]
+pub(crate) static CRASH_SKIP: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+#[inline(always)]
+pub(crate) fn crash_point(_n: u32) {
+    #[cfg(test)]
+    if CRASH_AT.load(Relaxed) == _n && CRASH_SKIP.fetch_sub(1, Relaxed) == 0 {
+        // SAFETY: raise only sends a signal to this (test child) process.
+        unsafe { libc::raise(libc::SIGKILL) };
+    }
+}
+
 /// This process's view of one shard: pointers computed from the validated
 /// local geometry, never read from shared memory.
 pub struct Shard {
@@ -378,7 +396,9 @@ impl<'a> ShardGuard<'a> {
     fn unlink(&mut self, slot: usize, off: u64, rh: &RecHdr, why: Option<Counter>) -> Result<()> {
         self.begin_write();
         self.shard.index().remove(slot)?;
+        crash_point(11);
         self.log().set_kind(off, KIND_DEAD);
+        crash_point(12);
         let h = self.h();
         h.items.fetch_sub(1, Relaxed);
         h.live_bytes.fetch_sub(rh.rec_len as u64, Relaxed);
@@ -591,8 +611,10 @@ impl<'a> ShardGuard<'a> {
                 rh.visited = 1;
                 let log = self.log();
                 log.begin_in_place(off);
+                crash_point(9);
                 log.write_hdr(off, &rh);
                 self.write_value(off + REC_HDR + key.len() as u64, value);
+                crash_point(10);
                 log.set_kind(off, KIND_LIVE);
                 self.h().counters.bump_locked(Counter::Sets);
                 self.sweep(now, SWEEP_PER_WRITE)?;
@@ -601,6 +623,7 @@ impl<'a> ShardGuard<'a> {
         }
         self.begin_write();
         let off = self.alloc(n, now)?;
+        crash_point(2);
         let log = self.log();
         log.write_hdr(off, &rh);
         // SAFETY: the allocator handed out n bytes at off; the key fits in n - REC_HDR.
@@ -608,7 +631,9 @@ impl<'a> ShardGuard<'a> {
             std::ptr::copy_nonoverlapping(key.as_ptr(), log.bytes_mut(off + REC_HDR, key.len() as u64), key.len())
         };
         self.write_value(off + REC_HDR + key.len() as u64, value);
+        crash_point(3);
         log.set_kind(off, KIND_LIVE);
+        crash_point(4);
         let h = self.h();
         // `alloc` may have moved or dropped the old record: find it again. A
         // key that was absent is still absent (reclaiming never adds one).
@@ -616,6 +641,7 @@ impl<'a> ShardGuard<'a> {
         match old {
             Some((slot, old, oldh)) => {
                 log.set_kind(old, KIND_DEAD);
+                crash_point(5);
                 h.live_bytes.fetch_sub(oldh.rec_len as u64, Relaxed);
                 self.shard.index().repoint(slot, hash, off);
             }
@@ -624,6 +650,7 @@ impl<'a> ShardGuard<'a> {
                 h.items.fetch_add(1, Relaxed);
             }
         }
+        crash_point(6);
         h.live_bytes.fetch_add(n, Relaxed);
         h.counters.bump_locked(Counter::Sets);
         self.sweep(now, SWEEP_PER_WRITE)?;
@@ -635,6 +662,14 @@ impl<'a> ShardGuard<'a> {
     /// Under `set_test_pause_ms` (test builds only) it stops halfway, mid-write.
     fn write_value(&self, at: u64, value: &[u8]) {
         let dst = self.log().bytes_mut(at, value.len() as u64);
+        #[cfg(test)]
+        if CRASH_AT.load(Relaxed) == 14 && CRASH_SKIP.load(Relaxed) > 0 {
+            CRASH_SKIP.fetch_sub(1, Relaxed);
+        } else if CRASH_AT.load(Relaxed) == 14 {
+            // SAFETY: as below, for the first half only; then the test kills this process.
+            unsafe { std::ptr::copy_nonoverlapping(value.as_ptr(), dst, value.len() / 2) };
+            crash_point(14);
+        }
         #[cfg(any(test, feature = "test-hooks"))]
         {
             let pause = TEST_PAUSE_MS.load(Relaxed);

@@ -6,7 +6,7 @@
 use super::ShardGuard;
 use crate::error::{Error, Result};
 use crate::eviction::{self, Action, Budget, Tail, MOVE_BUDGET};
-use crate::log::{skippable, LogWalk, Step, FLAG_PINNED, KIND_LIVE};
+use crate::log::{skippable, LogWalk, Step, FLAG_PINNED, KIND_DEAD, KIND_LIVE};
 use crate::stats::Counter;
 use crate::time;
 use std::sync::atomic::Ordering::{Relaxed, Release};
@@ -33,6 +33,7 @@ impl ShardGuard<'_> {
                 let at = log.phys(head + skip);
                 // Headers first, then the head passes them (log.rs's protocol).
                 log.write_pending(at, n);
+                super::crash_point(1);
                 h.head.store(head + skip + n, Release);
                 return Ok(at);
             }
@@ -73,12 +74,17 @@ impl ShardGuard<'_> {
                     log.write_wrap(head, skip);
                     let to = log.phys(head + skip);
                     log.move_record(phys, to, len);
+                    super::crash_point(7);
                     if action == Action::SecondChance {
                         log.visited(to).store(0, Relaxed);
                     }
                     self.shard.index().repoint(slot, rh.hash, to);
                     // The copy is complete before the head passes it.
                     h.head.store(head + skip + len, Release);
+                    super::crash_point(8);
+                    // The original, about to fall behind the tail, is DEAD:
+                    // no stale LIVE header is left in free space.
+                    log.set_kind(phys, KIND_DEAD);
                 }
                 Action::Expire => self.unlink(slot, phys, &rh, Some(Counter::Expirations))?,
                 Action::Evict => self.unlink(slot, phys, &rh, Some(Counter::Evictions))?,
