@@ -15,6 +15,7 @@ use crate::int::{Int, IntBytes};
 use crate::layout::Config;
 use crate::segment;
 use crate::shard::{Item, SetMode, ShardGuard, Ttl, ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
+use crate::tier::{FillToken, TierCounter, TIER_COUNTERS, TIER_COUNTER_NAMES};
 use crate::time::{self, LazyNow};
 use num_bigint::BigInt;
 use pyo3::create_exception;
@@ -274,6 +275,32 @@ fn run<R: Send>(
     }
 }
 
+/// `get` on the cache in use for this call.
+#[inline]
+fn read<'py>(py: Python<'py>, c: &ShmCache, key: &Bound<'_, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let k = self::key(key)?;
+    let key: &[u8] = &k;
+    let now = &LazyNow::new();
+    let h = c.hash(key);
+    // Lock-free first. The bytes read may be changing under us until the
+    // seq check after `racy_out` validates them, so only copies are made
+    // there (bytes, int); a str is decoded from a private copy afterwards.
+    if let Some(r) = c.shard_for(h).get_optimistic(key, h, now, |e, v| racy_out(py, e, v)) {
+        return Ok(r.map(|r| match r {
+            Racy::Done(obj) => obj,
+            Racy::Copied(e, v) => out(py, e, &v),
+        }));
+    }
+    match c.with_shard(h, Wait::No, |g| g.get(key, h, now, |e, v| out(py, e, v))) {
+        Err(Error::WouldBlock) => {
+            let r =
+                py.detach(|| c.with_shard(h, Wait::Bounded, |g| g.get(key, h, time::now_ms(), |e, v| (e, v.to_vec()))));
+            Ok(r.map_err(to_py)?.map(|(e, v)| out(py, e, &v)))
+        }
+        r => r.map_err(to_py),
+    }
+}
+
 #[pymethods]
 impl Cache {
     #[new]
@@ -306,29 +333,111 @@ impl Cache {
     /// The value (bytes, str or int; `(encoding, bytes)` for other
     /// encodings) or None.
     fn get<'py>(&self, py: Python<'py>, key: &Bound<'_, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let k = self::key(key)?;
-        let key: &[u8] = &k;
-        let now = &LazyNow::new();
+        read(py, &self.cache(), key)
+    }
+
+    /// A tiered cache's L1 read: `get` while the L1 is live (its watermark
+    /// younger than `max_staleness_ms`), else False without reading.
+    fn get_live<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'_, PyAny>,
+        max_staleness_ms: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let c = self.cache();
-        let h = c.hash(key);
-        // Lock-free first. The bytes read may be changing under us until the
-        // seq check after `racy_out` validates them, so only copies are made
-        // there (bytes, int); a str is decoded from a private copy afterwards.
-        if let Some(r) = c.shard_for(h).get_optimistic(key, h, now, |e, v| racy_out(py, e, v)) {
-            return Ok(r.map(|r| match r {
-                Racy::Done(obj) => obj,
-                Racy::Copied(e, v) => out(py, e, &v),
-            }));
+        if !c.live(max_staleness_ms) {
+            c.tier_add(TierCounter::NotLiveReads, 1);
+            return Ok(pyo3::types::PyBool::new(py, false).to_owned().into_any());
         }
-        match c.with_shard(h, Wait::No, |g| g.get(key, h, now, |e, v| out(py, e, v))) {
-            Err(Error::WouldBlock) => {
-                let r = py.detach(|| {
-                    c.with_shard(h, Wait::Bounded, |g| g.get(key, h, time::now_ms(), |e, v| (e, v.to_vec())))
-                });
-                Ok(r.map_err(to_py)?.map(|(e, v)| out(py, e, &v)))
-            }
-            r => r.map_err(to_py),
+        Ok(read(py, &c, key)?.unwrap_or_else(|| py.None().into_bound(py)))
+    }
+
+    /// Whether the L1 is live (see `get_live`).
+    fn live(&self, max_staleness_ms: u64) -> bool {
+        self.cache().live(max_staleness_ms)
+    }
+
+    /// The fill token of `key` (take it before the L2 read; `set_if_token`).
+    fn fill_token(&self, key: &Bound<'_, PyAny>) -> PyResult<(u64, u64)> {
+        let t = self.cache().fill_token(&self::key(key)?);
+        Ok((t.epoch, t.stripe))
+    }
+
+    /// Store only if `key` was neither invalidated nor flushed since
+    /// `token` was taken. Returns whether it stored.
+    fn set_if_token(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        token: (u64, u64),
+    ) -> PyResult<bool> {
+        let k = self::key(key)?;
+        let v = val(value)?;
+        let (e, bytes) = v.parts();
+        let exp = expires(timeout, time::now_ms())?;
+        let c = self.cache();
+        let (key, tok) = (&*k, FillToken { epoch: token.0, stripe: token.1 });
+        py.detach(|| c.set_if_token(key, e, bytes, exp, tok)).map_err(to_py)
+    }
+
+    /// Delete `key` and refuse fills of it in flight; whether it was present.
+    fn invalidate(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let k = self::key(key)?;
+        let c = self.cache();
+        py.detach(|| c.invalidate(&k)).map_err(to_py)
+    }
+
+    /// `invalidate` for many keys; how many were present.
+    fn invalidate_many(&self, py: Python<'_>, keys: Vec<Bound<'_, PyAny>>) -> PyResult<usize> {
+        let owned: Vec<Cow<[u8]>> = keys.iter().map(key).collect::<PyResult<_>>()?;
+        let c = self.cache();
+        py.detach(|| c.invalidate_many(&owned)).map_err(to_py)
+    }
+
+    /// Drop everything and refuse every fill in flight.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let c = self.cache();
+        py.detach(|| c.flush()).map_err(to_py)
+    }
+
+    /// The listener's liveness watermark (`CLOCK_MONOTONIC` ms; 0 = none).
+    #[getter]
+    fn watermark_ms(&self) -> u64 {
+        self.cache().watermark_ms()
+    }
+
+    fn set_watermark_ms(&self, ms: u64) {
+        self.cache().set_watermark_ms(ms)
+    }
+
+    #[getter]
+    fn listener_pid(&self) -> u64 {
+        self.cache().listener_pid()
+    }
+
+    fn set_listener_pid(&self, pid: u64) {
+        self.cache().set_listener_pid(pid)
+    }
+
+    /// Add `n` to the tier counter `name` (a key of `tier_stats`).
+    fn tier_add(&self, name: &str, n: u64) -> PyResult<()> {
+        let i = TIER_COUNTER_NAMES
+            .iter()
+            .position(|c| *c == name)
+            .ok_or_else(|| PyValueError::new_err(format!("unknown tier counter {name:?}")))?;
+        self.cache().tier_add(TIER_COUNTERS[i], n);
+        Ok(())
+    }
+
+    /// The tier's host-wide counters.
+    fn tier_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in self.cache().tier_stats() {
+            d.set_item(k, v)?;
         }
+        Ok(d)
     }
 
     /// Store; with `add=True` only if absent. Returns whether it stored.
@@ -735,6 +844,12 @@ fn destroy(location: &str) -> PyResult<bool> {
     segment::destroy(&segment::segment_name(location).map_err(to_py)?).map_err(to_py)
 }
 
+/// `CLOCK_MONOTONIC` in milliseconds (rounded down): the watermark's clock.
+#[pyfunction]
+fn monotonic_ms() -> u64 {
+    crate::tier::monotonic_ms()
+}
+
 /// Test hook (feature `test-hooks`): sets sleep `ms` half-way through
 /// writing a value, holding the lock.
 #[cfg(feature = "test-hooks")]
@@ -782,6 +897,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(segment_name, m)?)?;
     m.add_function(wrap_pyfunction!(destroy, m)?)?;
+    m.add_function(wrap_pyfunction!(monotonic_ms, m)?)?;
     #[cfg(feature = "test-hooks")]
     {
         m.add_function(wrap_pyfunction!(_set_test_pause_ms, m)?)?;

@@ -15,11 +15,14 @@
 //! `shard/recover.rs`; the full check in `shard/verify.rs`;
 //! a key scan's walk under the lock in `shard/scan.rs`.
 
+mod inval;
 mod reclaim;
 mod recover;
 mod scan;
 mod verify;
 
+#[cfg(test)]
+pub(crate) use inval::stripe_of;
 pub use scan::ScanPos;
 
 use crate::error::{Error, Result};
@@ -64,8 +67,12 @@ pub struct ShardHeader {
     /// and must not dirty the line holding `seq`, which every reader reads.
     _pad: u64,
     pub counters: ShardCounters,
+    /// Invalidation stripes of a tiered cache's L1 (`shard/inval.rs`): a
+    /// key's stripe is bumped under the lock whenever it is invalidated.
+    inval: [AtomicU64; inval::STRIPES],
 }
 const _: () = assert!(std::mem::size_of::<ShardHeader>() as u64 <= SHARD_HEADER_SIZE);
+const _: () = assert!(std::mem::offset_of!(ShardHeader, inval) == 448);
 const _: () =
     assert!(std::mem::offset_of!(ShardHeader, seq) == 64 && std::mem::offset_of!(ShardHeader, counters) == 128);
 

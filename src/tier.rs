@@ -1,0 +1,341 @@
+//! The coherence words of a tiered cache's L1 (`shmcache.tiered`): what a
+//! segment used as the L1 in front of Redis shares between its workers and
+//! its one invalidation listener.
+//!
+//! - **Fill tokens.** A fill (an L1 miss answered by L2) reads a token
+//!   before its L2 read: the segment's flush epoch and the key's
+//!   invalidation stripe (`shard/inval.rs`). It stores only if, under the
+//!   shard lock, both are unchanged ([`ShmCache::set_if_token`]): an
+//!   invalidation or a flush between the L2 read and the fill wins. Nothing
+//!   is held between the two, so a worker that dies mid-fill leaves
+//!   nothing behind (the shard's own crash recovery covers a death inside
+//!   the set).
+//! - **The epoch**, bumped by every [`ShmCache::flush`] before the shards
+//!   are cleared. Tokens carry it XOR the segment's random hash seed, so a
+//!   token taken on a segment that was since replaced (its name removed and
+//!   re-created) does not match the new one's.
+//! - **The watermark**: the `CLOCK_MONOTONIC` millisecond at which the
+//!   listener sent the last PING whose PONG it has received (0 = none). The
+//!   L1 is *live* while it is younger than MAX_STALENESS ([`ShmCache::live`]).
+//! - **Counters** of the tier (`TIER_COUNTER_NAMES`), host-wide.
+//!
+//! All of it lives in the segment header page, at [`TIER_OFFSET`], past the
+//! header's own fields: zero in a fresh segment, and never read by a plain
+//! (untiered) cache.
+
+use crate::cache::ShmCache;
+use crate::error::Result;
+use crate::layout::{SegHeader, HEADER_SIZE};
+use crate::shard::Item;
+use crate::time;
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Acquire, Relaxed, Release, SeqCst},
+};
+use std::sync::OnceLock;
+
+/// Where the tier's words start in the 4 KiB header page.
+pub const TIER_OFFSET: u64 = 2048;
+
+#[repr(usize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierCounter {
+    L2Hits = 0,
+    L2Misses,
+    Invalidations,
+    Fills,
+    FillsRejected,
+    Flushes,
+    NotLiveReads,
+    NotLiveMs,
+    ListenerStarts,
+}
+
+pub const N_TIER_COUNTERS: usize = 9;
+pub const TIER_COUNTER_NAMES: [&str; N_TIER_COUNTERS] = [
+    "l2_hits",
+    "l2_misses",
+    "invalidations",
+    "fills",
+    "fills_rejected",
+    "flushes",
+    "not_live_reads",
+    "not_live_ms",
+    "listener_starts",
+];
+
+/// Every counter, in `TIER_COUNTER_NAMES` order.
+pub const TIER_COUNTERS: [TierCounter; N_TIER_COUNTERS] = [
+    TierCounter::L2Hits,
+    TierCounter::L2Misses,
+    TierCounter::Invalidations,
+    TierCounter::Fills,
+    TierCounter::FillsRejected,
+    TierCounter::Flushes,
+    TierCounter::NotLiveReads,
+    TierCounter::NotLiveMs,
+    TierCounter::ListenerStarts,
+];
+const _: () = {
+    let mut i = 0;
+    while i < N_TIER_COUNTERS {
+        assert!(TIER_COUNTERS[i] as usize == i);
+        i += 1;
+    }
+};
+
+#[repr(C)]
+pub struct TierWords {
+    epoch: AtomicU64,
+    watermark_ms: AtomicU64,
+    listener_pid: AtomicU64,
+    counters: [AtomicU64; N_TIER_COUNTERS],
+}
+
+const _: () = assert!(std::mem::size_of::<SegHeader>() as u64 <= TIER_OFFSET);
+const _: () = assert!(TIER_OFFSET + std::mem::size_of::<TierWords>() as u64 <= HEADER_SIZE);
+const _: () = assert!(TIER_OFFSET.is_multiple_of(64));
+
+/// What a fill read before going to L2: (epoch ^ seed, stripe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FillToken {
+    pub epoch: u64,
+    pub stripe: u64,
+}
+
+/// The resolution of `CLOCK_MONOTONIC_COARSE` in ms, rounded up (at least 1):
+/// the most the coarse clock lags the precise one.
+fn coarse_tick_ms() -> u64 {
+    static TICK: OnceLock<u64> = OnceLock::new();
+    *TICK.get_or_init(|| {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant the kernel supports.
+        let r = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        if r != 0 {
+            return 10;
+        }
+        (ts.tv_sec as u64 * 1000 + (ts.tv_nsec as u64).div_ceil(1_000_000)).max(1)
+    })
+}
+
+/// `CLOCK_MONOTONIC` in ms (the clock of the watermark; Python's
+/// `time.monotonic`), rounded down.
+pub fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant the kernel supports.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+impl ShmCache {
+    #[inline]
+    fn tier(&self) -> &TierWords {
+        // SAFETY: the header page (HEADER_SIZE bytes, page-aligned) is mapped for the
+        // segment's life; TierWords lies inside it past SegHeader (const asserts), is
+        // 8-aligned, and is made of atomics only, valid for any bit pattern.
+        unsafe { &*self.segment().base().add(TIER_OFFSET as usize).cast::<TierWords>() }
+    }
+
+    #[inline]
+    fn tier_epoch(&self) -> u64 {
+        self.tier().epoch.load(Acquire) ^ self.segment().header().hash_seed
+    }
+
+    /// The token a fill of `key` takes before its L2 read (lock-free).
+    pub fn fill_token(&self, key: &[u8]) -> FillToken {
+        let h = self.hash(key);
+        let epoch = self.tier_epoch();
+        FillToken { epoch, stripe: self.shard_for(h).inval_stripe(h) }
+    }
+
+    /// Store `key` only if nothing invalidated it (nor flushed the cache)
+    /// since `token` was taken; counts a fill or a rejected fill.
+    pub fn set_if_token(&self, key: &[u8], enc: u8, value: &[u8], expires: u64, token: FillToken) -> Result<bool> {
+        let (h, now, max) = (self.hash(key), time::now_ms(), self.geometry().max_item_size);
+        let stored = self.with_shard(h, crate::cache::Wait::Bounded, |g| {
+            // Under the shard lock: a flush bumps the epoch before it clears
+            // this shard (under this lock), so either we see its epoch or it
+            // wipes what we store.
+            if self.tier_epoch() != token.epoch {
+                return Ok(false);
+            }
+            g.set_if_stripe(&Item { key, hash: h, enc, value, expires }, token.stripe, now, max)
+        })?;
+        self.tier_add(if stored { TierCounter::Fills } else { TierCounter::FillsRejected }, 1);
+        Ok(stored)
+    }
+
+    /// Delete `key` from L1 and refuse any fill of it in flight.
+    pub fn invalidate(&self, key: &[u8]) -> Result<bool> {
+        let (h, now) = (self.hash(key), time::now_ms());
+        let had = self.with_shard(h, crate::cache::Wait::Bounded, |g| g.invalidate(key, h, now))?;
+        self.tier_add(TierCounter::Invalidations, 1);
+        Ok(had)
+    }
+
+    /// `invalidate` for many keys, one lock pass per shard; how many were
+    /// present. A shard whose lock times out fails the whole call (the
+    /// caller must then flush: an invalidation may not be lost).
+    pub fn invalidate_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<usize> {
+        let now = time::now_ms();
+        let plan = self.plan(keys);
+        let (mut n, mut err) = (0, None);
+        self.batch(
+            &plan,
+            |g, h, i| {
+                n += g.invalidate(keys[i].as_ref(), h, now)? as usize;
+                Ok(())
+            },
+            |_, e| {
+                err.get_or_insert(e.clone());
+            },
+        );
+        self.tier_add(TierCounter::Invalidations, keys.len() as u64);
+        match err {
+            None => Ok(n),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Drop everything and refuse every fill in flight: the epoch first,
+    /// then every shard cleared.
+    pub fn flush(&self) -> Result<()> {
+        self.tier().epoch.fetch_add(1, SeqCst);
+        self.tier_add(TierCounter::Flushes, 1);
+        self.clear()
+    }
+
+    /// Is the L1 live: the watermark younger than `max_staleness_ms`? Read
+    /// with the coarse clock plus its tick, so never later than the truth.
+    #[inline]
+    pub fn live(&self, max_staleness_ms: u64) -> bool {
+        let wm = self.tier().watermark_ms.load(Acquire);
+        wm != 0 && time::coarse_ms() + coarse_tick_ms() < wm.saturating_add(max_staleness_ms)
+    }
+
+    pub fn watermark_ms(&self) -> u64 {
+        self.tier().watermark_ms.load(Acquire)
+    }
+
+    /// The listener's: the send time of the PING just answered (0: not live).
+    pub fn set_watermark_ms(&self, ms: u64) {
+        self.tier().watermark_ms.store(ms, Release);
+    }
+
+    pub fn listener_pid(&self) -> u64 {
+        self.tier().listener_pid.load(Relaxed)
+    }
+
+    pub fn set_listener_pid(&self, pid: u64) {
+        self.tier().listener_pid.store(pid, Relaxed);
+    }
+
+    #[inline]
+    pub fn tier_add(&self, c: TierCounter, n: u64) {
+        self.tier().counters[c as usize].fetch_add(n, Relaxed);
+    }
+
+    /// The tier's counters, host-wide: (name, value).
+    pub fn tier_stats(&self) -> Vec<(&'static str, u64)> {
+        let t = self.tier();
+        TIER_COUNTER_NAMES.iter().copied().zip(t.counters.iter().map(|c| c.load(Relaxed))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cache::ShmCache;
+    use crate::layout::Config;
+    use crate::segment;
+    use crate::shard::{stripe_of, ENC_BYTES};
+    use std::time::Duration;
+
+    fn open(tag: &str) -> ShmCache {
+        let loc = format!("tier-test-{tag}-{}", std::process::id());
+        let cfg = Config { size: 4 << 20, max_item_size: 4096, shards: 4 };
+        ShmCache::open(&loc, &cfg, Duration::from_millis(100)).unwrap()
+    }
+
+    fn stat(c: &ShmCache, name: &str) -> u64 {
+        c.tier_stats().into_iter().find(|(n, _)| *n == name).unwrap().1
+    }
+
+    #[test]
+    fn a_fill_with_an_unchanged_token_stores() {
+        let c = open("store");
+        let t = c.fill_token(b"k");
+        assert!(c.set_if_token(b"k", ENC_BYTES, b"v", 0, t).unwrap());
+        assert_eq!(c.get(b"k").unwrap().unwrap().1, b"v");
+        assert_eq!(stat(&c, "fills"), 1);
+        segment::destroy(c.name()).unwrap();
+    }
+
+    #[test]
+    fn an_invalidation_between_token_and_fill_wins() {
+        let c = open("inval");
+        let t = c.fill_token(b"k");
+        // The key is absent from L1: the invalidation must still count.
+        assert!(!c.invalidate(b"k").unwrap());
+        assert!(!c.set_if_token(b"k", ENC_BYTES, b"old", 0, t).unwrap());
+        assert!(c.get(b"k").unwrap().is_none());
+        assert_eq!(stat(&c, "fills_rejected"), 1);
+        // A token taken after the invalidation fills.
+        let t = c.fill_token(b"k");
+        assert!(c.set_if_token(b"k", ENC_BYTES, b"new", 0, t).unwrap());
+        assert!(c.invalidate_many(&[b"k".as_slice(), b"other"]).unwrap() == 1);
+        assert!(c.get(b"k").unwrap().is_none());
+        assert_eq!(stat(&c, "invalidations"), 3);
+        segment::destroy(c.name()).unwrap();
+    }
+
+    #[test]
+    fn a_flush_between_token_and_fill_wins_and_clears() {
+        let c = open("flush");
+        c.set(b"a", ENC_BYTES, b"1", 0).unwrap();
+        let t = c.fill_token(b"k");
+        c.flush().unwrap();
+        assert!(c.get(b"a").unwrap().is_none());
+        assert!(!c.set_if_token(b"k", ENC_BYTES, b"v", 0, t).unwrap());
+        assert_eq!(stat(&c, "flushes"), 1);
+        segment::destroy(c.name()).unwrap();
+    }
+
+    #[test]
+    fn other_keys_and_other_segments_do_not_match() {
+        let c = open("other");
+        let t = c.fill_token(b"k");
+        // Invalidating many other keys rejects only those sharing k's stripe.
+        let others: Vec<Vec<u8>> = (0..200).map(|i| format!("o{i}").into_bytes()).collect();
+        let (h, sk) = (c.hash(b"k"), c.shard_of(c.hash(b"k")));
+        let unrelated: Vec<&Vec<u8>> = others
+            .iter()
+            .filter(|o| {
+                let ho = c.hash(o);
+                c.shard_of(ho) != sk || stripe_of(ho) != stripe_of(h)
+            })
+            .collect();
+        assert!(!unrelated.is_empty());
+        c.invalidate_many(&unrelated).unwrap();
+        assert!(c.set_if_token(b"k", ENC_BYTES, b"v", 0, t).unwrap());
+        let d = open("other2");
+        let t2 = d.fill_token(b"k");
+        assert_ne!(t.epoch, t2.epoch, "epochs are salted by the segment's seed");
+        segment::destroy(c.name()).unwrap();
+        segment::destroy(d.name()).unwrap();
+    }
+
+    #[test]
+    fn live_follows_the_watermark() {
+        let c = open("live");
+        assert!(!c.live(1000), "no watermark yet");
+        c.set_watermark_ms(super::monotonic_ms());
+        assert!(c.live(1000));
+        c.set_watermark_ms(super::monotonic_ms().saturating_sub(500));
+        assert!(c.live(1000) && !c.live(400));
+        c.set_watermark_ms(super::monotonic_ms().saturating_sub(2000));
+        assert!(!c.live(1000));
+        c.set_listener_pid(42);
+        assert_eq!(c.listener_pid(), 42);
+        segment::destroy(c.name()).unwrap();
+    }
+}
