@@ -44,16 +44,26 @@ def django_tests_dir(version: str, python: str, env: dict | None = None) -> Path
     return dest / "tests"
 
 
-def run_base_cache_tests(python: str, version: str, env: dict | None = None, timeout: float = 600) -> str:
+def run_base_cache_tests(
+    python: str,
+    version: str,
+    env: dict | None = None,
+    timeout: float = 600,
+    module: Path = OUR_MODULE,
+    extra_env: dict | None = None,
+) -> str:
     """Run BaseCacheTests of Django `version` with `python` (in whose
     environment that Django and shmcache are installed) and assert that all
-    of them ran and passed, only the cull tests skipped. Returns the output."""
+    of them ran and passed, only the cull tests skipped. Returns the output.
+    `module` is our test module (the SharedMemoryCache one by default;
+    tests/django_suite/test_tiered_backend.py for TieredCache)."""
     tests = django_tests_dir(version, python, env)
-    shutil.copy(OUR_MODULE, tests / "cache")
+    shutil.copy(module, tests / "cache")
     env = dict(os.environ if env is None else env)
     env.update(SHMCACHE_SUITE_LOCATION=f"django-suite-{os.getpid()}-{version}", PYTHONWARNINGS="ignore")
+    env.update(extra_env or {})
     p = subprocess.run(
-        [python, "runtests.py", "cache.test_shmcache_backend", "--settings=test_sqlite", "--parallel=1", "-v", "2"],
+        [python, "runtests.py", f"cache.{module.stem}", "--settings=test_sqlite", "--parallel=1", "-v", "2"],
         cwd=tests, env=env, capture_output=True, text=True, timeout=timeout,
     )
     out = p.stdout + p.stderr

@@ -120,3 +120,19 @@ def django_cache(django_settings, location):
     from shmcache.django import SharedMemoryCache
 
     return SharedMemoryCache(location, {"OPTIONS": {"SIZE": "8MB", "MAX_ITEM_SIZE": "64KB"}})
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A redis-server of our own on loopback (devkit/redis_server.py; no
+    persistence), stopped afterwards. Skipped, saying why, where the Debian
+    package is not installed (`make test-tools` installs it)."""
+    from devkit.redis_server import RedisServer, redis_server_path
+
+    if redis_server_path() is None:
+        pytest.skip("redis-server not installed (apt-get install redis-server; make test-tools does it as root)")
+    srv = RedisServer(str(tmp_path / "redis"))
+    try:
+        yield srv
+    finally:
+        srv.stop()

@@ -19,7 +19,7 @@ silently lose a count.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_key_func, get_key_func
 from django.core.serializers.json import DjangoJSONEncoder
@@ -28,6 +28,9 @@ from ._glob import glob_escape
 from .client import FLIGHT_WAIT, Cache
 from .lock import AsyncLock, Lock
 from .memoize import memoize
+
+if TYPE_CHECKING:
+    from .tiered import TieredClient
 
 
 def default_reverse_key(key: str) -> str:
@@ -39,9 +42,7 @@ def default_reverse_key(key: str) -> str:
 class SharedMemoryCache(BaseCache):
     def __init__(self, location: str, params: dict) -> None:
         super().__init__(params)
-        self._cache = Cache.from_options(
-            location, params.get("OPTIONS") or {}, on_error="log", json_encoder=DjangoJSONEncoder
-        )
+        self._cache = self._client(location, params.get("OPTIONS") or {})
         self._reverse_key = get_key_func(params.get("REVERSE_KEY_FUNCTION") or default_reverse_key)
         self._get, self._set = self._cache.get, self._cache.set  # bound once: the hot paths
         # Keys are built inline unless a subclass changed how (or KEY_FUNCTION
@@ -50,6 +51,9 @@ class SharedMemoryCache(BaseCache):
         self._plain_keys = all(
             getattr(cls, m) is getattr(BaseCache, m) for m in ("make_key", "validate_key", "make_and_validate_key")
         )
+
+    def _client(self, location: str, options: dict) -> Cache:
+        return Cache.from_options(location, options, on_error="log", json_encoder=DjangoJSONEncoder)
 
     # ---- Django's rules: keys and timeouts ----
 
@@ -294,3 +298,26 @@ class SharedMemoryCache(BaseCache):
     def alock(self, key, version=None, timeout=None, sleep=0.1, blocking=True, blocking_timeout=None, thread_local=True):
         """`lock` whose acquire waits with ``asyncio.sleep``: ``async with cache.alock("k"):``."""
         return AsyncLock(self.lock(key, version, timeout, sleep, blocking, blocking_timeout, thread_local))
+
+
+class TieredCache(SharedMemoryCache):
+    """shmcache on every host (L1) in front of Redis (L2), kept coherent
+    (`shmcache.tiered`, docs/tiered.md)::
+
+        "default": {"BACKEND": "shmcache.django.TieredCache", "LOCATION": "site-l1", "KEY_PREFIX": "site",
+                    "OPTIONS": {"SIZE": "256MB", "L2": "redis://10.0.0.5:6379/0"}}
+
+    The same face as `SharedMemoryCache` over a `TieredClient`: L2 keys and
+    values are RedisCache's, so both can share a Redis. ``lock()`` is
+    redis-py's lock on L2 (shared by every host)."""
+
+    def _client(self, location: str, options: dict) -> TieredClient:  # type: ignore[override]
+        from .tiered import TieredClient
+
+        return TieredClient.from_options(location, options, self.key_prefix, json_encoder=DjangoJSONEncoder)
+
+    def lock(self, key, version=None, timeout=None, sleep=0.1, blocking=True, blocking_timeout=None, thread_local=True):
+        return self._cache.lock(self._k(key, version), timeout, sleep, blocking, blocking_timeout, thread_local)
+
+    def alock(self, key, version=None, timeout=None, sleep=0.1, blocking=True, blocking_timeout=None, thread_local=True):
+        return self._cache.alock(self._k(key, version), timeout, sleep, blocking, blocking_timeout, thread_local)
