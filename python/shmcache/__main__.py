@@ -10,6 +10,8 @@ it does not exist).
 
 stats --format prometheus prints the Prometheus text format (shmcache.metrics);
 top LOCATION [--interval S] [--once | --count N] is a live view (shmcache.top).
+listen LOCATION --l2 URL [--prefix P] runs a TieredCache's invalidation
+listener in the foreground (a sidecar; docs/tiered.md).
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         from .top import main as top_main
 
         return top_main(args[1:])
+    if args[:1] == ["listen"]:  # its own options: shmcache._listener
+        from ._listener import main as listen_main
+
+        return listen_main(args[1:])
     p = argparse.ArgumentParser(prog="shmcache", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["list", "stats", "verify", "clear", "destroy", "dump", "load"])
     p.add_argument("location", nargs="?", help="the cache's LOCATION (Django) or name (shmcache.Cache)")

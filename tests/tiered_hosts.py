@@ -1,0 +1,180 @@
+"""Two "hosts" on one machine for the TieredCache tests: each host is a
+LOCATION (so its own L1 segment and its own listener) with worker processes
+forked after attaching, all sharing one redis-server and one KEY_PREFIX.
+
+The test process attaches to each host's segment (to look at it) but runs no
+operation, so it never becomes a listener; every operation runs in a worker,
+over a pipe."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from typing import Any
+
+import shmcache
+from shmcache import _listener
+from shmcache.tiered import TieredClient, l1_location, set_fill_pause
+
+PREFIX = "site"
+
+
+def _serve(client: TieredClient, conn: Any) -> None:
+    while True:
+        try:
+            op, args = conn.recv()
+        except EOFError:
+            return
+        try:
+            conn.send(("ok", _OPS[op](client, *args)))
+        except Exception as e:  # noqa: BLE001 - sent back to the test
+            conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
+def _poll(client: TieredClient, key: str, expected: Any, timeout: float) -> float | None:
+    """Seconds until `key` reads `expected` (polling), or None."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if client.get(key) == expected:
+            return time.monotonic() - t0
+        time.sleep(0.0002)
+    return None
+
+
+def _read_loop(client: TieredClient, keys: list[str], duration: float, pause: float) -> list[tuple]:
+    """Reads for `duration` s: (key, start, end, value) each."""
+    out, end = [], time.monotonic() + duration
+    i = 0
+    while time.monotonic() < end:
+        k = keys[i % len(keys)]
+        i += 1
+        t0 = time.monotonic()
+        v = client.get(k)
+        out.append((k, t0, time.monotonic(), v))
+        if pause:
+            time.sleep(pause)
+    return out
+
+
+def _write_loop(client: TieredClient, key: str, n: int, pause: float) -> list[tuple]:
+    """Writes 1..n to `key` in order: (value, start, end) each."""
+    out = []
+    for v in range(1, n + 1):
+        t0 = time.monotonic()
+        client.set(key, v)
+        out.append((v, t0, time.monotonic()))
+        time.sleep(pause)
+    return out
+
+
+_OPS = {
+    "get": lambda c, k: c.get(k),
+    "set": lambda c, k, v, t=None: c.set(k, v, t),
+    "delete": lambda c, k: c.delete(k),
+    "listen": lambda c: (c.listen(), c._core.live(c._max_ms))[1],
+    "stats": lambda c: {k: v for k, v in c.stats().items() if k != "l1"},
+    "poll": _poll,
+    "read_loop": _read_loop,
+    "write_loop": _write_loop,
+    "pause_fill": lambda c, k, reached, release: set_fill_pause(k, reached, release),
+    "l1_raw": lambda c, k: c._core.get(k),
+    "pid": lambda c: os.getpid(),
+}
+
+
+class Worker:
+    def __init__(self, client: TieredClient) -> None:
+        self.conn, child = multiprocessing.get_context("fork").Pipe()
+        self.proc = multiprocessing.get_context("fork").Process(target=_serve, args=(client, child), daemon=True)
+        self.proc.start()
+        child.close()
+        self.pid = self.proc.pid
+
+    def send(self, op: str, *args: Any) -> None:
+        self.conn.send((op, args))
+
+    def result(self, timeout: float = 60) -> Any:
+        if not self.conn.poll(timeout):
+            raise TimeoutError(f"worker {self.pid} did not answer within {timeout} s")
+        status, value = self.conn.recv()
+        if status != "ok":
+            raise AssertionError(f"worker {self.pid}: {value}")
+        return value
+
+    def __call__(self, op: str, *args: Any, timeout: float = 60) -> Any:
+        self.send(op, *args)
+        return self.result(timeout)
+
+    def stop(self) -> None:
+        if self.proc.is_alive():
+            try:
+                os.kill(self.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            self.proc.kill()
+        self.proc.join(5)
+
+
+class Host:
+    """A LOCATION with `workers` processes forked after attaching."""
+
+    def __init__(self, location: str, url: str, workers: int = 3, max_staleness: float = 0.4, **opts: Any) -> None:
+        self.location, self.max_staleness = location, max_staleness
+        self.client = TieredClient(
+            location, url, key_prefix=PREFIX, max_staleness=max_staleness, size="8MB", max_item_size="64KB", **opts
+        )
+        self.core = self.client._core
+        self.workers = [Worker(self.client) for _ in range(workers)]
+
+    @property
+    def max_ms(self) -> int:
+        return int(self.max_staleness * 1000)
+
+    def live(self) -> bool:
+        return self.core.live(self.max_ms)
+
+    def alive_workers(self) -> list[Worker]:
+        return [w for w in self.workers if w.proc.is_alive()]
+
+    def wait_live(self, timeout: float = 5.0) -> float:
+        """Operations in the workers until the L1 is live; the time it took."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            for w in self.alive_workers():
+                if w("listen"):
+                    return time.monotonic() - t0
+            time.sleep(0.01)
+        raise AssertionError(f"{self.location}: L1 not live within {timeout} s")
+
+    def listener(self) -> Worker:
+        pid = self.core.listener_pid
+        for w in self.workers:
+            if w.pid == pid:
+                return w
+        raise AssertionError(f"the listener pid {pid} is none of the workers {[w.pid for w in self.workers]}")
+
+    def tier(self, name: str) -> int:
+        return self.core.tier_stats()[name]
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.stop()
+        seg = self.core.segment
+        _listener.stop_all()
+        shmcache.destroy(l1_location(self.location, PREFIX))
+        try:
+            os.unlink(_listener.lock_path(seg))
+        except FileNotFoundError:
+            pass
+
+
+def wait_for(cond: Any, timeout: float, what: str, every: float = 0.01) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = cond()
+        if r:
+            return r
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
