@@ -151,7 +151,34 @@ def targets(res: dict) -> list[dict]:
         else:
             r = s["ops_per_s"] / d["ops_per_s"]
             t(label, r >= need, f"shmcache {fnum(s['ops_per_s'])}/s vs django-redis {fnum(d['ops_per_s'])}/s = {r:.1f}× (need ≥ {need:.0f}×)")
+    tiered_targets(res, t)
     return out
+
+
+def tiered_targets(res: dict, t) -> None:
+    """Issue 13's targets for TieredCache (bench/tiered.py)."""
+    tr = res.get("tiered")
+    names = ("TieredCache L1 hit ≥ 0.9× a plain shmcache get", "TieredCache staleness p99 ≤ 5 ms on loopback, idle",
+             "TieredCache: 0 reads outside the staleness bound", "TieredCache cuts Redis reads by ≥ the L1 hit ratio")
+    if not tr:
+        for n in names:
+            t(n, None, (res.get("skipped") or {}).get("tiered", "not measured"))
+        return
+    h = tr["hits"]
+    r = h["tiered"] / h["shmcache"]
+    t(names[0], r >= 0.9, f"TieredCache {fnum(h['tiered'])} gets/s vs SharedMemoryCache {fnum(h['shmcache'])} gets/s = {r:.2f}× "
+      f"(RedisCache {fnum(h['redis'])} gets/s)")
+    si, sb = tr["staleness_idle"], tr["staleness_busy"]
+    t(names[1], si["p99_ms"] <= 5, f"p50 {si['p50_ms']:.3f} ms, p99 {si['p99_ms']:.3f} ms, max {si['max_ms']:.3f} ms idle; "
+      f"with {sb['busy_workers']} busy workers p50 {sb['p50_ms']:.3f}, p99 {sb['p99_ms']:.3f}, max {sb['max_ms']:.3f} ms")
+    worst = max(si["max_ms"], sb["max_ms"])
+    bound = tr["max_staleness_s"] * 1000
+    t(names[2], worst <= bound, f"the slowest remote write took {worst:.3f} ms to be seen, against MAX_STALENESS {bound:.0f} ms "
+      "(tests/test_tiered.py's history check proves the bound under kills)")
+    c = tr["commands"]
+    hr = c["tiered"]["l1_hit_ratio"]
+    t(names[3], c["reads_cut"] >= hr - 1e-3, f"reads cut {c['reads_cut']:.4f} vs L1 hit ratio {hr:.4f}; Redis commands per "
+      f"1,000 requests {c['tiered']['per_1000']:.1f} (TieredCache) vs {c['redis']['per_1000']:.1f} (RedisCache)")
 
 
 # ---------------------------------------------------------------- chart
@@ -485,6 +512,7 @@ def markdown(res: dict, path: str, png_rel: str, json_rel: str) -> None:
             if r:
                 w(f"| {labels.get(a, a)} | " + " | ".join(fnum(r[op]["ops_per_s"]) for op in ("lock_pair", "set_nx", "iter_keys", "delete_pattern")) + " |")
         w("")
+    tiered_section(res, w)
     snap = res.get("snapshot")
     if snap:
         w("## Snapshots")
@@ -716,3 +744,35 @@ def profile_section(res: dict, w) -> None:
         for name, v, pc in cg["by_fn"]:
             w(f"| `{name[:140]}` | {v:,.1f} | {pc:.1f}% |")
         w("")
+
+
+def tiered_section(res: dict, w) -> None:
+    tr = res.get("tiered")
+    if not tr:
+        return
+    h, c, k = tr["hits"], tr["commands"], tr["takeover"]
+    w("## TieredCache (shmcache L1 in front of Redis)")
+    w("")
+    w(f"bench/tiered.py against the run's redis-server on loopback; MAX_STALENESS {tr['max_staleness_s']} s; each host's "
+      "listener a `python -m shmcache listen` sidecar.")
+    w("")
+    w("| get of a cached key (100 B), through Django | gets/s |")
+    w("|---|---:|")
+    w(f"| TieredCache (an L1 hit) | {fnum(h['tiered'])} |")
+    w(f"| SharedMemoryCache | {fnum(h['shmcache'])} |")
+    w(f"| RedisCache | {fnum(h['redis'])} |")
+    w("")
+    w("| staleness after a remote write | p50 ms | p99 ms | max ms | n |")
+    w("|---|---:|---:|---:|---:|")
+    for key, label in (("staleness_idle", "idle"), ("staleness_busy", "2 busy workers on the reading host")):
+        s = tr[key]
+        w(f"| {label} | {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | {s['max_ms']:.3f} | {s['n']} |")
+    w("")
+    w("| Zipf 0.99, 95 % get / 5 % set, 10,000 keys | Redis commands per 1,000 requests | of them reads | L1 hit ratio |")
+    w("|---|---:|---:|---:|")
+    w(f"| TieredCache | {c['tiered']['per_1000']:.1f} | {c['tiered']['reads_per_1000']:.1f} | {c['tiered']['l1_hit_ratio']:.4f} |")
+    w(f"| RedisCache | {c['redis']['per_1000']:.1f} | {c['redis']['reads_per_1000']:.1f} | — |")
+    w("")
+    w(f"A new listener live after the listener is SIGKILLed: median {k['p50_s']:.3f} s, max {k['max_s']:.3f} s "
+      f"({k['trials']} trials; the survivor takes over from its own operations).")
+    w("")

@@ -89,7 +89,7 @@ def main() -> int:
     ap.add_argument("--no-install", action="store_true", help="never apt-get install redis-server/memcached")
     ap.add_argument("--no-callgrind", action="store_true", help="skip the valgrind profiles")
     ap.add_argument("--callgrind", action="store_true", help="run the valgrind profiles in --quick mode too")
-    ap.add_argument("--sections", default="core,raw,single,multi,extras,snapshot,hitratio,memory,profile",
+    ap.add_argument("--sections", default="core,raw,single,multi,extras,snapshot,tiered,hitratio,memory,profile",
                     help="comma-separated subset (default: all)")
     ap.add_argument("--backends", default="", help="comma-separated aliases (default: all)")
     ap.add_argument("--out", default=None, help="output stem (default docs/benchmarks + bench/results/latest)")
@@ -257,6 +257,18 @@ def main() -> int:
             r = guarded("snapshot", "shmcache", snapshot.run, tmp, quick)
             if r is not None:
                 results["snapshot"] = r
+
+        if "tiered" in sections:
+            from bench import tiered
+
+            log("== TieredCache: L1 hits, staleness after a remote write, Redis commands, listener takeover")
+            section("tiered")
+            if redis_srv is None:
+                results["skipped"]["tiered"] = server_skip.get("redis-server", "redis-server did not start")
+            else:
+                r = guarded("tiered", "tiered", tiered.run, redis_srv, quick)
+                if r is not None:
+                    results["tiered"] = r
 
         if "hitratio" in sections:
             log(f"== hit ratio at {W.HR_BYTES_MB} MB (get; on miss set), raw clients")

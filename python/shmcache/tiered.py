@@ -264,7 +264,7 @@ class TieredClient(Cache):
                 self._core.set_watermark_ms(0)  # not live until the listener has flushed
 
     def _fill(self, key: Any, value: Any, pttl: int, t0: float, token: tuple[int, int]) -> None:
-        if pttl == -2:
+        if pttl == -2 or (self._screen and self._excluded(key)):
             return
         t = self.l1_max_timeout
         if pttl >= 0:
@@ -295,11 +295,13 @@ class TieredClient(Cache):
         return self._decode(key, self._r.get(key), default)
 
     def _read(self, key: Any, default: Any) -> Any:
-        """An L1 miss: GET and PTTL in one round trip, then a guarded fill."""
+        """An L1 miss: GET and PTTL in one round trip, then a guarded fill.
+        (Not a MULTI: a write between the two sends an invalidation, which
+        drops the fill, so GET and PTTL need not be atomic.)"""
         self._tick()
         token = self._core.fill_token(key)
         t0 = time.monotonic()
-        pipe = self._r.pipeline(transaction=True)
+        pipe = self._r.pipeline(transaction=False)
         pipe.get(key)
         pipe.pttl(key)
         raw, pttl = pipe.execute()
@@ -318,8 +320,8 @@ class TieredClient(Cache):
     # -- one key --
 
     def get(self, key: str | bytes, default: Any = None) -> Any:
-        if self._screen and self._excluded(key):
-            return self._l2_get(key, default)
+        # The hot path: an L1 hit. No key is screened here: a key outside the
+        # prefix or in L1_EXCLUDE is never filled (`_fill`), so never in L1.
         try:
             v = self._core.get_live(key, self._max_ms)
         except ShmCacheError as e:
@@ -411,13 +413,12 @@ class TieredClient(Cache):
         return self._incr(key, -_delta(delta), bool(ignore_key_check))
 
     def has_key(self, key: str | bytes) -> bool:
-        if not (self._screen and self._excluded(key)):
-            try:
-                v = self._core.get_live(key, self._max_ms)
-            except ShmCacheError:
-                v = False
-            if v is not None and v is not False:
-                return True
+        try:
+            v = self._core.get_live(key, self._max_ms)
+        except ShmCacheError:
+            v = False
+        if v is not None and v is not False:
+            return True
         self._tick()
         self._cmds += 1
         return bool(self._r.exists(key))
@@ -455,7 +456,7 @@ class TieredClient(Cache):
             live, values = False, [None] * len(keys)
         missing = []
         for k, v in zip(keys, values):
-            if v is not None and not (self._screen and self._excluded(k)):
+            if v is not None:
                 if type(v) is tuple:
                     v = self._load(k, v, _MISSING)
                     if v is _MISSING:
@@ -470,7 +471,7 @@ class TieredClient(Cache):
         fill = [k for k in missing if not (self._screen and self._excluded(k))] if live else []
         tokens = [self._core.fill_token(k) for k in fill]
         t0 = time.monotonic()
-        pipe = self._r.pipeline(transaction=True)
+        pipe = self._r.pipeline(transaction=False)
         pipe.mget(missing)
         for k in fill:
             pipe.pttl(k)
