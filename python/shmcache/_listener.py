@@ -145,17 +145,19 @@ class Listener:
         conn = self.connect()
         try:
             conn.connect()
-            conn.send_command("CLIENT", "ID")
-            cid = conn.read_response()
             try:
+                conn.send_command("CLIENT", "ID")
+                cid = conn.read_response()
                 conn.send_command("CLIENT", "TRACKING", "on", "REDIRECT", cid, "BCAST", "PREFIX", self.prefix)
                 conn.read_response()
+                conn.send_command("SUBSCRIBE", CHANNEL)
+                conn.read_response()
             except Exception as e:
-                if type(e).__name__ == "ResponseError":
-                    raise TrackingUnavailable(str(e)) from None
+                # An error reply (not a dropped connection): refused, by an
+                # ACL, a renamed command or a service that disables tracking.
+                if any(c.__name__ == "ResponseError" for c in type(e).__mro__):
+                    raise TrackingUnavailable(f"{type(e).__name__}: {e}") from None
                 raise
-            conn.send_command("SUBSCRIBE", CHANNEL)
-            conn.read_response()
             self._canary(conn)
             # Every notice from here on reaches us: what L1 holds from before
             # may have missed some, so it goes before L1 is live again.

@@ -37,7 +37,14 @@ from typing import Any
 
 from . import _listener
 from ._core import ShmCacheError, ValueTooLarge
-from ._options import Settings, check_location, parse_default_timeout
+from ._options import (
+    DJANGO_OPTIONS,
+    DJANGO_REDIS_ONLY_OPTIONS,
+    IGNORED_DJANGO_OPTIONS,
+    Settings,
+    check_location,
+    parse_default_timeout,
+)
 from .client import _DEFAULT, _MISSING, Cache, _delta, _itersize, _key_list, log
 
 _TIER_OPTIONS = ("L2", "MAX_STALENESS", "L1_MAX_TIMEOUT", "L1_EXCLUDE")
@@ -166,15 +173,17 @@ class TieredClient(Cache):
             raise TypeError(f"unknown option(s) for TieredClient: {', '.join(sorted(unknown))}")
         if not isinstance(key_prefix, str):
             raise ValueError(f"invalid key_prefix: {key_prefix!r}; give a str")
-        l1 = l1_location(check_location(name, "name"), key_prefix)
-        self._open(l1, settings, parse_default_timeout(default_timeout, "default_timeout"), "log")
-        self._tier(
+        tier = (  # all checked before the L1 segment is created
             parse_l2(l2, "l2"),
             key_prefix,
             parse_max_staleness(max_staleness, "max_staleness"),
             parse_l1_max_timeout(l1_max_timeout, "l1_max_timeout"),
             parse_l1_exclude(list(l1_exclude), "l1_exclude"),
         )
+        _import_redis()
+        l1 = l1_location(check_location(name, "name"), key_prefix)
+        self._open(l1, settings, parse_default_timeout(default_timeout, "default_timeout"), "log")
+        self._tier(*tier)
 
     @classmethod
     def from_options(  # type: ignore[override]
@@ -183,18 +192,33 @@ class TieredClient(Cache):
         """From a Django CACHES entry (errors name the OPTIONS keys)."""
         if "L2" not in options:
             raise ValueError("OPTIONS L2 missing: give the Redis URL of the shared tier, e.g. 'redis://10.0.0.5:6379/0'")
+        redis_opts = sorted(set(options) & DJANGO_REDIS_ONLY_OPTIONS)
+        if redis_opts:
+            raise ValueError(
+                f"OPTIONS {', '.join(redis_opts)}: django-redis option(s); TieredCache takes Redis connection options "
+                "as redis-py's, in L2's OPTIONS: 'L2': {'LOCATION': url, 'OPTIONS': {'socket_timeout': 1, ...}}"
+            )
+        unknown = set(options) - DJANGO_OPTIONS - IGNORED_DJANGO_OPTIONS - set(_TIER_OPTIONS)
+        if unknown:
+            raise ValueError(
+                f"unknown OPTIONS for TieredCache: {', '.join(sorted(map(str, unknown)))}; known: "
+                f"{', '.join(sorted([*DJANGO_OPTIONS, *_TIER_OPTIONS]))} (Redis connection options go in L2's OPTIONS)"
+            )
         l1 = {k: v for k, v in options.items() if k not in _TIER_OPTIONS}
         if not isinstance(key_prefix, str):
             raise ValueError(f"invalid KEY_PREFIX: {key_prefix!r}; give a str")
-        self = cls.__new__(cls)
-        self._open(l1_location(check_location(location), key_prefix), Settings.from_django(l1), None, "log", json_encoder)
-        self._tier(
+        tier = (  # all checked before the L1 segment is created
             parse_l2(options["L2"]),
             key_prefix,
             parse_max_staleness(options.get("MAX_STALENESS", DEFAULT_MAX_STALENESS)),
             parse_l1_max_timeout(options.get("L1_MAX_TIMEOUT", DEFAULT_L1_MAX_TIMEOUT)),
             parse_l1_exclude(options.get("L1_EXCLUDE", ())),
         )
+        settings = Settings.from_django(l1)
+        _import_redis()
+        self = cls.__new__(cls)
+        self._open(l1_location(check_location(location), key_prefix), settings, None, "log", json_encoder)
+        self._tier(*tier)
         return self
 
     def _tier(
