@@ -87,6 +87,25 @@ def test_a_fill_paused_between_the_L2_read_and_the_fill_is_dropped(hosts, tmp_pa
         assert x("get", key) == "new"
 
 
+def test_a_worker_killed_mid_fill_leaves_nothing_behind(hosts, tmp_path):
+    a, b = hosts()
+    key = K + "deadfill"
+    b.workers[0]("set", key, "v1")
+    reached, release = str(tmp_path / "reached"), str(tmp_path / "release")
+    w = [x for x in a.workers if x.pid != a.listener().pid][0]
+    w("pause_fill", key, reached, release)
+    w.send("get", key)
+    wait_for(lambda: os.path.exists(reached), 10, "the fill to reach its pause")
+    os.kill(w.pid, signal.SIGKILL)
+    w.proc.join(5)
+    other = [x for x in a.alive_workers() if x is not w][0]
+    assert other("l1_raw", key) is None, "nothing of the dead worker's fill"
+    assert other("get", key) == "v1" and other("l1_raw", key) == "v1"  # filled by the next reader
+    b.workers[0]("set", key, "v2")
+    wait_for(lambda: other("get", key) == "v2", 1, "the new value")
+    assert a.core.verify()[0] >= 1
+
+
 def test_listener_sigkilled_never_stale_after_the_bound_and_replaced_within_a_second(hosts, redis_server):
     a, b = hosts()
     key = K + "killed"
