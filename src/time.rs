@@ -80,8 +80,8 @@ impl Time for &LazyNow {
 }
 
 /// Coarse monotonic milliseconds (`CLOCK_MONOTONIC_COARSE`: a few ns, ticks
-/// every few ms). For periodic housekeeping (`handle.rs`), never for expiry.
-#[cfg(any(test, feature = "python"))]
+/// every few ms). For periodic housekeeping (`handle.rs`) and a tiered L1's
+/// liveness (`tier.rs`, which adds the tick), never for expiry.
 #[inline]
 pub fn coarse_ms() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
