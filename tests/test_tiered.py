@@ -42,7 +42,7 @@ def r(redis_server) -> redis.Redis:
 def test_a_remote_write_is_seen_within_50ms(hosts):
     a, b = hosts()
     key = K + "coherent"
-    b.workers[0]("set", key, "v0")
+    b.set_settled(key, "v0", a)
     for w in a.workers:
         assert w("get", key) == "v0"
     assert a.workers[0]("get", key) == "v0"
@@ -68,7 +68,7 @@ def test_a_remote_write_is_seen_within_50ms(hosts):
 def test_a_fill_paused_between_the_L2_read_and_the_fill_is_dropped(hosts, tmp_path):
     a, b = hosts()
     key = K + "race"
-    b.workers[0]("set", key, "old")
+    b.set_settled(key, "old", a)
     reached, release = str(tmp_path / "reached"), str(tmp_path / "release")
     w = a.workers[1]
     w("pause_fill", key, reached, release)
@@ -90,7 +90,7 @@ def test_a_fill_paused_between_the_L2_read_and_the_fill_is_dropped(hosts, tmp_pa
 def test_a_worker_killed_mid_fill_leaves_nothing_behind(hosts, tmp_path):
     a, b = hosts()
     key = K + "deadfill"
-    b.workers[0]("set", key, "v1")
+    b.set_settled(key, "v1", a)
     reached, release = str(tmp_path / "reached"), str(tmp_path / "release")
     w = [x for x in a.workers if x.pid != a.listener().pid][0]
     w("pause_fill", key, reached, release)
@@ -181,7 +181,7 @@ def _flushes_and_relives(host: Host, action, what: str) -> None:
 
 def test_invalidation_connection_killed_redis_restarted_flushdb_each_flush_L1(hosts, redis_server):
     a, b = hosts()
-    b.workers[0]("set", K + "flushme", "x")
+    b.set_settled(K + "flushme", "x", a)
     rc = r(redis_server)
     _flushes_and_relives(a, lambda: rc.execute_command("CLIENT", "KILL", "TYPE", "pubsub"), "CLIENT KILL TYPE pubsub")
     assert a.workers[0]("get", K + "flushme") == "x"
@@ -215,7 +215,7 @@ def test_TTLs_are_honoured_in_L1_even_when_Redis_expiry_is_slow(tmp_path, locati
         a = Host(location + "-ttl", srv.url)
         a.wait_live()
         key = K + "ttl"
-        a.workers[0]("set", key, "short", 0.6)
+        a.set_settled(key, "short", a, timeout=0.6)
         assert a.workers[1]("get", key) == "short"  # filled from L2 with PTTL
         assert a.workers[1]("l1_raw", key) == "short"
         time.sleep(0.7)

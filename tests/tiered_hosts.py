@@ -158,6 +158,21 @@ class Host:
     def tier(self, name: str) -> int:
         return self.core.tier_stats()[name]
 
+    def settle(self, timeout: float = 5.0) -> None:
+        """Return once this host's listener has applied every invalidation
+        for writes completed before now: its watermark (the send time of
+        a PING answered since) passes now."""
+        t = shmcache._core.monotonic_ms()
+        wait_for(lambda: self.core.watermark_ms > t, timeout, f"{self.location}'s watermark to pass now")
+
+    def set_settled(self, key: str, value: Any, *hosts: Host, timeout: float | None = None) -> None:
+        """A worker of this host writes; returns once every host in `hosts`
+        has applied the write's invalidation (so a read after it fills L1;
+        a fill racing the notice would rightly be dropped)."""
+        self.workers[0]("set", key, value, timeout)
+        for h in hosts:
+            h.settle()
+
     def close(self) -> None:
         for w in self.workers:
             w.stop()

@@ -246,7 +246,10 @@ class TieredClient(Cache):
     # -- the listener: elected lazily, from operations --
 
     def _make_listener(self, stop: threading.Event) -> _listener.Listener:
-        pool = self._redis_mod.ConnectionPool.from_url(self.l2_url, **{**self._l2_options, "protocol": 2})
+        # RESP2 (pub/sub), no automatic health-check PINGs (they would read
+        # our replies), and a name to find it by in CLIENT LIST.
+        opts = {**self._l2_options, "protocol": 2, "health_check_interval": 0, "client_name": "shmcache-listener"}
+        pool = self._redis_mod.ConnectionPool.from_url(self.l2_url, **opts)
         return _listener.Listener(self._core, pool.make_connection, self._r, self.key_prefix, self.max_staleness, stop)
 
     def _tick(self) -> None:
