@@ -272,3 +272,20 @@ def test_manage_py_shmcache_call_command_captures_output(tmp_path, locs):
     assert p.returncode == 0, p.stderr
     # load exists once the snapshot work is merged; until then the CLI refuses it (usage error 2).
     assert p.stdout.strip() in ("load: 2", "load: 1"), p.stdout
+
+
+# -- TieredCache aliases: L2 & co. are its options, the L1 is LOCATION#KEY_PREFIX --
+
+
+def test_tiered_aliases_are_checked_with_their_own_options(tmp_path, locs):
+    T = "shmcache.django.TieredCache"
+    loc = locs()
+    good = {"BACKEND": T, "LOCATION": loc, "KEY_PREFIX": "site",
+            "OPTIONS": {"SIZE": "8MB", "L2": "redis://127.0.0.1:1/0", "MAX_STALENESS": 0.5}}
+    p = project(tmp_path, {"default": good})("check")
+    assert p.returncode == 0 and "no issues" in p.stdout, p.stdout + p.stderr
+    assert not _segment_exists(loc + "#site"), "checking opens nothing (and connects to no Redis)"
+    bad = {**good, "OPTIONS": {"SIZE": "8MB", "L2": "http://x", "MAX_STALENESS": 0.5}}
+    p = project(tmp_path, {"default": bad})("check")
+    assert p.returncode == 1 and "shmcache.E001" in p.stderr and "invalid L2" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr

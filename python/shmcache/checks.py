@@ -57,6 +57,23 @@ def is_shmcache_backend(path: object) -> bool:
     return isinstance(cls, type) and issubclass(cls, SharedMemoryCache)
 
 
+def is_tiered_backend(path: object) -> bool:
+    """A BACKEND of TieredCache (or a subclass): its OPTIONS hold L2 & co."""
+    if path == "shmcache.django.TieredCache":
+        return True
+    if not isinstance(path, str) or "." not in path:
+        return False
+    try:
+        from django.utils.module_loading import import_string
+
+        from .django import TieredCache
+
+        cls = import_string(path)
+    except Exception:
+        return False
+    return isinstance(cls, type) and issubclass(cls, TieredCache)
+
+
 def shmcache_aliases(caches: Mapping[str, Any] | None = None) -> dict[str, Mapping[str, Any]]:
     """``{alias: CACHES entry}`` of the aliases using shmcache's backend."""
     if caches is None:
@@ -90,10 +107,16 @@ def check_caches(caches: Mapping[str, Any]) -> list[checks.CheckMessage]:
         obj = f"CACHES[{alias!r}]"
         options = conf.get("OPTIONS") or {}
         try:
-            location = check_location(conf.get("LOCATION", ""))
             if not isinstance(options, Mapping):
                 raise ValueError(f"invalid OPTIONS: {options!r}; give a dict")
-            s = Settings.from_django(options)
+            if is_tiered_backend(conf.get("BACKEND")):
+                # The L1 segment is LOCATION#KEY_PREFIX; the tier's options are checked too.
+                from .tiered import parse_django
+
+                location, s, _ = parse_django(conf.get("LOCATION", ""), options, conf.get("KEY_PREFIX", ""))
+            else:
+                location = check_location(conf.get("LOCATION", ""))
+                s = Settings.from_django(options)
         except ValueError as e:
             out.append(checks.Error(str(e), hint="Change this alias's setting in CACHES.", obj=obj, id="shmcache.E001"))
             continue

@@ -148,6 +148,37 @@ def _px(t: float | None) -> int | None:
     return None if t is None else max(1, math.ceil(t * 1000))
 
 
+def parse_django(location: object, options: Mapping[str, Any], key_prefix: object = "") -> tuple[str, Settings, tuple]:
+    """Every option of a TieredCache CACHES entry checked, nothing opened:
+    (the L1 segment's LOCATION, its Settings, the tier's parsed options).
+    The backend and the system checks (`shmcache.checks`) both use it."""
+    if "L2" not in options:
+        raise ValueError("OPTIONS L2 missing: give the Redis URL of the shared tier, e.g. 'redis://10.0.0.5:6379/0'")
+    redis_opts = sorted(set(options) & DJANGO_REDIS_ONLY_OPTIONS)
+    if redis_opts:
+        raise ValueError(
+            f"OPTIONS {', '.join(redis_opts)}: django-redis option(s); TieredCache takes Redis connection options "
+            "as redis-py's, in L2's OPTIONS: 'L2': {'LOCATION': url, 'OPTIONS': {'socket_timeout': 1, ...}}"
+        )
+    unknown = set(options) - DJANGO_OPTIONS - IGNORED_DJANGO_OPTIONS - set(_TIER_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"unknown OPTIONS for TieredCache: {', '.join(sorted(map(str, unknown)))}; known: "
+            f"{', '.join(sorted([*DJANGO_OPTIONS, *_TIER_OPTIONS]))} (Redis connection options go in L2's OPTIONS)"
+        )
+    if not isinstance(key_prefix, str):
+        raise ValueError(f"invalid KEY_PREFIX: {key_prefix!r}; give a str")
+    tier = (
+        parse_l2(options["L2"]),
+        key_prefix,
+        parse_max_staleness(options.get("MAX_STALENESS", DEFAULT_MAX_STALENESS)),
+        parse_l1_max_timeout(options.get("L1_MAX_TIMEOUT", DEFAULT_L1_MAX_TIMEOUT)),
+        parse_l1_exclude(options.get("L1_EXCLUDE", ())),
+    )
+    settings = Settings.from_django({k: v for k, v in options.items() if k not in _TIER_OPTIONS})
+    return l1_location(check_location(location), key_prefix), settings, tier
+
+
 class TieredClient(Cache):
     """L1 (a `shmcache.Cache` on `name`) in front of L2 (Redis at `l2`).
 
@@ -190,34 +221,10 @@ class TieredClient(Cache):
         cls, location: str, options: Mapping[str, Any], key_prefix: str = "", json_encoder: type | None = None
     ) -> TieredClient:
         """From a Django CACHES entry (errors name the OPTIONS keys)."""
-        if "L2" not in options:
-            raise ValueError("OPTIONS L2 missing: give the Redis URL of the shared tier, e.g. 'redis://10.0.0.5:6379/0'")
-        redis_opts = sorted(set(options) & DJANGO_REDIS_ONLY_OPTIONS)
-        if redis_opts:
-            raise ValueError(
-                f"OPTIONS {', '.join(redis_opts)}: django-redis option(s); TieredCache takes Redis connection options "
-                "as redis-py's, in L2's OPTIONS: 'L2': {'LOCATION': url, 'OPTIONS': {'socket_timeout': 1, ...}}"
-            )
-        unknown = set(options) - DJANGO_OPTIONS - IGNORED_DJANGO_OPTIONS - set(_TIER_OPTIONS)
-        if unknown:
-            raise ValueError(
-                f"unknown OPTIONS for TieredCache: {', '.join(sorted(map(str, unknown)))}; known: "
-                f"{', '.join(sorted([*DJANGO_OPTIONS, *_TIER_OPTIONS]))} (Redis connection options go in L2's OPTIONS)"
-            )
-        l1 = {k: v for k, v in options.items() if k not in _TIER_OPTIONS}
-        if not isinstance(key_prefix, str):
-            raise ValueError(f"invalid KEY_PREFIX: {key_prefix!r}; give a str")
-        tier = (  # all checked before the L1 segment is created
-            parse_l2(options["L2"]),
-            key_prefix,
-            parse_max_staleness(options.get("MAX_STALENESS", DEFAULT_MAX_STALENESS)),
-            parse_l1_max_timeout(options.get("L1_MAX_TIMEOUT", DEFAULT_L1_MAX_TIMEOUT)),
-            parse_l1_exclude(options.get("L1_EXCLUDE", ())),
-        )
-        settings = Settings.from_django(l1)
+        l1, settings, tier = parse_django(location, options, key_prefix)
         _import_redis()
         self = cls.__new__(cls)
-        self._open(l1_location(check_location(location), key_prefix), settings, None, "log", json_encoder)
+        self._open(l1, settings, None, "log", json_encoder)
         self._tier(*tier)
         return self
 

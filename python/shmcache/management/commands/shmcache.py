@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ... import __main__ as cli
 from ..._options import check_location
-from ...checks import BACKEND, is_shmcache_backend
+from ...checks import BACKEND, is_shmcache_backend, is_tiered_backend
 
 COMMANDS = ("stats", "verify", "clear", "dump", "load", "destroy", "top")
 # Those that take no other positional argument: their ALIAS argument, if
@@ -56,6 +56,10 @@ class Command(BaseCommand):
             )
         try:
             location = check_location(conf.get("LOCATION", ""))
+            if is_tiered_backend(conf.get("BACKEND")):
+                from ...tiered import l1_location
+
+                location = l1_location(location, conf.get("KEY_PREFIX", "") or "")  # the L1 segment
         except ValueError as e:
             raise CommandError(f"CACHES[{alias!r}]: {e}") from e
         with contextlib.redirect_stdout(self.stdout._out), contextlib.redirect_stderr(self.stderr._out):
