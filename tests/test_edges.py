@@ -306,7 +306,10 @@ def _race_writer(location, seconds, wid, q):
         q.put(("error", wid, repr(e), 0))
 
 
-def test_clear_racing_with_sets_from_other_processes(cache, location):
+def test_clear_racing_with_sets_from_other_processes(location):
+    # clear() waits for every shard's lock in turn: a generous LOCK_TIMEOUT,
+    # so that three writers on a loaded 2-core machine cannot time it out.
+    cache = shmcache.Cache(location, size="8MB", max_item_size="64KB", lock_timeout=2.0)
     seconds = 3.0
     q = FORK.Queue()
     procs = [FORK.Process(target=_race_writer, args=(location, seconds, w, q)) for w in range(3)]
