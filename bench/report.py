@@ -526,6 +526,21 @@ def markdown(res: dict, path: str, png_rel: str, json_rel: str) -> None:
         w(f"| {fnum(snap['dump_mb_per_s'])} | {fnum(snap['load_mb_per_s'])} | {snap['dump_seconds']} | "
           f"{snap['load_seconds']} | {snap['loaded']:,} | {snap['dropped']:,} |")
         w("")
+    rz = res.get("resize")
+    if rz:
+        w("## Resize (geometry migration)")
+        w("")
+        w("`python -m shmcache resize` (`_core.resize`) of a full cache of 4,096-byte values, while another process "
+          "sets 100-byte values in a loop (0.5 ms apart). The pause is how long every shard lock was held (writers "
+          "wait; lock-free reads go on); MB/s is item bytes copied per second of pause.")
+        w("")
+        w("| from → to | items before | copied | left out | writers paused ms | copy MB/s | writer's slowest set ms |")
+        w("|---|---:|---:|---:|---:|---:|---:|")
+        for r in (rz.get("grow"), rz.get("shrink")):
+            if r:
+                w(f"| {r['from_mb']} MB → {r['to_mb']} MB | {r['items_before']:,} | {r['copied']:,} | {r['dropped']:,} | "
+                  f"{r['pause_ms']:,} | {fnum(r['copy_mb_per_s'])} | {r['writer_worst_set_ms']} |")
+        w("")
     w("## Raw Python API and the Rust core")
     w("")
     if raw:

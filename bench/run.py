@@ -89,7 +89,7 @@ def main() -> int:
     ap.add_argument("--no-install", action="store_true", help="never apt-get install redis-server/memcached")
     ap.add_argument("--no-callgrind", action="store_true", help="skip the valgrind profiles")
     ap.add_argument("--callgrind", action="store_true", help="run the valgrind profiles in --quick mode too")
-    ap.add_argument("--sections", default="core,raw,single,multi,extras,snapshot,tiered,hitratio,memory,profile",
+    ap.add_argument("--sections", default="core,raw,single,multi,extras,snapshot,resize,tiered,hitratio,memory,profile",
                     help="comma-separated subset (default: all)")
     ap.add_argument("--backends", default="", help="comma-separated aliases (default: all)")
     ap.add_argument("--out", default=None, help="output stem (default docs/benchmarks + bench/results/latest)")
@@ -257,6 +257,15 @@ def main() -> int:
             r = guarded("snapshot", "shmcache", snapshot.run, tmp, quick)
             if r is not None:
                 results["snapshot"] = r
+
+        if "resize" in sections and "shmcache" in active:
+            from bench import resize
+
+            log("== resize: a full cache migrated to a new SIZE under a writer")
+            section("resize")
+            r = guarded("resize", "shmcache", resize.run, tmp, quick)
+            if r is not None:
+                results["resize"] = r
 
         if "tiered" in sections:
             from bench import tiered

@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::int::Int;
 use crate::layout::{Config, Geometry, SegHeader};
+use crate::migrate::MigrateStats;
 use crate::scan::KeyScan;
 use crate::segment::{self, Fit, Segment};
 use crate::shard::{Item, SetMode, Shard, ShardGuard, Ttl};
@@ -12,13 +13,23 @@ use crate::shards::Shards;
 use crate::snapshot::{self, DumpStats, LoadStats};
 use crate::stats::Stats;
 use crate::time::{self, LazyNow, Time};
-use std::time::Duration;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long a writer waits for a migration that holds its shard's lock
+/// (past LOCK_TIMEOUT: a migration is not contention).
+pub const MIGRATION_WAIT: Duration = Duration::from_secs(30);
 
 pub struct ShmCache {
     shards: Shards,
     geo: Geometry,
     requested: Geometry,
+    /// What this process asked for, to open the successor with.
+    cfg: Config,
     lock_timeout: Duration,
+    /// The segment this one's items moved to (`migrate.rs`), once looked up.
+    successor: OnceLock<Arc<ShmCache>>,
     // Last field: unmapped after the shards (which point into it) are gone.
     seg: Segment,
 }
@@ -63,21 +74,7 @@ impl ShmCache {
                 have.check_untrusted()?;
                 Ok(Fit::Other(have.total_size))
             },
-            |base| {
-                // SAFETY: base is the fresh, zeroed, exclusively held mapping of total_size bytes.
-                let h = unsafe { &mut *base.cast::<SegHeader>() };
-                h.write_geometry(&geo);
-                h.hash_seed = seed_from_os();
-                h.created_ms = time::now_ms();
-                h.creator_pid = std::process::id() as u64;
-                for i in 0..geo.nshards {
-                    // SAFETY: each shard range lies inside the mapping per Geometry; nobody else attached yet.
-                    unsafe {
-                        let s = Shard::new(base.add(geo.shard_offset(i) as usize), &geo);
-                        s.init().expect("pthread_mutex_init on fresh memory");
-                    }
-                }
-            },
+            |base| init_segment(base, &geo, seed_from_os()),
         )?;
         // The segment's own geometry, which may differ from the request when
         // the segment was in use with another one (SegHeader cannot change
@@ -86,9 +83,66 @@ impl ShmCache {
         if have != geo {
             have.check_untrusted()?;
         }
+        // Say that this process wants `geo` (migrate.rs: nobody migrates
+        // away from a geometry that a live process wants).
+        seg.want(geo.key())?;
         let mut c = Self::from_segment(seg, have, lock_timeout);
         c.requested = geo;
+        c.cfg = *cfg;
         Ok(c)
+    }
+
+    /// A cache on a segment just made (a migration's successor), with the
+    /// request `cfg` of the process that made it.
+    pub(crate) fn on_new_segment(seg: Segment, cfg: &Config, lock_timeout: Duration) -> Result<ShmCache> {
+        let geo = seg.header().geometry();
+        seg.want(geo.key())?;
+        let mut c = Self::from_segment(seg, geo, lock_timeout);
+        c.cfg = *cfg;
+        Ok(c)
+    }
+
+    pub(crate) fn segment_mut(&mut self) -> &mut Segment {
+        &mut self.seg
+    }
+
+    /// Whether this segment's items moved to a successor (`migrate.rs`).
+    #[inline]
+    pub fn moved(&self) -> bool {
+        self.seg.header().moved.load(SeqCst) != 0
+    }
+
+    /// Whether a migration holds (or is taking) every shard lock.
+    pub fn migrating(&self) -> bool {
+        self.seg.header().migrating.load(SeqCst) != 0
+    }
+
+    /// The segment this one's items moved to: the one under the name now.
+    /// It has the same hash seed (so a hash computed here is valid there);
+    /// if the migrator died before its rename, the rename is done here.
+    pub fn successor(&self) -> Result<&ShmCache> {
+        if let Some(s) = self.successor.get() {
+            return Ok(s);
+        }
+        if self.seg.name_is_current() {
+            let tmp = crate::migrate::temp_name(self.seg.name(), self.seg.header().moved_to.load(SeqCst));
+            // Someone else may have just done it (ENOENT): the name is checked below.
+            let _ = segment::rename(&tmp, self.seg.name());
+            if self.seg.name_is_current() {
+                // No successor to rename: the mark is damage, not a migration.
+                self.seg.header().moved.store(0, SeqCst);
+                return Err(Error::Corrupt("a moved mark in the segment header without a successor; cleared"));
+            }
+        }
+        let next = ShmCache::open_named(self.seg.name(), &self.cfg, self.lock_timeout)?;
+        if next.seg.inode() == self.seg.inode() || next.seg.header().hash_seed != self.seg.header().hash_seed {
+            return Err(Error::GeometryMismatch(format!(
+                "shared segment {} was migrated, but its successor is gone (removed or re-created); retry",
+                self.seg.name()
+            )));
+        }
+        let _ = self.successor.set(Arc::new(next));
+        Ok(self.successor.get().expect("just set"))
     }
 
     /// Attach to an existing segment whatever its geometry (admin tools:
@@ -105,12 +159,31 @@ impl ShmCache {
         Ok(Self::from_segment(seg, geo, lock_timeout))
     }
 
+    /// Migrate the existing cache `location` to the geometry of `cfg` now
+    /// (`python -m shmcache resize`; `migrate.rs`). Processes started before
+    /// it keep the new geometry.
+    pub fn resize(location: &str, cfg: &Config, lock_timeout: Duration) -> Result<MigrateStats> {
+        let old = Self::attach_existing(location, lock_timeout)?;
+        if *old.geometry() == Geometry::compute(cfg)? {
+            return Ok(MigrateStats::default());
+        }
+        crate::migrate::migrate(&old, cfg, true).map(|(_, st)| st)
+    }
+
     fn from_segment(seg: Segment, geo: Geometry, lock_timeout: Duration) -> ShmCache {
         let shards = (0..geo.nshards)
             // SAFETY: the segment maps geo.total_size bytes, validated against the header.
             .map(|i| unsafe { Shard::new(seg.base().add(geo.shard_offset(i) as usize), &geo) })
             .collect();
-        ShmCache { shards: Shards::new(shards, seg.header().hash_seed), geo, requested: geo, lock_timeout, seg }
+        ShmCache {
+            shards: Shards::new(shards, seg.header().hash_seed),
+            geo,
+            requested: geo,
+            cfg: Config { size: geo.total_size, max_item_size: geo.max_item_size, shards: geo.nshards as u32 },
+            lock_timeout,
+            successor: OnceLock::new(),
+            seg,
+        }
     }
 
     /// The segment's geometry, the one in force.
@@ -150,9 +223,13 @@ impl ShmCache {
 
     /// Run `f` on the shard owning `hash` under its lock (`Shard::with_lock`:
     /// a shard `f` finds corrupt is wiped and `f` reruns on the clean shard).
+    /// If this segment moved (`migrate.rs`), `f` runs on the successor.
     #[inline]
     pub fn with_shard<R>(&self, hash: u64, wait: Wait, mut f: impl FnMut(&mut ShardGuard) -> Result<R>) -> Result<R> {
-        self.with_shard_index(self.shard_of(hash), wait, &mut f)
+        match self.with_shard_index(self.shard_of(hash), wait, &mut f) {
+            Err(Error::Moved) => self.successor()?.with_shard(hash, wait, f),
+            r => r,
+        }
     }
 
     pub fn with_shard_index<R>(
@@ -165,7 +242,21 @@ impl ShmCache {
             Wait::No => None,
             Wait::Bounded => Some(self.lock_timeout),
         };
-        self.shards.with_shard_index(idx, timeout, f)
+        let start = Instant::now();
+        loop {
+            let r = self.shards.with_shard_index(idx, timeout, &mut |g: &mut ShardGuard| {
+                // Under the lock: a migration sets `moved` while it holds
+                // every lock, so a call either ran before the copy or sees it.
+                if self.moved() {
+                    return Err(Error::Moved);
+                }
+                f(g)
+            });
+            match r {
+                Err(Error::LockTimeout) if self.migrating() && start.elapsed() < MIGRATION_WAIT => continue,
+                r => return r,
+            }
+        }
     }
 
     // ---- single-key operations (waiting up to the lock timeout) ----
@@ -181,7 +272,10 @@ impl ShmCache {
     pub fn get_with<R>(&self, key: &[u8], now: impl Time, mut f: impl FnMut(u8, &[u8]) -> R) -> Result<Option<R>> {
         let h = self.hash(key);
         if let Some(r) = self.shard_for(h).get_optimistic(key, h, now, &mut f) {
-            return Ok(r);
+            // Checked after the read: not moved then, so read before the copy.
+            if !self.moved() {
+                return Ok(r);
+            }
         }
         self.with_shard(h, Wait::Bounded, |g| g.get(key, h, now, &mut f))
     }
@@ -289,10 +383,22 @@ impl ShmCache {
                 }
                 Ok(())
             });
-            if let Err(e) = r {
-                for &(_, _, i) in group {
-                    on_err(i, &e);
+            match r {
+                Err(Error::Moved) => {
+                    // Moved between plan and lock: each key on the successor.
+                    for &(_, h, i) in group {
+                        let r = self.successor().and_then(|s| s.with_shard(h, Wait::Bounded, |g| f(g, h, i)));
+                        if let Err(e) = r {
+                            on_err(i, &e);
+                        }
+                    }
                 }
+                Err(e) => {
+                    for &(_, _, i) in group {
+                        on_err(i, &e);
+                    }
+                }
+                Ok(()) => {}
             }
         }
     }
@@ -301,6 +407,9 @@ impl ShmCache {
     /// pass per shard for the rest. Also returns how many keys are `None`
     /// because their shard's lock timed out (not misses); other errors fail.
     pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<(Vec<Option<Value>>, usize)> {
+        if self.moved() {
+            return self.successor()?.get_many(keys);
+        }
         let now = &LazyNow::new();
         let mut out = vec![None; keys.len()];
         let mut plan = self.plan(keys);
@@ -313,6 +422,10 @@ impl ShmCache {
                 None => true,
             }
         });
+        if self.moved() {
+            // Moved during the lock-free pass: what it read may be stale.
+            return self.successor()?.get_many(keys);
+        }
         let (mut err, mut timed_out) = (None, 0);
         self.batch(
             &plan,
@@ -341,18 +454,39 @@ impl ShmCache {
     /// The next keys of `scan` (never empty), or `None` at its end; each
     /// slice under one shard lock, waiting at most the lock timeout.
     pub fn scan_next(&self, scan: &mut KeyScan) -> Result<Option<Vec<Vec<u8>>>> {
-        scan.next_keys(&self.shards, Some(self.lock_timeout))
+        if scan.forwarded() || self.moved() {
+            // The shards changed under the scan: it starts over on the
+            // successor (every key live throughout still comes, some twice).
+            if !scan.forwarded() {
+                scan.restart_forwarded();
+            }
+            return self.successor()?.scan_next(scan);
+        }
+        let r = scan.next_keys(&self.shards, Some(self.lock_timeout))?;
+        if self.moved() {
+            scan.restart_forwarded();
+            return self.successor()?.scan_next(scan);
+        }
+        Ok(r)
     }
 
     /// Write every live item to the file `path` (`snapshot.rs`: streaming,
     /// bounded lock holds, an atomic rename at the end).
     pub fn dump(&self, path: &std::path::Path) -> Result<DumpStats> {
-        snapshot::dump(self, path)
+        let r = snapshot::dump(self, path)?;
+        if self.moved() {
+            return self.successor()?.dump(path);
+        }
+        Ok(r)
     }
 
     /// Store the items of the snapshot `path` (`snapshot.rs`: the whole file
     /// checked before anything is written; the most recent that fit).
     pub fn load(&self, path: &std::path::Path) -> Result<LoadStats> {
+        if self.moved() {
+            return self.successor()?.load(path);
+        }
+        // Stores go through `batch`, which forwards a moved shard's keys.
         snapshot::load(self, path)
     }
 
@@ -364,7 +498,18 @@ impl ShmCache {
 
     /// Drop every item in every shard.
     pub fn clear(&self) -> Result<()> {
-        self.shards.clear(Some(self.lock_timeout))
+        for i in 0..self.shards.count() {
+            let r = self.with_shard_index(i, Wait::Bounded, &mut |g: &mut ShardGuard| {
+                g.wipe();
+                Ok(())
+            });
+            match r {
+                // Shards cleared here before the copy are empty there too.
+                Err(Error::Moved) => return self.successor()?.clear(),
+                r => r?,
+            }
+        }
+        Ok(())
     }
 
     pub fn stats(&self) -> Stats {
@@ -381,6 +526,9 @@ impl ShmCache {
     /// Check every shard (`Shards::verify`: a damaged shard is wiped and
     /// reported as `Error::Corrupt`): (items, bytes).
     pub fn verify(&self) -> Result<(u64, u64)> {
+        if self.moved() {
+            return self.successor()?.verify();
+        }
         self.shards.verify(Some(self.lock_timeout))
     }
 
@@ -390,7 +538,25 @@ impl ShmCache {
     }
 }
 
-fn seed_from_os() -> u64 {
+/// Fill a fresh, zeroed, exclusively held mapping of `geo.total_size`
+/// bytes: the header (all but `state`) and every shard.
+pub(crate) fn init_segment(base: *mut u8, geo: &Geometry, seed: u64) {
+    // SAFETY: base is the fresh, zeroed, exclusively held mapping of total_size bytes.
+    let h = unsafe { &mut *base.cast::<SegHeader>() };
+    h.write_geometry(geo);
+    h.hash_seed = seed;
+    h.created_ms = time::now_ms();
+    h.creator_pid = std::process::id() as u64;
+    for i in 0..geo.nshards {
+        // SAFETY: each shard range lies inside the mapping per Geometry; nobody else attached yet.
+        unsafe {
+            let s = Shard::new(base.add(geo.shard_offset(i) as usize), geo);
+            s.init().expect("pthread_mutex_init on fresh memory");
+        }
+    }
+}
+
+pub(crate) fn seed_from_os() -> u64 {
     let mut b = [0u8; 8];
     // SAFETY: getrandom writes at most b.len() bytes into b.
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };

@@ -30,6 +30,11 @@ pub enum Error {
     NotInteger,
     /// A snapshot file is damaged, truncated or of another format version.
     Snapshot(String),
+    /// The segment's items were moved to a segment of another geometry
+    /// (`migrate.rs`); internal: `ShmCache` forwards the call there.
+    Moved,
+    /// Another process is migrating this segment right now.
+    Migrating,
     /// Reading or writing a snapshot file failed (the message names the
     /// file; `errno` 0 if the OS gave none).
     Io { errno: i32, message: String },
@@ -58,6 +63,8 @@ impl fmt::Display for Error {
             }
             Error::NotFound => write!(f, "key not found"),
             Error::NotInteger => write!(f, "value is not an integer"),
+            Error::Moved => write!(f, "the segment was migrated to a new geometry; retry"),
+            Error::Migrating => write!(f, "another process is migrating this segment; try again in a moment"),
             Error::Snapshot(m) | Error::Io { message: m, .. } => write!(f, "{m}"),
         }
     }

@@ -5,6 +5,11 @@
 //! process notices within [`RECHECK_MS`] (one `stat` per second, amortised
 //! into the operations; no thread) and re-attaches by name. `shm_open` with
 //! `O_CREAT` is atomic, so all processes converge on one new segment.
+//!
+//! It also carries out this process's geometry request (`migrate.rs`): when
+//! it attaches and at each check, if the segment's geometry is not the one
+//! asked for and no live process wants the one in force, it migrates. A
+//! call that finds the segment moved follows it at once.
 
 use crate::cache::ShmCache;
 use crate::error::Result;
@@ -24,18 +29,24 @@ pub struct Handle {
     lock_timeout: Duration,
     current: ArcSwap<ShmCache>,
     next_check: AtomicU64,
+    /// Wall-clock ms when this handle was made: an explicit `resize` made
+    /// after it is kept (`migrate.rs`).
+    started_ms: u64,
 }
 
 impl Handle {
     pub fn open(location: &str, cfg: &Config, lock_timeout: Duration) -> Result<Handle> {
         let c = ShmCache::open(location, cfg, lock_timeout)?;
-        Ok(Handle {
+        let h = Handle {
             location: location.to_string(),
             cfg: *cfg,
             lock_timeout,
             current: ArcSwap::from_pointee(c),
             next_check: AtomicU64::new(time::coarse_ms() + RECHECK_MS),
-        })
+            started_ms: time::now_ms(),
+        };
+        h.maybe_migrate();
+        Ok(h)
     }
 
     /// The cache to use now. The check is timed by the coarse monotonic
@@ -49,17 +60,56 @@ impl Handle {
         if now >= due && self.next_check.compare_exchange(due, now + RECHECK_MS, Relaxed, Relaxed).is_ok() {
             self.recheck();
         }
-        self.current.load()
+        let c = self.current.load();
+        if c.moved() {
+            drop(c);
+            self.follow();
+            return self.current.load();
+        }
+        c
     }
 
     #[cold]
     fn recheck(&self) {
         if self.current.load().segment().name_is_current() {
+            self.maybe_migrate();
             return;
         }
-        // Renamed away: attach to (or create) the segment now under the name.
-        // On failure keep the old mapping and try again at the next check.
-        if let Ok(c) = ShmCache::open(&self.location, &self.cfg, self.lock_timeout) {
+        self.follow();
+    }
+
+    /// Attach to (or create) the segment now under the name. On failure keep
+    /// the old mapping (its calls are forwarded) and try again at the next check.
+    #[cold]
+    fn follow(&self) {
+        let cur = self.current.load_full();
+        // A moved segment's successor is the one under the name.
+        let next = if cur.moved() {
+            cur.successor().ok().map(|_| ShmCache::open(&self.location, &self.cfg, self.lock_timeout))
+        } else {
+            Some(ShmCache::open(&self.location, &self.cfg, self.lock_timeout))
+        };
+        if let Some(Ok(c)) = next {
+            if !c.moved() {
+                self.current.store(Arc::new(c));
+            }
+        }
+    }
+
+    /// Migrate to this process's request if nobody wants the geometry in
+    /// force (module doc). Failures leave everything as it is: tried again
+    /// at the next check.
+    #[cold]
+    fn maybe_migrate(&self) {
+        let cur = self.current.load_full();
+        let have = *cur.geometry();
+        if have == *cur.requested()
+            || cur.segment().header().explicit_ms.load(Relaxed) > self.started_ms
+            || cur.segment().wanted(have.key())
+        {
+            return;
+        }
+        if let Ok((c, _)) = crate::migrate::migrate(&cur, &self.cfg, false) {
             self.current.store(Arc::new(c));
         }
     }

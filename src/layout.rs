@@ -11,11 +11,11 @@
 
 use crate::error::{Error, Result};
 use crate::lock::MUTEX_SLOT;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// Bumped on any change of the layout; part of the segment name, so two
 /// library versions with different layouts never open each other's segment.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMCACHE");
 pub const HEADER_SIZE: u64 = 4096;
 pub const SHARD_HEADER_SIZE: u64 = 512;
@@ -147,6 +147,16 @@ impl Geometry {
         }
     }
 
+    /// A number standing for this geometry's SIZE/MAX_ITEM_SIZE/SHARDS (the
+    /// lock byte by which processes say they want it: `Segment::want`).
+    pub fn key(&self) -> u64 {
+        let mut b = [0u8; 24];
+        b[..8].copy_from_slice(&self.total_size.to_le_bytes());
+        b[8..16].copy_from_slice(&self.max_item_size.to_le_bytes());
+        b[16..].copy_from_slice(&self.nshards.to_le_bytes());
+        xxhash_rust::xxh3::xxh3_64(&b)
+    }
+
     pub fn shard_offset(&self, i: u64) -> u64 {
         HEADER_SIZE + i * self.shard_size
     }
@@ -174,6 +184,18 @@ pub struct SegHeader {
     pub hash_seed: u64,
     pub created_ms: u64,
     pub creator_pid: u64,
+    /// Non-zero while a migration (`migrate.rs`) holds every shard lock:
+    /// writers then wait past LOCK_TIMEOUT instead of failing.
+    pub migrating: AtomicU32,
+    /// Non-zero once every item was copied into the successor segment:
+    /// from then on nothing is read or written here (`ShmCache::successor`).
+    pub moved: AtomicU32,
+    /// The successor's temporary name suffix (`migrate::temp_name`), for a
+    /// follower that finds the rename not done (the migrator died).
+    pub moved_to: AtomicU64,
+    /// Wall-clock ms of the explicit `resize` that made this segment (0 if
+    /// none): processes started before it do not migrate away from it.
+    pub explicit_ms: AtomicU64,
 }
 
 const _: () = assert!(std::mem::size_of::<SegHeader>() as u64 <= HEADER_SIZE);

@@ -53,6 +53,8 @@ fn to_py(e: Error) -> PyErr {
         | Error::GeometryMismatch(_)
         | Error::Os { .. }
         | Error::Poisoned
+        | Error::Moved
+        | Error::Migrating
         | Error::Corrupt(_) => SegmentError::new_err(msg),
     }
 }
@@ -286,10 +288,13 @@ fn read<'py>(py: Python<'py>, c: &ShmCache, key: &Bound<'_, PyAny>) -> PyResult<
     // seq check after `racy_out` validates them, so only copies are made
     // there (bytes, int); a str is decoded from a private copy afterwards.
     if let Some(r) = c.shard_for(h).get_optimistic(key, h, now, |e, v| racy_out(py, e, v)) {
-        return Ok(r.map(|r| match r {
-            Racy::Done(obj) => obj,
-            Racy::Copied(e, v) => out(py, e, &v),
-        }));
+        // Not moved after the read: it read the segment in force (migrate.rs).
+        if !c.moved() {
+            return Ok(r.map(|r| match r {
+                Racy::Done(obj) => obj,
+                Racy::Copied(e, v) => out(py, e, &v),
+            }));
+        }
     }
     match c.with_shard(h, Wait::No, |g| g.get(key, h, now, |e, v| out(py, e, v))) {
         Err(Error::WouldBlock) => {
@@ -844,6 +849,29 @@ fn destroy(location: &str) -> PyResult<bool> {
     segment::destroy(&segment::segment_name(location).map_err(to_py)?).map_err(to_py)
 }
 
+/// Migrate the existing cache LOCATION to a new geometry now, under live
+/// processes (`python -m shmcache resize`). Returns what was copied.
+#[pyfunction]
+#[pyo3(signature = (location, size, max_item_size, shards=0, lock_timeout=1.0))]
+fn resize<'py>(
+    py: Python<'py>,
+    location: &str,
+    size: u64,
+    max_item_size: u64,
+    shards: u32,
+    lock_timeout: f64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let cfg = Config { size, max_item_size, shards };
+    let t = lock_timeout_secs(lock_timeout)?;
+    let st = py.detach(|| ShmCache::resize(location, &cfg, t)).map_err(to_py)?;
+    let d = PyDict::new(py);
+    d.set_item("items", st.items)?;
+    d.set_item("bytes", st.bytes)?;
+    d.set_item("dropped", st.dropped)?;
+    d.set_item("pause_ms", st.pause_ms)?;
+    Ok(d)
+}
+
 /// `CLOCK_MONOTONIC` in milliseconds (rounded down): the watermark's clock.
 #[pyfunction]
 fn monotonic_ms() -> u64 {
@@ -898,6 +926,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(segment_name, m)?)?;
     m.add_function(wrap_pyfunction!(destroy, m)?)?;
     m.add_function(wrap_pyfunction!(monotonic_ms, m)?)?;
+    m.add_function(wrap_pyfunction!(resize, m)?)?;
     #[cfg(feature = "test-hooks")]
     {
         m.add_function(wrap_pyfunction!(_set_test_pause_ms, m)?)?;

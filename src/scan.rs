@@ -21,7 +21,9 @@
 //! (records are only written at the head, and a position keeps its record
 //! until the tail passes it), live and unexpired, so an earlier slice
 //! returned it. Keys set or deleted during the scan may or may not be
-//! returned, never twice.
+//! returned, never twice, unless the segment is migrated to another
+//! geometry during the scan: the scan then starts over on the successor and
+//! may return keys a second time (`KeyScan::restart_forwarded`).
 //!
 //! Termination under continuous writes: each shard may be walked, in
 //! `count`-step slices, for `CHASE` times the bytes its log held at its first
@@ -59,6 +61,9 @@ pub struct KeyScan {
     /// Steps of the last slice (tests: the bound of a slice).
     last_steps: usize,
     last_final: bool,
+    /// The segment moved (`migrate.rs`) during the scan: it started over on
+    /// the successor, where it goes on.
+    forwarded: bool,
 }
 
 impl KeyScan {
@@ -75,7 +80,19 @@ impl KeyScan {
             seen: HashSet::new(),
             last_steps: 0,
             last_final: false,
+            forwarded: false,
         }
+    }
+
+    /// Whether the scan goes on in the successor of the segment it began in.
+    pub fn forwarded(&self) -> bool {
+        self.forwarded
+    }
+
+    /// Start over, on the successor of a segment that moved: keys already
+    /// returned may come again (the one exception to "never twice").
+    pub fn restart_forwarded(&mut self) {
+        *self = KeyScan { forwarded: true, ..KeyScan::new(&self.prefix, self.count) };
     }
 
     /// Every shard walked to its head?

@@ -11,9 +11,9 @@
 //! 2. `flock(LOCK_SH)`: if the header says READY, validate it and stay attached
 //!    holding LOCK_SH (the crash-safe "someone is attached" marker).
 //!    A READY segment of another format is an error while any process is
-//!    attached to it; one of another geometry is adopted as it is (the
-//!    requested geometry is only a request). Either is re-created when
-//!    nobody is attached.
+//!    attached to it, and re-created when nobody is. One of another
+//!    geometry is attached to as it is: the requested geometry is only a
+//!    request, which `migrate.rs` carries out.
 //! 3. Otherwise try `LOCK_EX|LOCK_NB`; the winner checks free space,
 //!    `fallocate`s the whole size, initialises, publishes READY, then
 //!    downgrades to LOCK_SH. Losers poll. A creator that dies releases its
@@ -63,7 +63,8 @@ pub fn remove_stale_layouts() -> Vec<String> {
     for entry in dir.flatten() {
         let file = entry.file_name();
         let Some(file) = file.to_str() else { continue };
-        if !file.starts_with(&prefix) || file.ends_with(&current) || !file.contains("-v") {
+        // `.m` names are migrations' successors (`migrate.rs` cleans them).
+        if !file.starts_with(&prefix) || file.ends_with(&current) || !file.contains("-v") || file.contains(".m") {
             continue;
         }
         let name = format!("/{file}");
@@ -179,9 +180,6 @@ impl Segment {
     ) -> Result<Segment> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut init = Some(init);
-        // Set once a segment of another geometry turned out to be in use:
-        // from then on such a segment is attached to as it is.
-        let mut adopt = false;
         'reopen: loop {
             let fd = rustix::shm::open(
                 name,
@@ -195,23 +193,16 @@ impl Segment {
                 let st = rustix::fs::fstat(&fd).map_err(|e| Error::os("fstat", e))?;
                 let mut replace = false;
                 if let Some(h) = read_ready_header(&fd, st.st_size as u64)? {
-                    let fit = check(&h);
-                    match fit {
+                    match check(&h) {
                         Ok(Fit::Same) => return Self::map(fd, name, len, st.st_ino as u64),
-                        Ok(Fit::Other(have)) if adopt => return Self::map(fd, name, have, st.st_ino as u64),
-                        // Another geometry or format: replace it only if nobody is attached.
-                        _ => {
+                        // Another valid geometry: attach to it as it is (the
+                        // requested one is a request: `migrate.rs`).
+                        Ok(Fit::Other(have)) => return Self::map(fd, name, have, st.st_ino as u64),
+                        // Another format: replace it only if nobody is attached.
+                        Err(e) => {
                             rustix::fs::flock(&fd, FlockOperation::Unlock).map_err(|e| Error::os("flock", e))?;
                             if rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_err() {
-                                match fit {
-                                    // In use with another geometry: attach to it as it is
-                                    // (re-read under LOCK_SH: it may have changed meanwhile).
-                                    Ok(_) => {
-                                        adopt = true;
-                                        continue;
-                                    }
-                                    Err(e) => return Err(e),
-                                }
+                                return Err(e);
                             }
                             replace = true;
                         }
@@ -243,11 +234,11 @@ impl Segment {
                     _ => continue 'reopen,
                 }
                 if let Some(h) = read_ready_header(&fd, st.st_size as u64)? {
-                    if matches!(check(&h), Ok(Fit::Same)) {
+                    if check(&h).is_ok() {
                         continue; // someone finished between our two locks
                     }
-                    // A segment of another geometry or format that nobody is
-                    // attached to (we hold LOCK_EX): stale, so re-create it.
+                    // A segment of another format that nobody is attached
+                    // to (we hold LOCK_EX): stale, so re-create it.
                 }
                 return Self::create(fd, name, len, st.st_size as u64, init.take().expect("init once"));
             }
@@ -358,6 +349,110 @@ impl Segment {
     pub fn name_is_current(&self) -> bool {
         matches!(rustix::fs::stat(format!("{SHM_DIR}{}", self.name)), Ok(s) if s.st_ino == self.inode)
     }
+}
+
+/// Bytes of the segment file used as OFD byte-range locks (never data: they
+/// lie past any segment's end). OFD locks belong to the open file, so a
+/// process that dies releases them, and forked children share them.
+const LEASE_BYTE: u64 = 1 << 41;
+const WANT_BASE: u64 = (1 << 41) + 1;
+
+fn ofd_lock(fd: &OwnedFd, cmd: libc::c_int, ty: libc::c_int, byte: u64) -> std::io::Result<libc::c_int> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero `flock` is a valid value (OFD locks require l_pid 0).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = ty as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = byte as libc::off_t;
+    fl.l_len = 1;
+    // SAFETY: fcntl with an F_OFD_* command reads and writes only `fl`, a live local.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), cmd, &mut fl) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fl.l_type as libc::c_int)
+}
+
+/// The lock byte standing for a geometry key (`Geometry::key`).
+fn want_byte(key: u64) -> u64 {
+    WANT_BASE + (key & 0xffff_ffff)
+}
+
+impl Segment {
+    /// Say, for as long as this Segment is open, that this process wants
+    /// the geometry `key` (`wanted` sees it).
+    pub fn want(&self, key: u64) -> Result<()> {
+        ofd_lock(&self.fd, libc::F_OFD_SETLK, libc::F_RDLCK, want_byte(key))
+            .map(|_| ())
+            .map_err(|e| Error::Os { call: "fcntl(F_OFD_SETLK)", errno: e.raw_os_error().unwrap_or(0) })
+    }
+
+    /// Whether any other open of this segment wants the geometry `key`.
+    pub fn wanted(&self, key: u64) -> bool {
+        // On an error, say wanted: the safe answer (no migration).
+        ofd_lock(&self.fd, libc::F_OFD_GETLK, libc::F_WRLCK, want_byte(key)).map_or(true, |t| t != libc::F_UNLCK)
+    }
+
+    /// The migration lease, without waiting: `None` if another process
+    /// holds it. Held until `release_lease` or until the process dies.
+    pub fn try_lease(&self) -> bool {
+        ofd_lock(&self.fd, libc::F_OFD_SETLK, libc::F_WRLCK, LEASE_BYTE).is_ok()
+    }
+
+    pub fn release_lease(&self) {
+        let _ = ofd_lock(&self.fd, libc::F_OFD_SETLK, libc::F_UNLCK, LEASE_BYTE);
+    }
+
+    /// Create a new segment under a name nobody uses yet (a migration's
+    /// successor), initialised by `init` and READY, held LOCK_SH.
+    pub fn create_exclusive(name: &str, len: u64, init: impl FnOnce(*mut u8)) -> Result<Segment> {
+        let fd = rustix::shm::open(
+            name,
+            rustix::shm::OFlags::CREATE | rustix::shm::OFlags::EXCL | rustix::shm::OFlags::RDWR,
+            Mode::RUSR | Mode::WUSR,
+        )
+        .map_err(|e| Error::os("shm_open", e))?;
+        check_trusted(&fd, name)?;
+        rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).map_err(|e| Error::os("flock", e))?;
+        Self::create(fd, name, len, 0, init)
+    }
+
+    /// Put this segment under `name` (an atomic rename in /dev/shm,
+    /// replacing what was there) and follow it.
+    pub fn rename_to(&mut self, name: &str) -> Result<()> {
+        rename(&self.name, name)?;
+        self.name = name.to_string();
+        Ok(())
+    }
+}
+
+/// Rename a segment in /dev/shm (atomic, replaces `to`).
+pub fn rename(from: &str, to: &str) -> Result<()> {
+    std::fs::rename(format!("{SHM_DIR}{from}"), format!("{SHM_DIR}{to}"))
+        .map_err(|e| Error::Os { call: "rename (a segment in /dev/shm)", errno: e.raw_os_error().unwrap_or(0) })
+}
+
+/// Remove the successors (`<name>.m<nonce>`) of `name` that no process is
+/// attached to: left by a migration that died before its rename.
+pub fn remove_dead_successors(name: &str) -> Vec<String> {
+    let mut removed = Vec::new();
+    let prefix = format!("{}.m", name.trim_start_matches('/'));
+    let Ok(dir) = std::fs::read_dir(SHM_DIR) else { return removed };
+    for entry in dir.flatten() {
+        let file = entry.file_name();
+        let Some(file) = file.to_str() else { continue };
+        if !file.starts_with(&prefix) {
+            continue;
+        }
+        let name = format!("/{file}");
+        let Ok(fd) = rustix::shm::open(name.as_str(), rustix::shm::OFlags::RDWR, Mode::empty()) else { continue };
+        if check_trusted(&fd, &name).is_ok()
+            && rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_ok()
+            && rustix::shm::unlink(name.as_str()).is_ok()
+        {
+            removed.push(name);
+        }
+    }
+    removed
 }
 
 impl Drop for Segment {

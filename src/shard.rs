@@ -114,6 +114,9 @@ pub struct Shard {
     log: Log,
     max_items: u64,
     reserve: u64,
+    /// MAX_ITEM_SIZE of this shard's geometry: a caller's limit is clamped
+    /// to it (a call forwarded from a segment of another geometry).
+    max_item: u64,
 }
 
 // SAFETY: the shard's shared state is only touched through atomics or under its lock.
@@ -165,6 +168,7 @@ impl Shard {
             log: Log::new(data, geo.data_size),
             max_items: geo.max_items(),
             reserve: geo.reserve,
+            max_item: geo.max_item_size,
         }
     }
 
@@ -586,6 +590,7 @@ impl<'a> ShardGuard<'a> {
     pub fn set(&mut self, item: &Item, mode: SetMode, now: u64, max_item: u64) -> Result<bool> {
         let &Item { key, hash, enc, value, expires } = item;
         let size = key.len() as u64 + value.len() as u64;
+        let max_item = max_item.min(self.shard.max_item);
         if size > max_item {
             return Err(Error::TooLarge { size, max: max_item });
         }

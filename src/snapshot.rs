@@ -58,7 +58,7 @@ const MAX_CHUNK: u64 = 1 << 31;
 /// Records walked per lock hold while dumping.
 pub const SLICE_STEPS: usize = 1000;
 /// Rank buckets of the load's histogram (rank >> 6).
-const BUCKETS: usize = 1 << 10;
+pub(crate) const BUCKETS: usize = 1 << 10;
 
 #[derive(Serialize, Deserialize)]
 struct Record<'a> {
@@ -107,7 +107,7 @@ fn damaged(path: &Path, what: &str) -> Error {
 }
 
 /// `rank` of a walked record (module doc).
-fn rank(visited: bool, at: u64, tail: u64, head: u64) -> u16 {
+pub(crate) fn rank(visited: bool, at: u64, tail: u64, head: u64) -> u16 {
     let span = (head - tail).max(1);
     let pos = ((at - tail).min(span) as u128 * 32767 / span as u128) as u16;
     (visited as u16) << 15 | pos
@@ -334,7 +334,7 @@ fn records<'c>(chunk: &'c [u8], n: u32, path: &Path, mut f: impl FnMut(Record<'c
 }
 
 /// The rank buckets' (records, bytes of log), from the first pass.
-type Histogram = Vec<(u64, u64)>;
+pub(crate) type Histogram = Vec<(u64, u64)>;
 
 /// Read all of `path` and check it (the first pass): its histogram of the
 /// unexpired records' log bytes by rank, and the record count.
@@ -366,9 +366,18 @@ fn check_file(path: &Path, now: u64, max_item: u64) -> Result<(Histogram, u64)> 
     }
 }
 
+/// What a cache of geometry `geo` can take in: (records, log bytes). Every
+/// shard's log less its reserve and the room a wrap may skip (one record of
+/// MAX_ITEM_SIZE), and 7/8 of the index; a little less (31/32), for shards
+/// the hash gives more than their share.
+pub(crate) fn room(geo: &crate::layout::Geometry) -> (u64, u64) {
+    let per_shard = geo.data_size.saturating_sub(geo.reserve + rec_size(geo.max_item_size, 0));
+    (geo.nshards * geo.max_items() / 32 * 31, geo.nshards * per_shard / 32 * 31)
+}
+
 /// The cut: buckets above `cut` are loaded whole, bucket `cut` up to
 /// (records, bytes) of room, buckets below not at all.
-fn cut(hist: &Histogram, max_records: u64, max_bytes: u64) -> (usize, u64, u64) {
+pub(crate) fn cut(hist: &Histogram, max_records: u64, max_bytes: u64) -> (usize, u64, u64) {
     let (mut n, mut b) = (0u64, 0u64);
     for i in (0..hist.len()).rev() {
         let (hn, hb) = hist[i];
@@ -384,15 +393,9 @@ fn cut(hist: &Histogram, max_records: u64, max_bytes: u64) -> (usize, u64, u64) 
 /// first; the highest ranks that fit; expired records skipped; existing
 /// items with other keys kept).
 pub fn load(cache: &ShmCache, path: &Path) -> Result<LoadStats> {
-    let geo = cache.geometry();
-    let max_item = geo.max_item_size;
+    let max_item = cache.geometry().max_item_size;
     let (hist, total) = check_file(path, time::now_ms(), max_item)?;
-    // Room: every shard's log less its reserve and the room a wrap may skip
-    // (one record of MAX_ITEM_SIZE), and 7/8 of the index; a little less
-    // (31/32), for shards the hash gives more than their share.
-    let per_shard = geo.data_size.saturating_sub(geo.reserve + rec_size(max_item, 0));
-    let max_bytes = geo.nshards * per_shard / 32 * 31;
-    let max_records = geo.nshards * geo.max_items() / 32 * 31;
+    let (max_records, max_bytes) = room(cache.geometry());
     let (cut_at, mut room_n, mut room_b) = cut(&hist, max_records, max_bytes);
 
     let f = File::open(path).map_err(|e| io("cannot open", path, e))?;

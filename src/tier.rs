@@ -144,6 +144,11 @@ impl ShmCache {
     /// The token a fill of `key` takes before its L2 read (lock-free).
     pub fn fill_token(&self, key: &[u8]) -> FillToken {
         let h = self.hash(key);
+        if self.moved() {
+            if let Ok(next) = self.successor() {
+                return next.fill_token(key);
+            }
+        }
         let epoch = self.tier_epoch();
         FillToken { epoch, stripe: self.shard_for(h).inval_stripe(h) }
     }
@@ -156,7 +161,8 @@ impl ShmCache {
             // Under the shard lock: a flush bumps the epoch before it clears
             // this shard (under this lock), so either we see its epoch or it
             // wipes what we store.
-            if self.tier_epoch() != token.epoch {
+            // A fill forwarded from a moved segment took its token there: refused.
+            if self.tier_epoch() != token.epoch || self.moved() {
                 return Ok(false);
             }
             g.set_if_stripe(&Item { key, hash: h, enc, value, expires }, token.stripe, now, max)
@@ -200,9 +206,30 @@ impl ShmCache {
     /// Drop everything and refuse every fill in flight: the epoch first,
     /// then every shard cleared.
     pub fn flush(&self) -> Result<()> {
+        if self.moved() {
+            return self.successor()?.flush();
+        }
         self.tier().epoch.fetch_add(1, SeqCst);
         self.tier_add(TierCounter::Flushes, 1);
-        self.clear()
+        self.clear()?;
+        if self.moved() {
+            // Migrated meanwhile: the successor's fills in flight are refused too.
+            return self.successor()?.flush();
+        }
+        Ok(())
+    }
+
+    /// Take over `old`'s tier words when it migrates here (`migrate.rs`,
+    /// every lock of `old` held): its watermark, listener and counters, and
+    /// an epoch past its own, so no token taken there is accepted here.
+    pub(crate) fn inherit_tier(&self, old: &ShmCache) {
+        let (t, o) = (self.tier(), old.tier());
+        t.epoch.store(o.epoch.load(SeqCst).wrapping_add(1), SeqCst);
+        t.watermark_ms.store(o.watermark_ms.load(Acquire), SeqCst);
+        t.listener_pid.store(o.listener_pid.load(Acquire), SeqCst);
+        for (a, b) in t.counters.iter().zip(o.counters.iter()) {
+            a.store(b.load(Relaxed), Relaxed);
+        }
     }
 
     /// Is the L1 live: the watermark younger than `max_staleness_ms`? Read

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import shmcache
+from devkit.cache_worker import Worker
 from devkit.gunicorn_demo import DEMO_DIR, Gunicorn, GunicornError, gunicorn_argv
 from devkit.net import free_port, listening_socket
 from devkit.proc import alive, children
@@ -352,16 +353,18 @@ def infos(server, n=16):
     return {r["pid"]: r for r in server.get_many(["/info"] * n, concurrency=4)}
 
 
-def test_gunicorn_hup_with_a_new_size_is_no_outage(location, tmp_path):
+def test_gunicorn_hup_with_a_new_size_is_no_outage_then_takes_over(location, tmp_path):
     """Workers re-forked by HUP with SIZE changed from 8MB to 16MB while the
     cache is in use: every request succeeds, the new workers share the
-    segment in use (its geometry), the values are kept."""
+    segment in use (its geometry), the values are kept; once the last
+    process asking for 8MB is gone, the cache is migrated to 16MB with its
+    values, without a manual step."""
     size_file = tmp_path / "size"
     size_file.write_text("8MB")
     s = Server(location, sized_gunicorn_cmd(), env={"SHMCACHE_APP_SIZE_FILE": str(size_file)})
     # The master keeps the segment in use across the HUP (as a --preload
-    # master or a sibling server would): attach from the test too.
-    keep = shmcache.Cache(location, size="8MB", max_item_size="64KB")
+    # master or a sibling server would): another process attaches too.
+    keep = Worker(location, "8MB")
     try:
         s.start()
         values = write_values(s, 10, "hupsize")
@@ -377,19 +380,33 @@ def test_gunicorn_hup_with_a_new_size_is_no_outage(location, tmp_path):
             assert r["inode"] == inode
         assert_values(s, values)
         assert s.get("/set/after/hup")["value"] == "hup"
-        assert keep.get("after") == "hup"
-        keep.delete("lc0")
+        assert keep("get", key="after") == "hup"
+        keep("delete", key="lc0")
         assert s.get("/get/lc0")["value"] is None
         assert seg_inode(location) == inode
+        # The last process asking for 8MB goes: the new workers migrate the
+        # cache to 16MB at their next check, with its items.
+        keep.quit()
+
+        def all_on_16mb():
+            seen = infos(s)
+            return all(r["geometry"] == r["requested"] for r in seen.values()) and seen
+
+        for r in wait_for(all_on_16mb, 20, "the workers to run on a 16MB segment").values():
+            assert r["geometry"][0] > 12 << 20 and r["inode"] == seg_inode(location) != inode, r
+        del values["lc0"]
+        assert_values(s, values)
+        assert s.get("/get/lc0")["value"] is None and s.get("/get/after")["value"] == "hup"
     finally:
         s.stop()
-        del keep
+        keep.quit()
 
 
-def test_gunicorn_usr2_with_a_new_size_old_and_new_masters_share(location, tmp_path):
+def test_gunicorn_usr2_with_a_new_size_old_and_new_masters_share_then_new_takes_over(location, tmp_path):
     """USR2 with SIZE changed: old and new masters' workers serve side by side
     on one segment; a write or delete through either generation is seen by
-    the other; no request fails."""
+    the other; no request fails; once the old master and its workers are
+    gone, the new workers migrate the cache to the new SIZE with its values."""
     if not (Path(sys.executable).parent / "gunicorn").exists():
         pytest.skip("no gunicorn script beside this interpreter")
     size_file = tmp_path / "size"
@@ -425,6 +442,15 @@ def test_gunicorn_usr2_with_a_new_size_old_and_new_masters_share(location, tmp_p
         s.proc.wait(20)
         wait_for(lambda: not any(alive(p) for p in old_workers), 20, "the old workers to exit")
         assert assert_values(s, values) <= children(new_master)
+        # Only the new generation runs: it migrates the cache to 16MB.
+
+        def all_on_16mb():
+            seen = infos(s)
+            return all(r["geometry"] == r["requested"] for r in seen.values()) and seen
+
+        for r in wait_for(all_on_16mb, 20, "the new workers to run on a 16MB segment").values():
+            assert r["geometry"][0] > 12 << 20 and r["inode"] != inode, r
+        assert_values(s, values)
     finally:
         if new_master and alive(new_master):
             os.kill(new_master, signal.SIGTERM)

@@ -51,7 +51,7 @@ def test_removed_segment_converges_on_one_new_segment(name):
     assert c.get("before") is None  # a fresh cache: the old one is gone with its name
 
 
-def test_redeploy_with_new_size_adopts_a_used_and_replaces_an_unused_segment(name):
+def test_redeploy_with_new_size_adopts_a_used_and_migrates_an_unused_segment(name):
     code = "import shmcache,sys; c=shmcache.Cache(sys.argv[1], size=sys.argv[2], max_item_size='4KB'); c.set('k', sys.argv[2]); print(c.stats()['segment_size'])"
     import subprocess
     import sys
@@ -65,12 +65,15 @@ def test_redeploy_with_new_size_adopts_a_used_and_replaces_an_unused_segment(nam
     assert b.returncode == 0, b.stderr
     assert int(b.stdout) == int(a.stdout) and "uses the existing geometry" in b.stderr, b.stderr
     assert c.get("k") == "5MB"
-    # Once nobody is attached the new deploy's SIZE replaces the old segment.
+    # Once nobody is attached, the new deploy's first process migrates the
+    # segment to its SIZE, the items with it (a stop-and-start deploy).
     shmcache.client._attached.clear()
     del c
     import gc
 
     gc.collect()
-    b = subprocess.run([sys.executable, "-c", code, name, "5MB"], capture_output=True, text=True)
+    read = "import shmcache,sys; c=shmcache.Cache(sys.argv[1], size=sys.argv[2], max_item_size='4KB'); print(c.get('k'), c.stats()['segment_size'])"
+    b = subprocess.run([sys.executable, "-c", read, name, "5MB"], capture_output=True, text=True)
     assert b.returncode == 0, b.stderr
-    assert int(b.stdout) > int(a.stdout)
+    value, size = b.stdout.split()
+    assert value == "5MB" and int(size) > int(a.stdout), b.stdout

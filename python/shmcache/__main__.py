@@ -8,6 +8,11 @@ a snapshot of the cache to FILE (beside it, then renamed into place); load
 checks all of FILE, then stores its items (creating the cache with --size if
 it does not exist).
 
+resize LOCATION SIZE [--max-item-size N] [--shards N] migrates a live cache
+to a new geometry now: its hot items are copied into a new segment, which
+takes the name; running processes follow it within a second and keep it
+(docs/architecture.md, "Geometry changes").
+
 stats --format prometheus prints the Prometheus text format (shmcache.metrics);
 top LOCATION [--interval S] [--once | --count N] is a live view (shmcache.top).
 listen LOCATION --l2 URL [--prefix P] runs a TieredCache's invalidation
@@ -63,6 +68,22 @@ def load(location: str, file: str, size: str | None = None) -> int:
     return 0
 
 
+def resize(location: str, size: str, max_item_size: str | None = None, shards: int | None = None) -> int:
+    """``resize LOCATION SIZE``: migrate the live cache to SIZE (and MAX_ITEM_SIZE/SHARDS)."""
+    c = _core.Cache.attach_existing(location)
+    _, cur_max, _ = c.geometry
+    new_size = parse_size(size, "SIZE")
+    new_max = parse_size(max_item_size, "--max-item-size") if max_item_size is not None else cur_max
+    r = _core.resize(location, new_size, new_max, shards or 0, 1.0)
+    total, max_item, nshards = _core.Cache.attach_existing(location).geometry
+    print(
+        f"resized {location!r} to SIZE={total} MAX_ITEM_SIZE={max_item} SHARDS={nshards}: "
+        f"copied {r['items']} items ({r['bytes']} bytes), left out {r['dropped']}; "
+        f"writers paused {r['pause_ms']} ms"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if args[:1] == ["top"]:  # its own options: shmcache.top
@@ -74,9 +95,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return listen_main(args[1:])
     p = argparse.ArgumentParser(prog="shmcache", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["list", "stats", "verify", "clear", "destroy", "dump", "load"])
+    p.add_argument("command", choices=["list", "stats", "verify", "clear", "destroy", "dump", "load", "resize"])
     p.add_argument("location", nargs="?", help="the cache's LOCATION (Django) or name (shmcache.Cache)")
-    p.add_argument("file", nargs="?", help="dump/load: the snapshot file")
+    p.add_argument("file", nargs="?", help="dump/load: the snapshot file; resize: the new SIZE (e.g. 512MB)")
+    p.add_argument("--max-item-size", help="resize: the new MAX_ITEM_SIZE (default: the current one)")
+    p.add_argument("--shards", type=int, help="resize: the new SHARDS (default: chosen from SIZE)")
     p.add_argument("--size", help="load: the SIZE to create the cache with if it does not exist (e.g. 256MB)")
     p.add_argument(
         "--format", choices=["json", "prometheus"], default="json", help="stats: output format (default json)"
@@ -88,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{a.command} needs a LOCATION")
     if a.command in ("dump", "load") and not a.file:
         p.error(f"{a.command} needs a LOCATION and a FILE")
+    if a.command == "resize" and not a.file:
+        p.error("resize needs a LOCATION and a SIZE")
     try:
+        if a.command == "resize":
+            return resize(a.location, a.file, a.max_item_size, a.shards)
         if a.command == "dump":
             return dump(a.location, a.file)
         if a.command == "load":

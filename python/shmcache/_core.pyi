@@ -5,7 +5,7 @@ from typing import Any, Literal, TypeAlias, final
 
 __all__ = [
     "Cache", "KeyScan", "ShmCacheError", "LockTimeout", "SegmentError", "ValueTooLarge", "SnapshotError",
-    "ENC_BYTES", "ENC_PICKLE", "ENC_INT", "ENC_STR", "ENC_BIGINT", "LAYOUT_VERSION", "SNAPSHOT_VERSION", "segment_name", "destroy", "monotonic_ms", "__version__",
+    "ENC_BYTES", "ENC_PICKLE", "ENC_INT", "ENC_STR", "ENC_BIGINT", "LAYOUT_VERSION", "SNAPSHOT_VERSION", "segment_name", "destroy", "monotonic_ms", "resize", "__version__",
     "_set_clock_offset_ms", "_set_test_pause_ms",  # test builds only (see below)
 ]
 
@@ -113,6 +113,9 @@ class KeyScan:
 def segment_name(location: str) -> str: ...
 def destroy(location: str) -> bool: ...
 def monotonic_ms() -> int: ...
+def resize(
+    location: str, size: int, max_item_size: int, shards: int = 0, lock_timeout: float = 1.0
+) -> dict[str, int]: ...
 
 # Test hooks: present only in test builds (cargo feature `test-hooks`, which
 # `make build` enables); a wheel built with the default features has neither.

@@ -85,7 +85,7 @@ def _warn_if_adopted(location: str, c: _core.Cache) -> None:
         log.warning(
             "shmcache %r: segment %s is in use with SIZE=%d MAX_ITEM_SIZE=%d SHARDS=%d; this process asked for "
             "SIZE=%d MAX_ITEM_SIZE=%d SHARDS=%d and uses the existing geometry (one cache for all processes) "
-            "until it is resized",
+            "until no process asks for it: then the cache migrates to the new one, its hot items kept",
             location, c.segment, *have, *want,
         )
 

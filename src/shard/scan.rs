@@ -12,7 +12,7 @@
 
 use super::ShardGuard;
 use crate::error::{Error, Result};
-use crate::log::{skippable, LogWalk, Step, KIND_LIVE};
+use crate::log::{skippable, LogWalk, Step, FLAG_PINNED, KIND_LIVE};
 use crate::time;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -34,6 +34,8 @@ pub struct Walked<'a> {
     pub expires: u64,
     /// Hit since the tail last passed it (CLOCK's visited bit).
     pub visited: bool,
+    /// Pinned against eviction (a held lock, `FLAG_PINNED`).
+    pub pinned: bool,
     /// Its logical position, and the tail and head of this slice's lock hold.
     pub at: u64,
     pub tail: u64,
@@ -105,6 +107,7 @@ impl ShardGuard<'_> {
                             enc: rh.enc,
                             expires: rh.expires,
                             visited: log.visited(phys).load(Relaxed) != 0,
+                            pinned: rh.flags & FLAG_PINNED != 0,
                             at,
                             tail,
                             head,

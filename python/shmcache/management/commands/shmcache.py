@@ -2,7 +2,8 @@
 COMMAND LOCATION ARGS...`` on the LOCATION of a CACHES alias ("default"
 unless ALIAS names one), e.g. ``manage.py shmcache stats``, ``manage.py
 shmcache top sessions --interval 2``, ``manage.py shmcache dump default
-/var/backups/cache.snap``."""
+/var/backups/cache.snap``; ``manage.py shmcache resize [ALIAS] [SIZE]``
+migrates the live cache to SIZE, or to the alias's OPTIONS without one."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ... import __main__ as cli
 from ..._options import check_location
 from ...checks import BACKEND, is_shmcache_backend, is_tiered_backend
 
-COMMANDS = ("stats", "verify", "clear", "dump", "load", "destroy", "top")
+COMMANDS = ("stats", "verify", "clear", "dump", "load", "destroy", "top", "resize")
 # Those that take no other positional argument: their ALIAS argument, if
 # any, must be an alias (a typo is an error, not a file name).
 NO_POSITIONALS = ("stats", "verify", "clear", "destroy", "top")
@@ -62,6 +63,12 @@ class Command(BaseCommand):
                 location = l1_location(location, conf.get("KEY_PREFIX", "") or "")  # the L1 segment
         except ValueError as e:
             raise CommandError(f"CACHES[{alias!r}]: {e}") from e
+        if subcommand == "resize" and (not rest or rest[0].startswith("-")):
+            # No SIZE given: the alias's own OPTIONS (apply settings now).
+            opts = conf.get("OPTIONS", {}) or {}
+            rest = [str(opts.get("SIZE", "64MB")), "--max-item-size", str(opts.get("MAX_ITEM_SIZE", "1MB")), *rest]
+            if opts.get("SHARDS"):
+                rest += ["--shards", str(opts["SHARDS"])]
         with contextlib.redirect_stdout(self.stdout._out), contextlib.redirect_stderr(self.stderr._out):
             try:
                 rc = cli.main([subcommand, location, *rest])
