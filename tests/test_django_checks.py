@@ -247,6 +247,23 @@ def test_manage_py_shmcache_by_alias(tmp_path, locs):
     assert p.returncode == 2 and "--interval" in p.stderr
 
 
+def test_manage_py_shmcache_resize_applies_the_alias_options_or_a_size(tmp_path, locs):
+    loc = locs()
+    manage = project(tmp_path, {"default": {"BACKEND": B, "LOCATION": loc, "OPTIONS": {"SIZE": "8MB"}}})
+    a = shmcache.Cache(loc, size="4MB")  # the cache as an older deploy made it
+    a.set("x", 1)
+    p = manage("shmcache", "resize")
+    assert p.returncode == 0 and "resized" in p.stdout, p.stdout + p.stderr
+    assert 7 << 20 < shmcache._core.Cache.attach_existing(loc).geometry[0] <= 8 << 20
+    p = manage("shmcache", "resize", "default", "16MB")
+    assert p.returncode == 0, p.stderr
+    assert shmcache._core.Cache.attach_existing(loc).geometry[0] > 15 << 20
+    # The running process follows, with its items, and keeps the new size.
+    assert a.get("x") == 1 and a._core.geometry[0] > 15 << 20
+    p = manage("shmcache", "resize", "default", "1KB")
+    assert p.returncode == 2 and "SIZE" in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
 def test_manage_py_shmcache_call_command_captures_output(tmp_path, locs):
     """call_command (in-process, stdout given) gets the output too."""
     loc = locs()
