@@ -121,6 +121,11 @@ impl ShmCache {
     /// It has the same hash seed (so a hash computed here is valid there);
     /// if the migrator died before its rename, the rename is done here.
     pub fn successor(&self) -> Result<&ShmCache> {
+        self.successor_arc().map(|s| &**s)
+    }
+
+    /// [`Self::successor`], shared (a handle switching to it keeps it).
+    pub(crate) fn successor_arc(&self) -> Result<&Arc<ShmCache>> {
         if let Some(s) = self.successor.get() {
             return Ok(s);
         }

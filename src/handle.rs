@@ -83,15 +83,16 @@ impl Handle {
     #[cold]
     fn follow(&self) {
         let cur = self.current.load_full();
-        // A moved segment's successor is the one under the name.
+        // A moved segment's successor is the one under the name (already
+        // opened by the calls it forwarded, or opened now).
         let next = if cur.moved() {
-            cur.successor().ok().map(|_| ShmCache::open(&self.location, &self.cfg, self.lock_timeout))
+            cur.successor_arc().cloned()
         } else {
-            Some(ShmCache::open(&self.location, &self.cfg, self.lock_timeout))
+            ShmCache::open(&self.location, &self.cfg, self.lock_timeout).map(Arc::new)
         };
-        if let Some(Ok(c)) = next {
+        if let Ok(c) = next {
             if !c.moved() {
-                self.current.store(Arc::new(c));
+                self.current.store(c);
             }
         }
     }

@@ -392,7 +392,7 @@ impl Segment {
         ofd_lock(&self.fd, libc::F_OFD_GETLK, libc::F_WRLCK, want_byte(key)).map_or(true, |t| t != libc::F_UNLCK)
     }
 
-    /// The migration lease, without waiting: `None` if another process
+    /// Take the migration lease, without waiting: false if another process
     /// holds it. Held until `release_lease` or until the process dies.
     pub fn try_lease(&self) -> bool {
         ofd_lock(&self.fd, libc::F_OFD_SETLK, libc::F_WRLCK, LEASE_BYTE).is_ok()
