@@ -247,7 +247,8 @@ impl ShmCache {
             Wait::No => None,
             Wait::Bounded => Some(self.lock_timeout),
         };
-        let start = Instant::now();
+        // Only read the clock once a migration makes us wait (not per call).
+        let mut until: Option<Instant> = None;
         loop {
             let r = self.shards.with_shard_index(idx, timeout, &mut |g: &mut ShardGuard| {
                 // Under the lock: a migration sets `moved` while it holds
@@ -258,7 +259,12 @@ impl ShmCache {
                 f(g)
             });
             match r {
-                Err(Error::LockTimeout) if self.migrating() && start.elapsed() < MIGRATION_WAIT => continue,
+                Err(Error::LockTimeout)
+                    if self.migrating()
+                        && Instant::now() < *until.get_or_insert_with(|| Instant::now() + MIGRATION_WAIT) =>
+                {
+                    continue
+                }
                 r => return r,
             }
         }
