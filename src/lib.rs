@@ -43,7 +43,7 @@ pub use segment::{destroy, segment_name};
 pub use shard::{Item, SetMode, ShardGuard, Ttl, ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
 pub use snapshot::{DumpStats, LoadStats};
 pub use stats::{Counter, Stats};
-pub use tier::{monotonic_ms, FillToken, TierCounter};
+pub use tier::{monotonic_ms, FillToken, LiveRead, LiveReads, Liveness, TierCounter};
 pub use time::{now_ms, LazyNow, Time, NEVER};
 /// Test hooks (feature `test-hooks`; the Python module's `_set_test_pause_ms`
 /// and `_set_clock_offset_ms`): a pause half-way through a set's value copy,

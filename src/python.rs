@@ -15,7 +15,7 @@ use crate::int::{Int, IntBytes};
 use crate::layout::Config;
 use crate::segment;
 use crate::shard::{Item, SetMode, ShardGuard, Ttl, ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
-use crate::tier::{FillToken, TierCounter, TIER_COUNTERS, TIER_COUNTER_NAMES};
+use crate::tier::{FillToken, LiveRead, LiveReads, TierCounter, TIER_COUNTERS, TIER_COUNTER_NAMES};
 use crate::time::{self, LazyNow};
 use num_bigint::BigInt;
 use pyo3::create_exception;
@@ -202,6 +202,8 @@ struct Cache {
     /// Either a handle that follows the LOCATION's name (normal use) or a
     /// fixed attachment (admin tools on an existing segment).
     inner: Inner,
+    /// A tiered client's reading rules (`get_live`; `set_live_reads`).
+    live_reads: LiveReads,
 }
 
 enum Inner {
@@ -322,7 +324,7 @@ impl Cache {
         let t = lock_timeout_secs(lock_timeout)?;
         let location = location.to_string();
         let h = py.detach(move || Handle::open(&location, &cfg, t)).map_err(to_py)?;
-        Ok(Cache { inner: Inner::Named(h) })
+        Ok(Cache { inner: Inner::Named(h), live_reads: LiveReads::new() })
     }
 
     /// Attach to an existing segment whatever its SIZE (admin tools).
@@ -332,7 +334,7 @@ impl Cache {
         let t = lock_timeout_secs(lock_timeout)?.clamp(Duration::from_millis(1), Duration::from_secs(60));
         let location = location.to_string();
         let c = py.detach(move || ShmCache::attach_existing(&location, t)).map_err(to_py)?;
-        Ok(Cache { inner: Inner::Fixed(std::sync::Arc::new(c)) })
+        Ok(Cache { inner: Inner::Fixed(std::sync::Arc::new(c)), live_reads: LiveReads::new() })
     }
 
     /// The value (bytes, str or int; `(encoding, bytes)` for other
@@ -341,20 +343,33 @@ impl Cache {
         read(py, &self.cache(), key)
     }
 
-    /// A tiered cache's L1 read: `get` while the L1 is live (its watermark
-    /// younger than `max_staleness_ms`), else False without reading.
-    fn get_live<'py>(
-        &self,
-        py: Python<'py>,
-        key: &Bound<'_, PyAny>,
-        max_staleness_ms: u64,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    /// A tiered client's rules for `get_live` and `lag_due`: the L1 is used
+    /// while the watermark is younger than `max_staleness_ms`; once it is
+    /// older than `lag_ms` (0: never), one read per `lag_ms` is told to
+    /// check on the listener. Until set, nothing is live.
+    fn set_live_reads(&self, max_staleness_ms: u64, lag_ms: u64) {
+        self.live_reads.configure(max_staleness_ms, lag_ms);
+    }
+
+    /// A tiered cache's L1 read: `get` while the L1 is live, else False
+    /// without reading; True without reading when this call is to check on
+    /// a lagging listener (then read again). See `set_live_reads`.
+    fn get_live<'py>(&self, py: Python<'py>, key: &Bound<'_, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let c = self.cache();
-        if !c.live(max_staleness_ms) {
-            c.tier_add(TierCounter::NotLiveReads, 1);
-            return Ok(pyo3::types::PyBool::new(py, false).to_owned().into_any());
+        match self.live_reads.check(&c) {
+            LiveRead::Read => Ok(read(py, &c, key)?.unwrap_or_else(|| py.None().into_bound(py))),
+            LiveRead::Skip => {
+                c.tier_add(TierCounter::NotLiveReads, 1);
+                Ok(pyo3::types::PyBool::new(py, false).to_owned().into_any())
+            }
+            LiveRead::CheckListener => Ok(pyo3::types::PyBool::new(py, true).to_owned().into_any()),
         }
-        Ok(read(py, &c, key)?.unwrap_or_else(|| py.None().into_bound(py)))
+    }
+
+    /// Whether this call is to check on a lagging listener (`get_live`'s
+    /// True, for reads of many keys).
+    fn lag_due(&self) -> bool {
+        self.live_reads.check(&self.cache()) == LiveRead::CheckListener
     }
 
     /// Whether the L1 is live (see `get_live`).

@@ -103,8 +103,9 @@ pub struct FillToken {
     pub stripe: u64,
 }
 
-/// The resolution of `CLOCK_MONOTONIC_COARSE` in ms, rounded up (at least 1):
-/// the most the coarse clock lags the precise one.
+/// The most [`time::coarse_ms`] lags the precise clock: the resolution of
+/// `CLOCK_MONOTONIC_COARSE` in ms, rounded up, plus 1 for reading it in
+/// whole ms (rounded down).
 fn coarse_tick_ms() -> u64 {
     static TICK: OnceLock<u64> = OnceLock::new();
     *TICK.get_or_init(|| {
@@ -114,8 +115,74 @@ fn coarse_tick_ms() -> u64 {
         if r != 0 {
             return 10;
         }
-        (ts.tv_sec as u64 * 1000 + (ts.tv_nsec as u64).div_ceil(1_000_000)).max(1)
+        ts.tv_sec as u64 * 1000 + (ts.tv_nsec as u64).div_ceil(1_000_000) + 1
     })
+}
+
+/// What [`ShmCache::liveness`] sees of the watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// No watermark, or one older than MAX_STALENESS: the L1 is not used.
+    NotLive,
+    /// Live, and the watermark is recent.
+    Live,
+    /// Live, but the watermark is older than the lag asked about: the
+    /// listener has missed PINGs (dead, stopped, or slow).
+    Lagging,
+}
+
+/// What a tiered reader does with its L1 ([`LiveReads::check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveRead {
+    /// Not live: L2 answers, nothing is filled.
+    Skip,
+    /// Read L1.
+    Read,
+    /// Live but lagging, and this reader is the one to check on the
+    /// listener (the election) before it reads.
+    CheckListener,
+}
+
+/// One tiered client's reading rules: its MAX_STALENESS, and the lag after
+/// which it checks on the listener. Readers whose every call is an L1 hit
+/// never reach L2, so without the lag a dead listener would be noticed only
+/// once the L1 stopped being live (MAX_STALENESS later); with it, one read
+/// per lag period (per client, so per process) is told to check. Until
+/// [`configure`](Self::configure)d (MAX_STALENESS 0) nothing is live.
+#[derive(Debug, Default)]
+pub struct LiveReads {
+    max_staleness_ms: AtomicU64,
+    lag_ms: AtomicU64,
+    next_check_ms: AtomicU64,
+}
+
+impl LiveReads {
+    pub const fn new() -> Self {
+        LiveReads { max_staleness_ms: AtomicU64::new(0), lag_ms: AtomicU64::new(0), next_check_ms: AtomicU64::new(0) }
+    }
+
+    /// `lag_ms` 0: never check (only MAX_STALENESS applies).
+    pub fn configure(&self, max_staleness_ms: u64, lag_ms: u64) {
+        self.max_staleness_ms.store(max_staleness_ms, Relaxed);
+        self.lag_ms.store(lag_ms, Relaxed);
+    }
+
+    #[inline]
+    pub fn check(&self, c: &ShmCache) -> LiveRead {
+        let lag = self.lag_ms.load(Relaxed);
+        match c.liveness(self.max_staleness_ms.load(Relaxed), lag) {
+            Liveness::NotLive => LiveRead::Skip,
+            Liveness::Lagging if self.take(lag) => LiveRead::CheckListener,
+            _ => LiveRead::Read,
+        }
+    }
+
+    /// True at most once per `lag_ms` (the first caller after the period).
+    fn take(&self, lag_ms: u64) -> bool {
+        let now = time::coarse_ms();
+        let next = self.next_check_ms.load(Relaxed);
+        now >= next && self.next_check_ms.compare_exchange(next, now + lag_ms, Relaxed, Relaxed).is_ok()
+    }
 }
 
 /// `CLOCK_MONOTONIC` in ms (the clock of the watermark; Python's
@@ -236,8 +303,26 @@ impl ShmCache {
     /// with the coarse clock plus its tick, so never later than the truth.
     #[inline]
     pub fn live(&self, max_staleness_ms: u64) -> bool {
+        self.liveness(max_staleness_ms, 0) != Liveness::NotLive
+    }
+
+    /// [`live`](Self::live), and whether a live watermark is already older
+    /// than `lag_ms` (0: not asked): the listener has missed a few PINGs,
+    /// so it may be dead. One read of the word and of the clock.
+    #[inline]
+    pub fn liveness(&self, max_staleness_ms: u64, lag_ms: u64) -> Liveness {
         let wm = self.tier().watermark_ms.load(Acquire);
-        wm != 0 && time::coarse_ms() + coarse_tick_ms() < wm.saturating_add(max_staleness_ms)
+        if wm == 0 || max_staleness_ms == 0 {
+            return Liveness::NotLive;
+        }
+        let now = time::coarse_ms() + coarse_tick_ms();
+        if now >= wm.saturating_add(max_staleness_ms) {
+            Liveness::NotLive
+        } else if lag_ms != 0 && now > wm.saturating_add(lag_ms) {
+            Liveness::Lagging
+        } else {
+            Liveness::Live
+        }
     }
 
     pub fn watermark_ms(&self) -> u64 {
@@ -271,6 +356,7 @@ impl ShmCache {
 
 #[cfg(test)]
 mod tests {
+    use super::{LiveRead, LiveReads, Liveness};
     use crate::cache::ShmCache;
     use crate::layout::Config;
     use crate::segment;
@@ -352,6 +438,27 @@ mod tests {
     }
 
     #[test]
+    fn a_lagging_listener_is_checked_once_per_period() {
+        let c = open("lag");
+        let r = LiveReads::new();
+        c.set_watermark_ms(super::monotonic_ms());
+        assert_eq!(r.check(&c), LiveRead::Skip, "not configured: nothing is live");
+        r.configure(60_000, 30);
+        assert_eq!(r.check(&c), LiveRead::Read);
+        c.set_watermark_ms(super::monotonic_ms().saturating_sub(1000));
+        assert_eq!(r.check(&c), LiveRead::CheckListener, "the first reader checks");
+        assert_eq!(r.check(&c), LiveRead::Read, "the others read, for a period");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(r.check(&c), LiveRead::CheckListener, "and again once the period has passed");
+        r.configure(60_000, 0);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(r.check(&c), LiveRead::Read, "lag 0: never asked");
+        r.configure(500, 30);
+        assert_eq!(r.check(&c), LiveRead::Skip, "past MAX_STALENESS");
+        segment::destroy(c.name()).unwrap();
+    }
+
+    #[test]
     fn live_follows_the_watermark() {
         let c = open("live");
         assert!(!c.live(1000), "no watermark yet");
@@ -361,6 +468,13 @@ mod tests {
         assert!(c.live(1000) && !c.live(400));
         c.set_watermark_ms(super::monotonic_ms().saturating_sub(2000));
         assert!(!c.live(1000));
+        c.set_watermark_ms(super::monotonic_ms());
+        assert_eq!(c.liveness(1000, 600), Liveness::Live);
+        c.set_watermark_ms(super::monotonic_ms().saturating_sub(700));
+        assert_eq!(c.liveness(1000, 600), Liveness::Lagging);
+        assert_eq!(c.liveness(1000, 0), Liveness::Live, "lag not asked");
+        c.set_watermark_ms(super::monotonic_ms().saturating_sub(1200));
+        assert_eq!(c.liveness(1000, 600), Liveness::NotLive);
         c.set_listener_pid(42);
         assert_eq!(c.listener_pid(), 42);
         segment::destroy(c.name()).unwrap();

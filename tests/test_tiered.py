@@ -16,6 +16,8 @@ import pytest
 import redis
 from tiered_hosts import PREFIX, Host, wait_for
 
+import shmcache
+
 K = f"{PREFIX}:1:"  # made keys, as Django's default KEY_FUNCTION makes them
 
 
@@ -114,7 +116,7 @@ def test_listener_sigkilled_never_stale_after_the_bound_and_replaced_within_a_se
         assert w("get", key) == "old"
     victim = a.listener()
     os.kill(victim.pid, signal.SIGKILL)
-    t_kill = time.monotonic()
+    t_kill, kill_ms = time.monotonic(), shmcache._core.monotonic_ms()
     victim.proc.join(5)
     b.workers[0]("set", key, "new")  # its invalidation reaches no listener on A
     t_write = time.monotonic()
@@ -128,15 +130,43 @@ def test_listener_sigkilled_never_stale_after_the_bound_and_replaced_within_a_se
             v = w("get", key)
             if t0 > t_write + a.max_staleness:
                 assert v == "new", f"stale read {t0 - t_write:.3f} s after the write"
-        if a.live() and a.core.listener_pid != victim.pid:
+        if a.live_since(kill_ms):
             break
         time.sleep(0.005)
     took = time.monotonic() - t_kill
     assert a.live() and a.core.listener_pid in {w.pid for w in others}
-    assert took < 2.5, f"a new listener was live {took:.2f} s after the kill"
+    assert took < 1.5, f"a new listener was live {took:.2f} s after the kill"
     for w in others:
         assert w("get", key) == "new"
     assert a.tier("listener_starts") >= 2
+
+
+def test_listener_sigkilled_under_all_L1_hits_is_replaced_within_a_second(hosts):
+    """Workers whose every read is an L1 hit never reach L2 or write, so
+    only the watermark's lag tells them the listener is gone: with a long
+    MAX_STALENESS (3 s, PINGs every 0.2 s) a new one is live well before
+    the L1 would stop being live."""
+    a, b = hosts(max_staleness=3.0)
+    key = K + "all-hits"
+    b.set_settled(key, "v", a)
+    others = [w for w in a.workers if w.pid != a.listener().pid]
+    for w in others:
+        assert w("get", key) == "v"
+    victim = a.listener()
+    not_live = a.tier("not_live_reads")
+    os.kill(victim.pid, signal.SIGKILL)
+    t_kill, kill_ms = time.monotonic(), shmcache._core.monotonic_ms()
+    victim.proc.join(5)
+    while time.monotonic() - t_kill < 5 and not a.live_since(kill_ms):
+        for w in others:
+            assert w("get", key) == "v"  # hits until the new listener flushes L1
+        time.sleep(0.005)
+    took = time.monotonic() - t_kill
+    assert a.core.listener_pid in {w.pid for w in others}
+    assert took < 1.5, f"a new listener was live {took:.2f} s after the kill"
+    assert a.tier("not_live_reads") == not_live, "the L1 stayed live throughout: no read reached L2 before"
+    b.workers[0]("set", key, "new")
+    wait_for(lambda: all(w("get", key) == "new" for w in others), 1, "the new listener's invalidation")
 
 
 def test_listener_sigstopped_bypasses_L1_after_the_bound_then_live_after_sigcont(hosts):

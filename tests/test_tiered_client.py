@@ -63,6 +63,31 @@ def wait_live(c, timeout=5.0):
     raise AssertionError("L1 not live")
 
 
+def test_a_lagging_watermark_prompts_one_listener_check_per_period(location):
+    """get_live's True: live, but the listener has missed PINGs; once per
+    lag period for a client, so one read checks on it and the rest read."""
+    core = shmcache._core.Cache(location, 4 << 20, 64 << 10)
+    core.set(b"k", b"v", None)
+    now = shmcache._core.monotonic_ms()
+    core.set_watermark_ms(now)
+    assert core.get_live(b"k") is False, "until set_live_reads nothing is live"
+    core.set_live_reads(1000, 600)
+    assert core.get_live(b"k") == b"v"
+    core.set_watermark_ms(now - 700)
+    assert core.get_live(b"k") is True
+    assert core.get_live(b"k") == b"v" and not core.lag_due(), "once per period"
+    other = shmcache._core.Cache(location, 4 << 20, 64 << 10)  # another client: its own period
+    other.set_live_reads(1000, 30)
+    assert other.lag_due() is True and other.lag_due() is False
+    time.sleep(0.05)
+    assert other.lag_due() is True, "and again once the period has passed"
+    other.set_live_reads(1000, 0)
+    time.sleep(0.05)
+    assert other.get_live(b"k") == b"v" and not other.lag_due(), "lag 0: never asked"
+    core.set_watermark_ms(now - 1200)
+    assert core.get_live(b"k") is False and not core.lag_due(), "not live: L2 answers"
+
+
 @pytest.mark.parametrize(
     "options, names",
     [

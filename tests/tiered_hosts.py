@@ -135,6 +135,12 @@ class Host:
     def live(self) -> bool:
         return self.core.live(self.max_ms)
 
+    def live_since(self, t_ms: int) -> bool:
+        """Live on a watermark sent after `t_ms`: a listener that started
+        after then has flushed L1 and is live (not a predecessor's watermark
+        that has not aged out yet)."""
+        return self.live() and self.core.watermark_ms > t_ms
+
     def alive_workers(self) -> list[Worker]:
         return [w for w in self.workers if w.proc.is_alive()]
 

@@ -1,7 +1,7 @@
 """Type stubs of the compiled core (src/python.rs)."""
 
 import os
-from typing import Any, Literal, TypeAlias, final
+from typing import Any, TypeAlias, final
 
 __all__ = [
     "Cache", "KeyScan", "ShmCacheError", "LockTimeout", "SegmentError", "ValueTooLarge", "SnapshotError",
@@ -83,8 +83,12 @@ class Cache:
     @property
     def requested_geometry(self) -> tuple[int, int, int]: ...
     # A tiered cache's L1 (src/tier.rs, shmcache.tiered): `get` while the
-    # listener's watermark is younger than max_staleness_ms, else False.
-    def get_live(self, key: _Key, max_staleness_ms: int) -> _Value | None | Literal[False]: ...
+    # listener's watermark is younger than max_staleness_ms, else False; True
+    # (once per lag_ms for this object) when it is older than lag_ms: check on
+    # the listener, then read again. lag_due: the same check, alone.
+    def set_live_reads(self, max_staleness_ms: int, lag_ms: int) -> None: ...
+    def get_live(self, key: _Key) -> _Value | None | bool: ...
+    def lag_due(self) -> bool: ...
     def live(self, max_staleness_ms: int) -> bool: ...
     # (epoch, stripe): taken before an L2 read; set_if_token stores only if
     # neither changed (no invalidation of the key, no flush) since.

@@ -47,6 +47,11 @@ log = logging.getLogger("shmcache.tiered")
 TRY_EVERY = 0.5
 # How often the listener PINGs (at most; a quarter of MAX_STALENESS if smaller).
 PING_EVERY = 0.2
+# A watermark older than this many PING periods: the listener has missed
+# PINGs, so a worker whose reads are all L1 hits checks on it (the election)
+# before MAX_STALENESS turns the L1 off. 3 periods is 3/4 of MAX_STALENESS at
+# most.
+LAG_PINGS = 3
 # A PING unanswered this long: the connection is taken as dead (reconnect).
 PONG_TIMEOUT = 5.0
 # How long the startup canary waits for its own invalidation.
@@ -57,6 +62,11 @@ CHANNEL = b"__redis__:invalidate"
 class TrackingUnavailable(RuntimeError):
     """Redis accepted the connection but sends no invalidations (CLIENT
     TRACKING refused or disabled, as on some managed services)."""
+
+
+def ping_ms(max_staleness: float) -> int:
+    """The PING period for a MAX_STALENESS (seconds), in ms."""
+    return max(1, int(min(PING_EVERY, max_staleness / 4) * 1000))
 
 
 def lock_path(segment: str) -> str:
@@ -103,7 +113,7 @@ class Listener:
     ) -> None:
         self.core, self.connect, self.client, self.prefix = core, connect, client, prefix
         self.max_ms = int(max_staleness * 1000)
-        self.ping_ms = max(1, int(min(PING_EVERY, max_staleness / 4) * 1000))
+        self.ping_ms = ping_ms(max_staleness)
         self.stop = stop or threading.Event()
         self.sessions = 0
         self._warned_tracking = False

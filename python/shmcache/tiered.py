@@ -238,6 +238,7 @@ class TieredClient(Cache):
         self.key_prefix = prefix
         self.max_staleness = staleness
         self._max_ms = max(1, int(staleness * 1000))
+        self._core.set_live_reads(self._max_ms, _listener.LAG_PINGS * _listener.ping_ms(staleness))
         self.l1_max_timeout = l1_max
         self._excl = exclude
         self._excl_b = tuple(p.encode("utf-8", "surrogatepass") for p in exclude)
@@ -357,7 +358,7 @@ class TieredClient(Cache):
         # The hot path: an L1 hit. No key is screened here: a key outside the
         # prefix or in L1_EXCLUDE is never filled (`_fill`), so never in L1.
         try:
-            v = self._core.get_live(key, self._max_ms)
+            v = self._core.get_live(key)
         except ShmCacheError as e:
             log.warning("shmcache tiered %s: %s", self.name, e)
             v = False
@@ -366,6 +367,9 @@ class TieredClient(Cache):
         if v is False:  # not live: L2 answers, nothing is filled
             self._tick()
             return self._l2_get(key, default)
+        if v is True:  # live, but the listener missed PINGs: check on it, read again
+            self.listen()
+            return self.get(key, default)
         if type(v) is tuple:
             v = self._load(key, v, _MISSING)
             if v is _MISSING:
@@ -448,9 +452,12 @@ class TieredClient(Cache):
 
     def has_key(self, key: str | bytes) -> bool:
         try:
-            v = self._core.get_live(key, self._max_ms)
+            v = self._core.get_live(key)
         except ShmCacheError:
             v = False
+        if v is True:  # see `get`
+            self.listen()
+            return self.has_key(key)
         if v is not None and v is not False:
             return True
         self._tick()
@@ -484,6 +491,8 @@ class TieredClient(Cache):
         out: dict = {}
         try:
             live = self._core.live(self._max_ms)
+            if live and self._core.lag_due():  # see `get`
+                self.listen()
             values = self._core.get_many(keys)[0] if live else [None] * len(keys)
         except ShmCacheError as e:
             log.warning("shmcache tiered %s: %s", self.name, e)
