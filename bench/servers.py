@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from devkit.net import free_port
-from devkit.proc import rss_kb
+from devkit.proc import rss_kb, stop
 
 _T0 = time.monotonic()
 
@@ -80,13 +80,7 @@ class Server:
         return rss_kb(self.pid) * 1024
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop(self.proc)
 
 
 class Servers:

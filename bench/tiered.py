@@ -30,6 +30,7 @@ import time
 
 from bench.workloads import log, make_value, zipf_ranks
 from devkit.stats import percentile
+from devkit.wait import wait_for
 
 KEYS, VALUE = 1000, 100
 PREFIX = "bt"
@@ -55,13 +56,8 @@ def _sidecar(loc: str, url: str) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def _wait(cond, timeout: float, what: str) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if cond():
-            return time.monotonic() - t0
-        time.sleep(0.001)
-    raise RuntimeError(f"timed out waiting for {what}")
+def _wait(cond, timeout: float, what: str) -> None:
+    wait_for(cond, timeout, what, every=0.001)  # ms polling: some waits are what is timed
 
 
 def _rate(fn, keys, rounds: int) -> float:

@@ -11,7 +11,8 @@ the same way.
 * ``devkit.gunicorn_demo``: the demo Django site under a real gunicorn;
 * ``devkit.net``: free ports, a listening socket, a JSON GET;
 * ``devkit.proc``: /proc readers (process state, children, RSS);
-* ``devkit.stats``: percentiles.
+* ``devkit.stats``: percentiles;
+* ``devkit.wait``: polling until a condition holds.
 """
 
 from __future__ import annotations

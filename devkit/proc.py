@@ -1,8 +1,23 @@
-"""Linux /proc readers: a process's state, parent, children and memory."""
+"""Linux /proc readers: a process's state, parent, children and memory;
+and stopping a child."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
+
+
+def stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM `proc` if it runs, SIGKILL it if it has not exited within
+    `grace` s; reaped either way."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def read_proc(pid: int | str, what: str) -> str:

@@ -12,6 +12,7 @@ import subprocess
 import time
 
 from devkit.net import free_port
+from devkit.proc import stop
 
 
 def redis_server_path() -> str | None:
@@ -60,13 +61,8 @@ class RedisServer:
         raise RuntimeError(f"redis-server did not answer on 127.0.0.1:{self.port}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            stop(self.proc)
         self.proc = None
 
     def restart(self) -> None:

@@ -24,9 +24,9 @@ pub const MIGRATION_WAIT: Duration = Duration::from_secs(30);
 pub struct ShmCache {
     shards: Shards,
     geo: Geometry,
-    requested: Geometry,
-    /// What this process asked for, to open the successor with.
-    cfg: Config,
+    /// What this process asked for: its geometry, and its options to open a
+    /// successor with. None for an admin attachment, which wants none.
+    request: Option<(Geometry, Config)>,
     lock_timeout: Duration,
     /// The segment this one's items moved to (`migrate.rs`), once looked up.
     successor: OnceLock<Arc<ShmCache>>,
@@ -86,10 +86,7 @@ impl ShmCache {
         // Say that this process wants `geo` (migrate.rs: nobody migrates
         // away from a geometry that a live process wants).
         seg.want(geo.key())?;
-        let mut c = Self::from_segment(seg, have, lock_timeout);
-        c.requested = geo;
-        c.cfg = *cfg;
-        Ok(c)
+        Ok(Self::from_segment(seg, have, Some((geo, *cfg)), lock_timeout))
     }
 
     /// A cache on a segment just made (a migration's successor), with the
@@ -97,9 +94,7 @@ impl ShmCache {
     pub(crate) fn on_new_segment(seg: Segment, cfg: &Config, lock_timeout: Duration) -> Result<ShmCache> {
         let geo = seg.header().geometry();
         seg.want(geo.key())?;
-        let mut c = Self::from_segment(seg, geo, lock_timeout);
-        c.cfg = *cfg;
-        Ok(c)
+        Ok(Self::from_segment(seg, geo, Some((geo, *cfg)), lock_timeout))
     }
 
     pub(crate) fn segment_mut(&mut self) -> &mut Segment {
@@ -139,7 +134,10 @@ impl ShmCache {
                 return Err(Error::Corrupt("a moved mark in the segment header without a successor; cleared"));
             }
         }
-        let next = ShmCache::open_named(self.seg.name(), &self.cfg, self.lock_timeout)?;
+        let next = match &self.request {
+            Some((_, cfg)) => ShmCache::open_named(self.seg.name(), cfg, self.lock_timeout)?,
+            None => ShmCache::attach_existing_named(self.seg.name(), self.lock_timeout)?,
+        };
         if next.seg.inode() == self.seg.inode() || next.seg.header().hash_seed != self.seg.header().hash_seed {
             return Err(Error::GeometryMismatch(format!(
                 "shared segment {} was migrated, but its successor is gone (removed or re-created); retry",
@@ -152,16 +150,20 @@ impl ShmCache {
 
     /// Attach to an existing segment whatever its geometry (admin tools:
     /// stats, clear, verify). Fails if it does not exist.
+    /// It wants no geometry, nor does its successor if the segment moves.
     pub fn attach_existing(location: &str, lock_timeout: Duration) -> Result<ShmCache> {
-        let name = segment::segment_name(location)?;
-        let seg = Segment::attach_existing(&name, |h| {
+        Self::attach_existing_named(&segment::segment_name(location)?, lock_timeout)
+    }
+
+    fn attach_existing_named(name: &str, lock_timeout: Duration) -> Result<ShmCache> {
+        let seg = Segment::attach_existing(name, |h| {
             let g = h.geometry();
             g.check_untrusted()?;
-            h.check(&g, &name)?;
+            h.check(&g, name)?;
             Ok(g.total_size)
         })?;
         let geo = seg.header().geometry();
-        Ok(Self::from_segment(seg, geo, lock_timeout))
+        Ok(Self::from_segment(seg, geo, None, lock_timeout))
     }
 
     /// Migrate the existing cache `location` to the geometry of `cfg` now
@@ -175,7 +177,12 @@ impl ShmCache {
         crate::migrate::migrate(&old, cfg, true).map(|(_, st)| st)
     }
 
-    fn from_segment(seg: Segment, geo: Geometry, lock_timeout: Duration) -> ShmCache {
+    fn from_segment(
+        seg: Segment,
+        geo: Geometry,
+        request: Option<(Geometry, Config)>,
+        lock_timeout: Duration,
+    ) -> ShmCache {
         let shards = (0..geo.nshards)
             // SAFETY: the segment maps geo.total_size bytes, validated against the header.
             .map(|i| unsafe { Shard::new(seg.base().add(geo.shard_offset(i) as usize), &geo) })
@@ -183,8 +190,7 @@ impl ShmCache {
         ShmCache {
             shards: Shards::new(shards, seg.header().hash_seed),
             geo,
-            requested: geo,
-            cfg: Config { size: geo.total_size, max_item_size: geo.max_item_size, shards: geo.nshards as u32 },
+            request,
             lock_timeout,
             successor: OnceLock::new(),
             seg,
@@ -197,9 +203,10 @@ impl ShmCache {
     }
     /// The geometry this process asked for (SIZE, MAX_ITEM_SIZE, SHARDS);
     /// differs from [`Self::geometry`] when the segment already existed,
-    /// in use by a process with other options.
+    /// in use by a process with other options. An admin attachment's is
+    /// the one in force.
     pub fn requested(&self) -> &Geometry {
-        &self.requested
+        self.request.as_ref().map_or(&self.geo, |(g, _)| g)
     }
     pub fn name(&self) -> &str {
         self.seg.name()

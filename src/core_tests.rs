@@ -712,6 +712,29 @@ fn admin_attach_adopts_the_existing_geometry() {
     ));
 }
 
+#[test]
+fn an_admin_attachment_follows_a_migration_wanting_no_geometry() {
+    let loc = unique();
+    let cfg = Config { size: 4 << 20, max_item_size: 1024, shards: 0 };
+    let c = TestCache(Some(ShmCache::open(&loc, &cfg, Duration::from_millis(100)).unwrap()));
+    c.set(b"k", ENC_BYTES, b"v", 0).unwrap();
+    let admin = ShmCache::attach_existing(&loc, Duration::from_millis(100)).unwrap();
+    let old = *c.geometry();
+    let other = Config { size: 8 << 20, max_item_size: 2048, shards: 0 };
+    let (new, _) = migrated(&c, &other);
+    let new_geo = *new.geometry();
+    assert_eq!(get(&admin, b"k"), Some(b"v".to_vec()), "the admin's calls follow to the successor");
+    assert_eq!(admin.successor().unwrap().geometry(), &new_geo);
+    assert_eq!(admin.successor().unwrap().requested(), &new_geo, "an admin's request is what is in force");
+    new.close_keep();
+    // Only the admin's attachment (and this observer) are open on the
+    // successor now: neither the old geometry nor the new one is wanted.
+    let observer = ShmCache::attach_existing(&loc, Duration::from_millis(100)).unwrap();
+    assert_eq!(observer.segment().inode(), admin.successor().unwrap().segment().inode());
+    assert!(!observer.segment().wanted(old.key()) && !observer.segment().wanted(new_geo.key()));
+    segment::destroy(observer.name()).unwrap();
+}
+
 /// A self-checking value: every byte derives from (key index, round).
 fn stamp(i: u32, round: u32, len: usize) -> Vec<u8> {
     let mut v = Vec::with_capacity(len + 8);

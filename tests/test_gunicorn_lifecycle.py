@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from devkit.cache_worker import Worker
 from devkit.gunicorn_demo import DEMO_DIR, Gunicorn, GunicornError, gunicorn_argv
 from devkit.net import free_port, listening_socket
 from devkit.proc import alive, children
+from devkit.wait import wait_for
 
 pytest.importorskip("gunicorn")
 
@@ -42,16 +42,6 @@ def location():
 
 def seg_inode(location: str) -> int:
     return os.stat("/dev/shm" + shmcache.segment_name(location)).st_ino
-
-
-def wait_for(cond, timeout: float, what: str, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = cond()
-        if r:
-            return r
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def write_values(server, n: int, tag: str) -> dict:

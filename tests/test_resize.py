@@ -23,6 +23,7 @@ import pytest
 
 import shmcache
 from devkit.cache_worker import Worker
+from devkit.wait import wait_for
 from shmcache import _core
 
 SHM = "/dev/shm"
@@ -53,16 +54,6 @@ def location():
     name = f"resize-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     yield name
     shmcache.destroy(name)
-
-
-def wait_for(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = cond()
-        if r:
-            return r
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def files_of(location: str) -> list[str]:

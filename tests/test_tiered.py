@@ -14,9 +14,10 @@ import time
 
 import pytest
 import redis
-from tiered_hosts import PREFIX, Host, wait_for
+from tiered_hosts import PREFIX, Host
 
 import shmcache
+from devkit.wait import wait_for
 
 K = f"{PREFIX}:1:"  # made keys, as Django's default KEY_FUNCTION makes them
 

@@ -6,7 +6,6 @@ Also `python -m shmcache listen` as a sidecar: the workers then start none."""
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,8 @@ import pytest
 import shmcache
 from devkit.gunicorn_demo import no_control_socket
 from devkit.net import get_json, listening_socket
-from devkit.proc import children
+from devkit.proc import children, stop
+from devkit.wait import wait_for
 from shmcache import _listener
 from shmcache.tiered import l1_location
 
@@ -24,16 +24,6 @@ TESTS = Path(__file__).resolve().parent
 
 def tasks(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
-
-
-def wait_for(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = cond()
-        if r:
-            return r
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class App:
@@ -59,12 +49,7 @@ class App:
         return get_json(f"http://127.0.0.1:{self.port}{path}", timeout=10)
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop(self.proc, grace=15)
         self.sock.close()
 
 

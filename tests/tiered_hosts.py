@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import shmcache
+from devkit.wait import wait_for
 from shmcache import _listener
 from shmcache.tiered import TieredClient, l1_location, set_fill_pause
 
@@ -191,11 +192,3 @@ class Host:
             pass
 
 
-def wait_for(cond: Any, timeout: float, what: str, every: float = 0.01) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = cond()
-        if r:
-            return r
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
