@@ -88,6 +88,35 @@ def test_a_lagging_watermark_prompts_one_listener_check_per_period(location):
     assert core.get_live(b"k") is False and not core.lag_due(), "not live: L2 answers"
 
 
+def test_a_listener_check_that_outlasts_the_lag_is_made_once_per_read(redis_server, location, cleanup):
+    """A check on the listener slower than the lag period (here 1 ms, with
+    PINGs every 0.2 s: always lagging) is made once, then the read answers."""
+    cleanup((location, "site"))
+    c = TieredClient(location, redis_server.url, key_prefix="site", size="8MB", max_item_size="64KB")
+    wait_live(c)
+    c.set("site:1:k", "v")
+    settle(c)
+    assert c.get("site:1:k") == "v" and c._core.get("site:1:k") == "v", "filled"
+    c._core.set_live_reads(60_000, 1)
+    checks = []
+    real_listen = c.listen
+
+    def slow_listen():
+        checks.append(1)
+        real_listen()
+        time.sleep(0.005)
+
+    c.listen = slow_listen
+    before = c.stats()
+    time.sleep(0.005)
+    assert c.get("site:1:k") == "v" and len(checks) == 1
+    time.sleep(0.005)
+    assert c.has_key("site:1:k") and len(checks) == 2
+    after = c.stats()
+    assert after["l1_hits"] == before["l1_hits"] + 2, "both answered from L1"
+    assert after["l2_hits"] == before["l2_hits"] and after["not_live_reads"] == before["not_live_reads"]
+
+
 @pytest.mark.parametrize(
     "options, names",
     [

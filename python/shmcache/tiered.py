@@ -352,6 +352,16 @@ class TieredClient(Cache):
         self._fill(key, v, pttl, t0, token)
         return v
 
+    def _get_live_checked(self, key: str | bytes) -> Any:
+        """After get_live's True (live, but the listener missed PINGs): check
+        on the listener, then read. One check per call: should the check
+        outlast a lag period, the next True is not acted on."""
+        self.listen()
+        v = self._core.get_live(key)
+        while v is True:
+            v = self._core.get_live(key)
+        return v
+
     # -- one key --
 
     def get(self, key: str | bytes, default: Any = None) -> Any:
@@ -359,6 +369,8 @@ class TieredClient(Cache):
         # prefix or in L1_EXCLUDE is never filled (`_fill`), so never in L1.
         try:
             v = self._core.get_live(key)
+            if v is True:
+                v = self._get_live_checked(key)
         except ShmCacheError as e:
             log.warning("shmcache tiered %s: %s", self.name, e)
             v = False
@@ -367,9 +379,6 @@ class TieredClient(Cache):
         if v is False:  # not live: L2 answers, nothing is filled
             self._tick()
             return self._l2_get(key, default)
-        if v is True:  # live, but the listener missed PINGs: check on it, read again
-            self.listen()
-            return self.get(key, default)
         if type(v) is tuple:
             v = self._load(key, v, _MISSING)
             if v is _MISSING:
@@ -453,11 +462,10 @@ class TieredClient(Cache):
     def has_key(self, key: str | bytes) -> bool:
         try:
             v = self._core.get_live(key)
+            if v is True:
+                v = self._get_live_checked(key)
         except ShmCacheError:
             v = False
-        if v is True:  # see `get`
-            self.listen()
-            return self.has_key(key)
         if v is not None and v is not False:
             return True
         self._tick()
