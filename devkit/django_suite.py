@@ -57,6 +57,8 @@ def run_base_cache_tests(
     of them ran and passed, only the cull tests skipped. Returns the output.
     `module` is our test module (the SharedMemoryCache one by default;
     tests/django_suite/test_tiered_backend.py for TieredCache)."""
+    ours = module.read_text()
+    assert not re.search(r"^\s+(async )?def test_", ours, re.M), f"{module.name} replaces a test of Django's suite"
     tests = django_tests_dir(version, python, env)
     shutil.copy(module, tests / "cache")
     env = dict(os.environ if env is None else env)

@@ -152,7 +152,10 @@ impl ShmCache {
     /// stats, clear, verify). Fails if it does not exist.
     /// It wants no geometry, nor does its successor if the segment moves.
     pub fn attach_existing(location: &str, lock_timeout: Duration) -> Result<ShmCache> {
-        Self::attach_existing_named(&segment::segment_name(location)?, lock_timeout)
+        Self::attach_existing_named(&segment::segment_name(location)?, lock_timeout).map_err(|e| match e {
+            Error::NotCreated(_) => Error::NotCreated(location.to_owned()),
+            e => e,
+        })
     }
 
     fn attach_existing_named(name: &str, lock_timeout: Duration) -> Result<ShmCache> {

@@ -706,10 +706,9 @@ fn admin_attach_adopts_the_existing_geometry() {
     assert_eq!(a.geometry(), c.geometry());
     assert_eq!(get(&a, b"k"), Some(b"v".to_vec()));
     segment::destroy(c.name()).unwrap();
-    assert!(matches!(
-        ShmCache::attach_existing(&loc, Duration::from_millis(100)),
-        Err(Error::Config { option: "LOCATION", .. })
-    ));
+    let e = ShmCache::attach_existing(&loc, Duration::from_millis(100)).err().expect("no segment: an error");
+    assert_eq!(e, Error::NotCreated(loc.clone()));
+    assert_eq!(e.to_string(), format!("no process on this host has created the cache '{loc}' yet"));
 }
 
 #[test]

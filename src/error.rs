@@ -12,6 +12,10 @@ pub enum Error {
     Untrusted(String),
     /// The segment exists with another geometry (SIZE, MAX_ITEM_SIZE, SHARDS).
     GeometryMismatch(String),
+    /// No segment by that name exists: no process on this host has created
+    /// the cache yet (admin tools attach to existing caches only). Holds the
+    /// LOCATION (or the segment's name where no LOCATION is known).
+    NotCreated(String),
     /// An OS call failed.
     Os { call: &'static str, errno: i32 },
     /// A shard lock could not be taken within the lock timeout.
@@ -50,6 +54,7 @@ impl fmt::Display for Error {
                  lower SIZE or make {path} larger (e.g. docker --shm-size)"
             ),
             Error::Untrusted(m) => write!(f, "refusing shared segment: {m}"),
+            Error::NotCreated(what) => write!(f, "no process on this host has created the cache '{what}' yet"),
             Error::GeometryMismatch(m) => write!(f, "{m}"),
             Error::Os { call, errno } => {
                 write!(f, "{call} failed: {}", std::io::Error::from_raw_os_error(*errno))

@@ -50,6 +50,7 @@ fn to_py(e: Error) -> PyErr {
         Error::Io { .. } => PyOSError::new_err(msg),
         Error::NoSpace { .. }
         | Error::Untrusted(_)
+        | Error::NotCreated(_)
         | Error::GeometryMismatch(_)
         | Error::Os { .. }
         | Error::Poisoned

@@ -250,9 +250,7 @@ impl Segment {
     /// checked by `check`.
     pub fn attach_existing(name: &str, check: impl Fn(&SegHeader) -> Result<u64>) -> Result<Segment> {
         let fd = rustix::shm::open(name, rustix::shm::OFlags::RDWR, Mode::empty()).map_err(|e| match e {
-            rustix::io::Errno::NOENT => {
-                Error::Config { option: "LOCATION", message: format!("no segment {SHM_DIR}{name} exists") }
-            }
+            rustix::io::Errno::NOENT => Error::NotCreated(format!("{SHM_DIR}{name}")),
             e => Error::os("shm_open", e),
         })?;
         let st = check_trusted(&fd, name)?;

@@ -32,6 +32,17 @@ def test_cli_round_trip():
         assert run("destroy", name).returncode == 0
         assert not os.path.exists("/dev/shm" + shmcache.segment_name(name))
         p = run("stats", name)
-        assert p.returncode == 2 and "LOCATION" in p.stderr, p.stderr
+        assert p.returncode == 2 and f"no process on this host has created the cache '{name}' yet" in p.stderr, p.stderr
     finally:
         shmcache.destroy(name)
+
+
+def test_admin_commands_on_a_cache_nobody_created_say_so_and_create_nothing():
+    name = f"cli-none-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    for args in (["stats"], ["stats", "--format", "prometheus"], ["verify"], ["clear"], ["dump"], ["top", "--once"]):
+        cmd = [args[0], name, *args[1:]] if args[0] != "dump" else ["dump", name, os.devnull]
+        p = run(*cmd)
+        assert p.returncode != 0, (cmd, p.stdout)
+        assert f"no process on this host has created the cache '{name}' yet" in p.stderr, (cmd, p.stderr)
+        assert "Traceback" not in p.stderr, p.stderr
+    assert not os.path.exists("/dev/shm" + shmcache.segment_name(name)), "an admin command created the cache"

@@ -240,7 +240,9 @@ def test_manage_py_shmcache_by_alias(tmp_path, locs):
     p = manage("shmcache", "stats", "nope")
     assert p.returncode == 1 and "no CACHES alias 'nope'" in p.stderr and "sessions" in p.stderr
     p = manage("shmcache", "stats")
-    assert p.returncode == 2 and "shmcache:" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert f"shmcache: no process on this host has created the cache '{loc}' yet" in p.stderr, p.stderr
+    assert not _segment_exists(loc), "stats created nothing"
     p = manage("shmcache", "frobnicate")
     assert p.returncode != 0 and "invalid choice" in p.stderr
     p = manage("shmcache", "top", "sessions", "--interval", "0")

@@ -75,7 +75,8 @@ def test_incr_across_the_64_bit_edge_is_atomic_across_processes(cache, location,
 def test_delete_many_returns_how_many_existed(django_cache, cache):
     django_cache.set_many({"a": 1, "b": 2})
     assert django_cache.delete_many(["a", "b", "c"]) == 2
-    assert django_cache.delete_many([]) == 0
+    assert django_cache.delete_many([]) is None  # BaseCache's answer (Django's suite); falsy for django-redis
+    assert cache.delete_many([]) == 0  # the plain client counts
     cache.set("x", 1)
     assert cache.delete_many(["x", "y"]) == 1
 

@@ -132,8 +132,11 @@ class SharedMemoryCache(BaseCache):
         return [made[k] for k in failed]
 
     def delete_many(self, keys, version=None):
-        """Returns how many of the keys existed (as django-redis does)."""
-        return self._cache.delete_many([self._k(key, version) for key in keys])
+        """How many of the keys existed (django-redis's count); None for no
+        keys, as BaseCache (Django's suite asserts it; django-redis's asks
+        only for a falsy answer)."""
+        made = [self._k(key, version) for key in keys]
+        return self._cache.delete_many(made) if made else None
 
     def clear(self):
         self._cache.clear()

@@ -4,8 +4,9 @@ This file is copied at test time into ``tests/cache/`` of the Django source
 distribution of the installed Django version (see ``tests/test_django_suite.py``)
 and run with Django's ``runtests.py``. The cull tests are excluded exactly as
 Django excludes them for its memcached and Redis backends: shmcache evicts by
-memory (CLOCK), not by MAX_ENTRIES/CULL_FREQUENCY. One test is replaced:
-``delete_many`` returns a count (django-redis's contract), not None.
+memory (CLOCK), not by MAX_ENTRIES/CULL_FREQUENCY. No test is replaced,
+edited or skipped (devkit/django_suite.py checks that this module defines
+none).
 """
 
 import os
@@ -28,13 +29,6 @@ LOCATION = os.environ.get("SHMCACHE_SUITE_LOCATION", f"django-suite-{os.getpid()
 class SharedMemoryCacheTests(BaseCacheTests, TestCase):
     # incr on a non-integer raises TypeError, like LocMemCache.
     incr_decr_type_error = TypeError
-
-    def test_delete_many_no_keys(self):
-        # BaseCache returns None; shmcache returns how many keys existed, as
-        # django-redis does (0 here), so code written for either works.
-        from django.core.cache import cache
-
-        self.assertEqual(cache.delete_many([]), 0)
 
     @classmethod
     def tearDownClass(cls):
