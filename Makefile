@@ -80,9 +80,10 @@ test-python: build wheel test-tools
 	$(ACT) SHMCACHE_WHEEL_REQUIRED=1 $(BIN)/python -m pytest -q tests
 
 # The wheel in fresh venvs, no Rust on PATH: Python 3.10 + Django 4.2, 3.11 +
-# 5.2, the newest (>= 3.12) + 6.0, each with a two-process smoke test and
-# Django's own cache test-suite (docs/install.md).
-test-matrix: build wheel
+# 5.2, 3.13 + 6.0, 3.12 + 6.1 and 3.13 + 6.1, each with a two-process smoke
+# test and Django's own cache test-suite on SharedMemoryCache and TieredCache
+# (a redis-server of ours: test-tools) (docs/install.md).
+test-matrix: build wheel test-tools
 	$(ACT) SHMCACHE_WHEEL_REQUIRED=1 SHMCACHE_MATRIX=1 $(BIN)/python -m pytest -q -rs tests/test_wheel.py
 
 test: lint test-rust test-python

@@ -159,7 +159,9 @@ def tiered_targets(res: dict, t) -> None:
     """Issue 13's targets for TieredCache (bench/tiered.py)."""
     tr = res.get("tiered")
     names = ("TieredCache L1 hit ≥ 0.9× a plain shmcache get", "TieredCache staleness p99 ≤ 5 ms on loopback, idle",
-             "TieredCache: 0 reads outside the staleness bound", "TieredCache cuts Redis reads by ≥ the L1 hit ratio")
+             "TieredCache: 0 reads outside the staleness bound", "TieredCache cuts Redis reads by ≥ the L1 hit ratio",
+             "TieredCache aget L1 hit ≥ 0.9× SharedMemoryCache.aget",
+             "TieredCache aget holds the loop ≤ 50 ms while Redis is stopped 200 ms")
     if not tr:
         for n in names:
             t(n, None, (res.get("skipped") or {}).get("tiered", "not measured"))
@@ -179,6 +181,18 @@ def tiered_targets(res: dict, t) -> None:
     hr = c["tiered"]["l1_hit_ratio"]
     t(names[3], c["reads_cut"] >= hr - 1e-3, f"reads cut {c['reads_cut']:.4f} vs L1 hit ratio {hr:.4f}; Redis commands per "
       f"1,000 requests {c['tiered']['per_1000']:.1f} (TieredCache) vs {c['redis']['per_1000']:.1f} (RedisCache)")
+    a = tr.get("async")
+    if not a:
+        for n in names[4:]:
+            t(n, None, "not measured")
+        return
+    r = a["tiered_hit"] / a["shmcache_hit"]
+    t(names[4], r >= 0.9, f"TieredCache {fnum(a['tiered_hit'])} agets/s vs SharedMemoryCache {fnum(a['shmcache_hit'])} "
+      f"agets/s = {r:.2f}×; an L1 miss: TieredCache {fnum(a['tiered_miss'])}/s vs RedisCache.aget "
+      f"{fnum(a['redis_miss'])}/s = {a['tiered_miss'] / a['redis_miss']:.2f}×")
+    h = a["held_ms"]
+    t(names[5], h["tiered_aget"] <= 50, f"longest loop gap {h['tiered_aget']:.1f} ms (RedisCache.aget "
+      f"{h['redis_aget']:.1f} ms; the sync get these methods used to run: {h['sync_get_in_loop']:.1f} ms)")
 
 
 # ---------------------------------------------------------------- chart
@@ -788,6 +802,22 @@ def tiered_section(res: dict, w) -> None:
     w(f"| TieredCache | {c['tiered']['per_1000']:.1f} | {c['tiered']['reads_per_1000']:.1f} | {c['tiered']['l1_hit_ratio']:.4f} |")
     w(f"| RedisCache | {c['redis']['per_1000']:.1f} | {c['redis']['reads_per_1000']:.1f} | — |")
     w("")
+    a = tr.get("async")
+    if a:
+        h = a["held_ms"]
+        w("| async, through Django | ops/s |")
+        w("|---|---:|")
+        w(f"| TieredCache.aget, an L1 hit | {fnum(a['tiered_hit'])} |")
+        w(f"| SharedMemoryCache.aget | {fnum(a['shmcache_hit'])} |")
+        w(f"| TieredCache.aget, an L1 miss (read from Redis, then filled) | {fnum(a['tiered_miss'])} |")
+        w(f"| RedisCache.aget (Django's: a thread hop per call) | {fnum(a['redis_miss'])} |")
+        w("")
+        w("| the loop held while Redis is stopped 200 ms during one call | longest gap of a 1 ms ticker |")
+        w("|---|---:|")
+        w(f"| TieredCache.aget (redis.asyncio) | {h['tiered_aget']:.1f} ms |")
+        w(f"| RedisCache.aget (sync_to_async) | {h['redis_aget']:.1f} ms |")
+        w(f"| a sync get in the loop (TieredCache's async methods before) | {h['sync_get_in_loop']:.1f} ms |")
+        w("")
     w(f"A new listener live after the listener is SIGKILLed: median {k['p50_s']:.3f} s, max {k['max_s']:.3f} s "
       f"({k['trials']} trials; the survivor's every read is an L1 hit, so only the watermark's lag prompts "
       f"it to take over; its L2 reads before taking over: {k.get('l2_reads_before_takeover', 'not measured')}).")

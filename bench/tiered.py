@@ -15,11 +15,19 @@ Against the run's own redis-server (loopback), through Django's cache faces:
   (``INFO commandstats`` before and after; the listener's PINGs counted);
 - the time until a new listener is live after the listener is SIGKILLed
   (the survivor's every read is an L1 hit: the hard case, where only the
-  watermark's lag prompts it to take over).
+  watermark's lag prompts it to take over);
+- async (issue 21): ``aget`` of an L1 hit against ``SharedMemoryCache.aget``;
+  ``aget`` of an L1 miss (L1 flushed before each round: every read a miss
+  and a fill) against Django's ``RedisCache.aget`` (a thread hop per call);
+  and the loop time held: the longest gap of a 1 ms ticker on the loop while
+  Redis is SIGSTOPped for 200 ms during one call, for ``aget``, for
+  RedisCache's ``aget``, and for the sync ``get`` awaited nowhere (what the
+  async methods did before: the baseline).
 """
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import signal
@@ -29,6 +37,7 @@ import sys
 import time
 
 from bench.workloads import log, make_value, zipf_ranks
+from devkit.loop import while_stopped
 from devkit.stats import percentile
 from devkit.wait import wait_for
 
@@ -93,6 +102,63 @@ def hit_rates(tiered, plain, rc, quick: bool) -> dict:
     log(f"   L1 hit: TieredCache {out['tiered']:,.0f}/s, SharedMemoryCache {out['shmcache']:,.0f}/s "
         f"({out['tiered'] / out['shmcache']:.2f}x), RedisCache {out['redis']:,.0f}/s; "
         f"{out['l1_hit_fraction']:.4f} of TieredCache's gets were L1 hits")
+    return out
+
+
+async def _arate(afn, keys, before_round=None) -> float:
+    if before_round is not None:
+        before_round()
+    t0 = time.perf_counter()
+    for k in keys:
+        await afn(k)
+    return len(keys) / (time.perf_counter() - t0)
+
+
+async def _held(pid: int, call) -> float:
+    """The longest gap (ms) of a 1 ms ticker on this loop while Redis is
+    stopped for 200 ms during `call()`."""
+    _, gap, _ = await while_stopped(pid, 0.2, call, every=0.001)
+    return gap * 1000
+
+
+def async_rates(tiered, plain, rc, redis_pid: int, quick: bool) -> dict:
+    v = make_value(VALUE)
+    keys = [f"ahit:{i}" for i in range(KEYS)]
+    for c in (tiered, plain, rc):
+        for k in keys:
+            c.set(k, v)
+    reps = 10 if quick else 100
+    ops = keys * reps
+    core = tiered._cache._core
+
+    async def go() -> dict:
+        for k in keys:  # fill L1 (and this loop's pools)
+            assert await tiered.aget(k) == v
+        await rc.aget(keys[0])
+        res: dict = {"tiered_hit": [], "shmcache_hit": [], "tiered_miss": [], "redis_miss": []}
+        for _ in range(5):  # interleaved
+            res["tiered_hit"].append(await _arate(tiered.aget, ops))
+            res["shmcache_hit"].append(await _arate(plain.aget, ops))
+            res["tiered_miss"].append(await _arate(tiered.aget, keys, core.flush))
+            res["redis_miss"].append(await _arate(rc.aget, keys))
+        out = {k: max(x) for k, x in res.items()}
+        miss_key = "ahit:0"
+        core.flush()
+        out["held_ms"] = {
+            "tiered_aget": await _held(redis_pid, lambda: tiered.aget(miss_key)),
+            "redis_aget": await _held(redis_pid, lambda: rc.aget(miss_key)),
+            "sync_get_in_loop": await _held(redis_pid, lambda: asyncio.sleep(0, tiered.get(miss_key + "x"))),
+        }
+        await tiered.aclose()
+        return out
+
+    out = asyncio.run(go())
+    h = out["held_ms"]
+    log(f"   aget L1 hit: TieredCache {out['tiered_hit']:,.0f}/s, SharedMemoryCache {out['shmcache_hit']:,.0f}/s "
+        f"({out['tiered_hit'] / out['shmcache_hit']:.2f}x); aget of an L1 miss: TieredCache {out['tiered_miss']:,.0f}/s, "
+        f"RedisCache {out['redis_miss']:,.0f}/s ({out['tiered_miss'] / out['redis_miss']:.2f}x); loop held with Redis "
+        f"stopped 200 ms: TieredCache.aget {h['tiered_aget']:.1f} ms, RedisCache.aget {h['redis_aget']:.1f} ms, "
+        f"sync get in the loop {h['sync_get_in_loop']:.1f} ms")
     return out
 
 
@@ -263,6 +329,7 @@ def run(redis_srv, quick: bool) -> dict:
         out["staleness_idle"] = staleness(tiered, tiered_b, n, 0, loc, url)
         out["staleness_busy"] = staleness(tiered, tiered_b, n, 2, loc, url)
         out["commands"] = redis_commands(tiered, rc, r, quick)
+        out["async"] = async_rates(tiered, plain, rc, redis_srv.pid, quick)
         for s in sides:
             s.kill()
             s.wait(5)

@@ -9,6 +9,7 @@ the same way.
 
 * ``devkit.django_suite``: Django's own BaseCacheTests run against our backend;
 * ``devkit.gunicorn_demo``: the demo Django site under a real gunicorn;
+* ``devkit.loop``: how long an asyncio event loop is held;
 * ``devkit.net``: free ports, a listening socket, a JSON GET;
 * ``devkit.proc``: /proc readers (process state, children, RSS);
 * ``devkit.stats``: percentiles;

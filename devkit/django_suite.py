@@ -1,7 +1,8 @@
 """Django's own generic cache tests (``BaseCacheTests`` from the source
-distribution of a Django release) run against shmcache's backend, with any
-interpreter: the dev venv's (tests/test_django_suite.py) or a fresh venv in
-which the wheel is installed (tests/test_wheel.py).
+distribution of a Django release) run against shmcache's backends, with any
+interpreter: the dev venv's (tests/test_django_suite.py,
+tests/test_tiered_django.py) or a fresh venv in which the wheel is installed
+(tests/test_wheel.py, the release workflow: `run_both`).
 
 The test tree of Django `version` is downloaded once (its sdist, by the
 `python` that will run it, so pip honours that interpreter's
@@ -23,6 +24,11 @@ from devkit import ROOT
 
 CACHE_DIR = ROOT / ".cache"
 OUR_MODULE = ROOT / "tests" / "django_suite" / "test_shmcache_backend.py"
+TIERED_MODULE = ROOT / "tests" / "django_suite" / "test_tiered_backend.py"
+# (CPython, Django) pairs of `make test-matrix` (tests/test_wheel.py; "oldest"
+# is 3.10); the release workflow runs these, and Django 6.0 and 6.1 on
+# CPython 3.14, which no machine here has (tests/test_packaging.py).
+MATRIX_PAIRS = [("oldest", "4.2"), ("3.11", "5.2"), ("3.13", "6.0"), ("3.12", "6.1"), ("3.13", "6.1")]
 # Only the cull tests may be skipped (MAX_ENTRIES/CULL_FREQUENCY are not honoured).
 ALLOWED_SKIPS = {"test_cull", "test_zero_cull", "test_cull_delete_when_store_empty"}
 
@@ -73,7 +79,7 @@ def run_base_cache_tests(
     m = re.search(r"Ran (\d+) tests", out)
     source = (tests / "cache" / "tests.py").read_text()
     body = source.split("class BaseCacheTests", 1)[1].split("\nclass ", 1)[0]
-    expected = len(re.findall(r"^    def test_", body, re.M))
+    expected = len(re.findall(r"^    (?:async )?def test_", body, re.M))
     assert m and int(m.group(1)) == expected > 40, (expected, out[-3000:])
     skipped = re.findall(r"^(test\w+) .*\.\.\. skipped", out, re.M)
     assert set(skipped) <= ALLOWED_SKIPS, skipped
@@ -81,15 +87,38 @@ def run_base_cache_tests(
     return out
 
 
+def run_both(python: str, version: str, env: dict | None = None) -> dict[str, str]:
+    """The suite on SharedMemoryCache, then on TieredCache with a
+    redis-server of our own on loopback (devkit/redis_server.py: Debian's or
+    Ubuntu's package, which must be installed). {backend: its summary line}."""
+    import tempfile
+
+    from devkit.redis_server import RedisServer
+
+    ran = {}
+    out = run_base_cache_tests(python, version, env=env)
+    ran["SharedMemoryCache"] = re.findall(r"^Ran \d+ tests.*$", out, re.M)[0]
+    with tempfile.TemporaryDirectory(prefix="shmcache-suite-redis-") as d:
+        srv = RedisServer(d)
+        try:
+            out = run_base_cache_tests(python, version, env=env, module=TIERED_MODULE,
+                                       extra_env={"SHMCACHE_SUITE_L2": srv.url})
+        finally:
+            srv.stop()
+    ran["TieredCache"] = re.findall(r"^Ran \d+ tests.*$", out, re.M)[0]
+    return ran
+
+
 def main() -> None:
-    """``python -m devkit.django_suite``: the suite with this interpreter and
-    its installed Django and shmcache (the release workflow's wheel test)."""
+    """``python -m devkit.django_suite``: the suite on both backends with
+    this interpreter and its installed Django, shmcache and redis-py (the
+    release workflow's wheel test)."""
     import sys
 
     import django
 
-    out = run_base_cache_tests(sys.executable, django.get_version())
-    print(re.findall(r"^Ran \d+ tests.*$", out, re.M)[0], f"(Django {django.get_version()}): OK")
+    for backend, line in run_both(sys.executable, django.get_version()).items():
+        print(f"{line} ({backend}, Django {django.get_version()}): OK")
 
 
 if __name__ == "__main__":

@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from devkit import ROOT
+from devkit.django_suite import MATRIX_PAIRS
 
 WORKFLOW = ROOT / ".github" / "workflows" / "release.yml"
-TESTED_PYTHONS = ["3.10", "3.11", "3.12", "3.13"]  # one abi3 wheel; 3.12 runs the same wheel (docs/install.md)
-TESTED_DJANGOS = ["4.2", "5.2", "6.0"]  # make test-matrix
+TESTED_PYTHONS = ["3.10", "3.11", "3.12", "3.13"]  # one abi3 wheel, here (make test-matrix; docs/install.md)
+WORKFLOW_PYTHONS = ["3.14"]  # tested by the release workflow only: no 3.14 can be installed here
+TESTED_DJANGOS = ["4.2", "5.2", "6.0", "6.1"]  # make test-matrix and the release workflow
 
 
 def cargo_version() -> str:
@@ -56,10 +58,11 @@ def test_metadata_a_user_sees_on_the_index(metadata):
     assert {"Homepage", "Source", "Issues", "Documentation"} <= set(urls), urls
     assert "django" in meta["Keywords"].split(",")
     classifiers = set(meta.get_all("Classifier"))
-    assert {f"Programming Language :: Python :: {v}" for v in TESTED_PYTHONS} <= classifiers
+    pythons = TESTED_PYTHONS + WORKFLOW_PYTHONS
+    assert {f"Programming Language :: Python :: {v}" for v in pythons} <= classifiers
     assert {f"Framework :: Django :: {v}" for v in TESTED_DJANGOS} <= classifiers
     assert not {c for c in classifiers if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)} - {
-        f"Programming Language :: Python :: {v}" for v in TESTED_PYTHONS}, "a Python classifier that is not tested"
+        f"Programming Language :: Python :: {v}" for v in pythons}, "a Python classifier that is not tested"
     assert not {c for c in classifiers if re.fullmatch(r"Framework :: Django :: \d\.\d", c)} - {
         f"Framework :: Django :: {v}" for v in TESTED_DJANGOS}, "a Django classifier that is not tested"
     assert "Operating System :: POSIX :: Linux" in classifiers
@@ -72,7 +75,7 @@ def test_metadata_a_user_sees_on_the_index(metadata):
         pytest.skip("packaging is not installed")
     spec = Requirement(req.split(";")[0]).specifier
     for v, ok in [("4.1.13", False), ("4.2.20", True), ("5.0.14", False), ("5.1.15", False), ("5.2.8", True),
-                  ("6.0.1", True), ("6.1", False)]:
+                  ("6.0.1", True), ("6.1", True), ("6.1.3", True), ("6.2", False), ("6.2a1", False)]:
         assert spec.contains(v) is ok, (v, str(spec))
 
 
@@ -115,8 +118,15 @@ def test_release_workflow_is_valid_and_mirrors_make_wheel():
     assert "test-hooks" not in code and "--features" not in args and "--features" not in make_args
     (sdist,) = [s for s in jobs["sdist"]["steps"] if s.get("uses", "").startswith("PyO3/maturin-action@")]
     assert sdist["with"]["command"] == "sdist"
-    # The Django matrix is make test-matrix's.
-    assert [i["django"] for i in jobs["django"]["strategy"]["matrix"]["include"]] == TESTED_DJANGOS
+    # The Django matrix is make test-matrix's, plus each Django that supports it on the workflow-only CPythons.
+    pairs = [(i["python"], i["django"]) for i in jobs["django"]["strategy"]["matrix"]["include"]]
+    here = [("3.10" if py == "oldest" else py, dj) for py, dj in MATRIX_PAIRS]
+    assert set(here) <= set(pairs) and sorted({dj for _, dj in pairs}) == TESTED_DJANGOS, pairs
+    assert {dj for py, dj in pairs if py in WORKFLOW_PYTHONS} == {"6.0", "6.1"}, pairs
+    assert set(pairs) - set(here) == {(py, dj) for py in WORKFLOW_PYTHONS for dj in ("6.0", "6.1")}, pairs
+    assert {py for py, _ in pairs} == set(TESTED_PYTHONS + WORKFLOW_PYTHONS), pairs
+    steps = " ".join(s.get("run", "") for s in jobs["django"]["steps"])
+    assert "redis-server" in steps and "[django,tiered]" in steps and "devkit.django_suite" in steps
     # Trusted publishing, only from a tag, only after everything passed.
     pub = jobs["publish"]
     assert pub["permissions"] == {"id-token": "write"} and wf["permissions"] == {"contents": "read"}

@@ -68,7 +68,9 @@ def test_a_remote_write_is_seen_within_50ms(hosts):
     assert a.tier("invalidations") >= 7
 
 
-def test_a_fill_paused_between_the_L2_read_and_the_fill_is_dropped(hosts, tmp_path):
+@pytest.mark.parametrize("read", ["get", "aget"])
+def test_a_fill_paused_between_the_L2_read_and_the_fill_is_dropped(hosts, tmp_path, read):
+    """The fill token guards sync and async reads alike (aget's fill runs the same steps)."""
     a, b = hosts()
     key = K + "race"
     b.set_settled(key, "old", a)
@@ -76,7 +78,7 @@ def test_a_fill_paused_between_the_L2_read_and_the_fill_is_dropped(hosts, tmp_pa
     w = a.workers[1]
     w("pause_fill", key, reached, release)
     rejected = a.tier("fills_rejected")
-    w.send("get", key)
+    w.send(read, key)
     wait_for(lambda: os.path.exists(reached), 10, "the fill to reach its pause")
     inv = a.tier("invalidations")
     b.workers[0]("set", key, "new")
@@ -260,21 +262,24 @@ def test_TTLs_are_honoured_in_L1_even_when_Redis_expiry_is_slow(tmp_path, locati
         srv.stop()
 
 
-def test_history_every_read_was_current_within_the_bound(hosts, redis_server):
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_history_every_read_was_current_within_the_bound(hosts, redis_server, mode):
     """Writers on host B, readers on host A; meanwhile A's listener is
     SIGKILLed and the invalidation connection killed from Redis. Every read
     returns a value that was current at some instant within [its start -
-    MAX_STALENESS, its end]."""
+    MAX_STALENESS, its end]. In "async" mode they read with ``aget`` and
+    write with ``aset`` on event loops."""
+    read_loop, write_loop = ("aread_loop", "awrite_loop") if mode == "async" else ("read_loop", "write_loop")
     a, b = hosts(workers=3)
     keys = [K + f"h{i}" for i in range(3)]
     for k in keys:
         b.workers[0]("set", k, 0)
     writes_at = {}
     for i, k in enumerate(keys):
-        b.workers[i].send("write_loop", k, 120, 0.01)
+        b.workers[i].send(write_loop, k, 120, 0.01)
     readers = [w for w in a.workers if w.pid != a.listener().pid]
     for w in readers:
-        w.send("read_loop", keys, 2.5, 0.0005)
+        w.send(read_loop, keys, 2.5, 0.0005)
     time.sleep(0.8)
     victim = a.listener()
     os.kill(victim.pid, signal.SIGKILL)
@@ -297,3 +302,71 @@ def test_history_every_read_was_current_within_the_bound(hosts, redis_server):
         checked += 1
     assert checked > 300
     assert a.core.listener_pid != victim.pid
+
+
+# ---- get_or_set: one computation across every host ----
+
+
+def _computed(redis_server, key: str) -> int:
+    return int(r(redis_server).get(f"computed:{key}") or 0)
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["get_or_set", "aget_or_set"])
+def test_get_or_set_computes_once_across_hosts(hosts, redis_server, use_async):
+    """Six workers on two hosts miss one key at once: one computes (0.5 s),
+    the other five wait for its value. Its marker in Redis is freed after."""
+    a, b = hosts()
+    key = K + f"flight-{use_async}"
+    workers = a.workers + b.workers
+    for w in workers:
+        w.send("get_or_set", key, "computed", 0.5, 10.0, use_async)
+    got = [w.result() for w in workers]
+    assert {v for v, _ in got} == {"computed"}, got
+    assert _computed(redis_server, key) == 1, "computed more than once"
+    assert max(t for _, t in got) < 5, got
+    assert not r(redis_server).keys(b"\0shmcache-flight\0*"), "the marker was freed"
+    assert a.workers[0]("get", key) == "computed" and b.workers[1]("get", key) == "computed"
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "stopped"])
+def test_a_get_or_set_holder_that_dies_or_stops_frees_the_other_hosts_within_the_lease(hosts, redis_server, how):
+    """The holder on host A never finishes (SIGKILL, or SIGSTOP: its lease
+    is no longer renewed); the waiters on host B take over once the marker
+    lapses (FLIGHT_LEASE, 2 s), long before `wait` (20 s), and compute once."""
+    from shmcache.tiered import FLIGHT_LEASE
+
+    a, b = hosts()
+    key = K + f"flight-dead-{how}"
+    holder = a.workers[1]
+    holder.send("get_or_set", key, "never", 60.0, 20.0, False)
+    wait_for(lambda: _computed(redis_server, key) == 1, 5, "the holder to start computing")
+    time.sleep(FLIGHT_LEASE)  # its lease renewed meanwhile: the marker is still held
+    assert r(redis_server).exists(b"\0shmcache-flight\0" + key.encode())
+    for w in b.workers:
+        w.send("get_or_set", key, "from-b", 0.1, 20.0, False)
+    time.sleep(0.3)
+    os.kill(holder.pid, how)
+    t_gone = time.monotonic()
+    try:
+        got = [w.result(30) for w in b.workers]
+        took = time.monotonic() - t_gone
+        assert {v for v, _ in got} == {"from-b"}, got
+        assert took < FLIGHT_LEASE + 1.5, f"the waiters took over {took:.2f} s after the holder was gone"
+        assert _computed(redis_server, key) == 2, "once by the lost holder, once on host B"
+    finally:
+        if how == signal.SIGSTOP:
+            os.kill(holder.pid, signal.SIGCONT)
+
+
+def test_get_or_set_waiters_compute_themselves_after_wait(hosts, redis_server):
+    """A holder slower than `wait`: the waiters go on without it, as on one host."""
+    a, b = hosts()
+    key = K + "flight-slow"
+    a.workers[0].send("get_or_set", key, "slow", 3.0, 0.5, False)
+    wait_for(lambda: _computed(redis_server, key) == 1, 5, "the holder to start computing")
+    v, took = b.workers[0]("get_or_set", key, "impatient", 0.0, 0.5, False)
+    assert v == "impatient" and took < 2.0, (v, took)
+    # The holder's value comes too late: B's is stored (add), and the holder answers with it.
+    v, took = a.workers[0].result()
+    assert v == "impatient" and took >= 3.0, (v, took)
+    assert _computed(redis_server, key) == 2

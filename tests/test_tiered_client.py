@@ -13,9 +13,10 @@ import time
 
 import pytest
 import redis
+import tiered_hosts
+from tiered_hosts import destroy_l1
 
 import shmcache
-from shmcache import _listener
 from shmcache.tiered import TieredClient, l1_location
 
 
@@ -29,27 +30,14 @@ def django_cache(location, url, prefix="site", **options):
 def cleanup():
     made = []
     yield made.append
-    _listener.stop_all()
     for loc, prefix in made:
-        l1 = l1_location(loc, prefix)
-        seg = shmcache.segment_name(l1)
-        shmcache.destroy(l1)
-        try:
-            import os
-
-            os.unlink(_listener.lock_path(seg))
-        except FileNotFoundError:
-            pass
+        destroy_l1(loc, prefix)
 
 
 def settle(c, timeout=5.0):
     """Until the listener has applied every invalidation of writes completed
     before now (its watermark passes now): then a read fills L1."""
-    t = shmcache._core.monotonic_ms()
-    deadline = time.monotonic() + timeout
-    while c._core.watermark_ms <= t:
-        assert time.monotonic() < deadline, "the watermark did not pass now"
-        time.sleep(0.005)
+    tiered_hosts.settle(c._core, timeout)
 
 
 def wait_live(c, timeout=5.0):

@@ -6,8 +6,12 @@ fresh venvs of CPythons found on this machine, and run there.
 * ``make test`` (short): the oldest CPython (>= 3.10), the two-process smoke
   test (tests/wheel_smoke.py).
 * ``make test-matrix`` (SHMCACHE_MATRIX=1): the oldest CPython with Django
-  4.2 LTS, 3.11 with Django 5.2 LTS, the newest (>= 3.12) with Django 6.0;
-  each the smoke test and Django's own cache suite (devkit/django_suite.py).
+  4.2 LTS, 3.11 with Django 5.2 LTS, 3.13 with Django 6.0, 3.12 and 3.13
+  with Django 6.1 (which needs 3.12 or newer); in each, Django is installed
+  first and ``<wheel>[django,tiered]`` after it must leave it as it was (the
+  extra allows every tested release), then the smoke test and Django's own
+  cache suite on SharedMemoryCache and on TieredCache, with a redis-server
+  of ours (devkit/django_suite.py).
 
 An interpreter that is absent is skipped with a message naming it. Without
 a wheel in dist/ the tests skip, unless SHMCACHE_WHEEL_REQUIRED is set (as
@@ -27,7 +31,8 @@ from pathlib import Path
 import pytest
 
 from devkit import ROOT
-from devkit.django_suite import run_base_cache_tests
+from devkit.django_suite import MATRIX_PAIRS, run_both
+from devkit.redis_server import redis_server_path
 
 DIST = ROOT / "dist"
 MIN_PYTHON = (3, 10)  # pyproject's requires-python
@@ -98,15 +103,11 @@ PYTHONS = find_pythons()
 
 
 def pick(which: str) -> tuple[tuple[int, int], str]:
-    """"oldest", "newest>=3.12" or "3.11": that interpreter, or a skip saying it is absent."""
+    """"oldest" or "3.11": that interpreter, or a skip saying it is absent."""
     if not PYTHONS:
         pytest.skip(f"no CPython >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]} found (pyenv versions, python3.X on PATH)")
     if which == "oldest":
         minor = min(PYTHONS)
-    elif which == "newest>=3.12":
-        minor = max(PYTHONS)
-        if minor < (3, 12):
-            pytest.skip(f"no CPython 3.12 or newer found (have {sorted(PYTHONS)}); Django 6.0 needs one")
     else:
         minor = tuple(int(x) for x in which.split("."))
         if minor not in PYTHONS:
@@ -126,18 +127,23 @@ def no_rust_env(venv: Path) -> dict:
     return env
 
 
-def make_venv(python: str, venv: Path, wheel: Path, *requirements: str) -> tuple[str, dict]:
-    """A fresh venv of `python` with the wheel (and `requirements`, from
-    the index, binary only) installed with no Rust on PATH."""
+def make_venv(python: str, venv: Path, wheel: Path, *requirements: str, extras: str = "") -> tuple[str, dict]:
+    """A fresh venv of `python` with `requirements` (from the index, binary
+    only), then the wheel (with `extras`, e.g. "django,tiered"), installed
+    with no Rust on PATH."""
     subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=300)
     env = no_rust_env(venv)
     py = str(venv / "bin" / "python")
     check = "import shutil, sys; sys.exit(any(shutil.which(t) for t in ('cargo', 'rustc', 'rustup')))"
     assert shutil.which("cargo", path=env["PATH"]) is None
     assert subprocess.run([py, "-c", check], env=env, timeout=60).returncode == 0, "Rust still on PATH"
-    index = [] if requirements else ["--no-index"]  # the wheel alone needs nothing from the index
-    p = subprocess.run([py, "-m", "pip", "install", "-q", "--only-binary=:all:", *index, str(wheel), *requirements],
-                       env=env, cwd=venv, capture_output=True, text=True, timeout=600)
+    pip = [py, "-m", "pip", "install", "-q", "--only-binary=:all:"]
+    if requirements:
+        p = subprocess.run([*pip, *requirements], env=env, cwd=venv, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stdout + p.stderr
+    index = [] if extras else ["--no-index"]  # the wheel alone needs nothing from the index
+    target = f"{wheel}[{extras}]" if extras else str(wheel)
+    p = subprocess.run([*pip, *index, target], env=env, cwd=venv, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
     return py, env
 
@@ -185,17 +191,19 @@ def test_wheel_in_the_oldest_python(wheel, tmp_path):
 
 
 @pytest.mark.skipif(not MATRIX, reason="the full matrix runs in `make test-matrix` (SHMCACHE_MATRIX=1)")
-@pytest.mark.parametrize("which, django", [("oldest", "4.2"), ("3.11", "5.2"), ("newest>=3.12", "6.0")])
+@pytest.mark.parametrize("which, django", MATRIX_PAIRS)
 def test_wheel_matrix(wheel, tmp_path, which, django):
     minor, python = pick(which)
+    if redis_server_path() is None:
+        pytest.skip("redis-server not installed (TieredCache's run of the suite; make test-tools installs it as root)")
     venv = tmp_path / f"venv-{minor[0]}.{minor[1]}-django-{django}"
-    py, env = make_venv(python, venv, wheel, f"Django=={django}.*")
-    smoke(py, env, venv, minor)
+    py, env = make_venv(python, venv, wheel, f"Django=={django}.*", extras="django,tiered")
     version = subprocess.run([py, "-c", "import django; print(django.get_version())"], env=env, cwd=venv,
                              capture_output=True, text=True, check=True).stdout.strip()
-    assert version.startswith(django + "."), version
-    out = run_base_cache_tests(py, version, env=env)
-    print(f"CPython {minor[0]}.{minor[1]} + Django {version}:", re.findall(r"^Ran \d+ tests.*$", out, re.M))
+    assert version.startswith(django + "."), f"installing the wheel's [django] extra moved Django to {version}"
+    smoke(py, env, venv, minor)
+    ran = run_both(py, version, env=env)
+    print(f"CPython {minor[0]}.{minor[1]} + Django {version}:", ran)
 
 
 @pytest.mark.skipif(not MATRIX, reason="the full matrix runs in `make test-matrix` (SHMCACHE_MATRIX=1)")

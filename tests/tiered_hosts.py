@@ -8,6 +8,8 @@ over a pipe."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import multiprocessing
 import os
 import signal
@@ -20,6 +22,26 @@ from shmcache import _listener
 from shmcache.tiered import TieredClient, l1_location, set_fill_pause
 
 PREFIX = "site"
+
+
+def settle(core: Any, timeout: float = 5.0) -> None:
+    """Return once the listener of `core`'s L1 has applied every
+    invalidation for writes completed before now: its watermark (the send
+    time of a PING answered since) passes now."""
+    t = shmcache._core.monotonic_ms()
+    wait_for(lambda: core.watermark_ms > t, timeout, "the watermark to pass now")
+
+
+def destroy_l1(location: str, prefix: str = PREFIX) -> None:
+    """Stop this process's listeners, remove the L1 segment of `location`
+    and `prefix` and its election file."""
+    seg = shmcache.segment_name(l1_location(location, prefix))
+    _listener.stop_all()
+    shmcache.destroy(l1_location(location, prefix))
+    try:
+        os.unlink(_listener.lock_path(seg))
+    except FileNotFoundError:
+        pass
 
 
 def _serve(client: TieredClient, conn: Any) -> None:
@@ -44,30 +66,57 @@ def _poll(client: TieredClient, key: str, expected: Any, timeout: float) -> floa
     return None
 
 
-def _read_loop(client: TieredClient, keys: list[str], duration: float, pause: float) -> list[tuple]:
-    """Reads for `duration` s: (key, start, end, value) each."""
-    out, end = [], time.monotonic() + duration
-    i = 0
-    while time.monotonic() < end:
-        k = keys[i % len(keys)]
-        i += 1
-        t0 = time.monotonic()
-        v = client.get(k)
-        out.append((k, t0, time.monotonic(), v))
-        if pause:
-            time.sleep(pause)
-    return out
-
-
-def _write_loop(client: TieredClient, key: str, n: int, pause: float) -> list[tuple]:
-    """Writes 1..n to `key` in order: (value, start, end) each."""
+async def _loop_of(call: Any, items: Any, duration: float | None, pause: float) -> list[tuple]:
+    """Calls `call(item)` (sync, or a coroutine function) for each item in
+    turn, for `duration` s if given: (item, start, end, result) each."""
     out = []
-    for v in range(1, n + 1):
+    end = None if duration is None else time.monotonic() + duration
+    for item in items:
+        if end is not None and time.monotonic() >= end:
+            break
         t0 = time.monotonic()
-        client.set(key, v)
-        out.append((v, t0, time.monotonic()))
-        time.sleep(pause)
+        v = call(item)
+        if asyncio.iscoroutine(v):
+            v = await v
+        out.append((item, t0, time.monotonic(), v))
+        if pause:
+            await asyncio.sleep(pause)
     return out
+
+
+def _read_loop(client: TieredClient, keys: list[str], duration: float, pause: float, use_async: bool = False) -> list:
+    """Reads (get, or aget) of `keys` in turn for `duration` s: (key, start, end, value) each."""
+    cycle = (keys[i % len(keys)] for i in itertools.count())
+    return asyncio.run(_loop_of(client.aget if use_async else client.get, cycle, duration, pause))
+
+
+def _write_loop(client: TieredClient, key: str, n: int, pause: float, use_async: bool = False) -> list[tuple]:
+    """Writes (set, or aset) of 1..n to `key` in order: (value, start, end) each."""
+    write = (lambda v: client.aset(key, v)) if use_async else (lambda v: client.set(key, v))
+    return [(v, s, e) for v, s, e, _ in asyncio.run(_loop_of(write, range(1, n + 1), None, pause))]
+
+
+def _computation(client: TieredClient, key: str, value: Any, seconds: float):
+    """A callable for get_or_set that counts its calls in Redis
+    (``computed:<key>``), takes `seconds`, then returns `value`."""
+
+    def compute() -> Any:
+        client._r.incr(f"computed:{key}")
+        time.sleep(seconds)
+        return value
+
+    return compute
+
+
+def _get_or_set(client: TieredClient, key: str, value: Any, seconds: float, wait: float, use_async: bool) -> tuple:
+    """get_or_set (or aget_or_set) with a `_computation`: (value, seconds taken)."""
+    t0 = time.monotonic()
+    compute = _computation(client, key, value, seconds)
+    if use_async:
+        v = asyncio.run(client.aget_or_set(key, compute, 60, wait))
+    else:
+        v = client.get_or_set(key, compute, 60, wait)
+    return v, time.monotonic() - t0
 
 
 _OPS = {
@@ -79,6 +128,11 @@ _OPS = {
     "poll": _poll,
     "read_loop": _read_loop,
     "write_loop": _write_loop,
+    "aget": lambda c, k: asyncio.run(c.aget(k)),
+    "aset": lambda c, k, v, t=None: asyncio.run(c.aset(k, v, t)),
+    "aread_loop": lambda c, *a: _read_loop(c, *a, use_async=True),
+    "awrite_loop": lambda c, *a: _write_loop(c, *a, use_async=True),
+    "get_or_set": _get_or_set,
     "pause_fill": lambda c, k, reached, release: set_fill_pause(k, reached, release),
     "l1_raw": lambda c, k: c._core.get(k),
     "pid": lambda c: os.getpid(),
@@ -166,11 +220,8 @@ class Host:
         return self.core.tier_stats()[name]
 
     def settle(self, timeout: float = 5.0) -> None:
-        """Return once this host's listener has applied every invalidation
-        for writes completed before now: its watermark (the send time of
-        a PING answered since) passes now."""
-        t = shmcache._core.monotonic_ms()
-        wait_for(lambda: self.core.watermark_ms > t, timeout, f"{self.location}'s watermark to pass now")
+        """This host's listener has applied every invalidation sent before now (`settle`)."""
+        settle(self.core, timeout)
 
     def set_settled(self, key: str, value: Any, *hosts: Host, timeout: float | None = None) -> None:
         """A worker of this host writes; returns once every host in `hosts`
@@ -183,12 +234,6 @@ class Host:
     def close(self) -> None:
         for w in self.workers:
             w.stop()
-        seg = self.core.segment
-        _listener.stop_all()
-        shmcache.destroy(l1_location(self.location, PREFIX))
-        try:
-            os.unlink(_listener.lock_path(seg))
-        except FileNotFoundError:
-            pass
+        destroy_l1(self.location)
 
 

@@ -215,6 +215,10 @@ class SharedMemoryCache(BaseCache):
     def stats(self) -> dict:
         return self._cache.stats()
 
+    def close(self, **kwargs):
+        """Nothing to release per request (Django calls it after each)."""
+        self._cache.close()
+
     def dump(self, path) -> dict:
         """Write a snapshot of the cache to `path` (`shmcache.Cache.dump`)."""
         return self._cache.dump(path)
@@ -228,8 +232,8 @@ class SharedMemoryCache(BaseCache):
     async def aget(self, key, default=None, version=None):
         return self.get(key, default, version)
 
-    async def aset(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
-        return self.set(key, value, timeout, version)
+    async def aset(self, key, value, timeout=DEFAULT_TIMEOUT, version=None, nx=False):
+        return self.set(key, value, timeout, version, nx)
 
     async def aadd(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
         return self.add(key, value, timeout, version)
@@ -302,6 +306,10 @@ class SharedMemoryCache(BaseCache):
         """`lock` whose acquire waits with ``asyncio.sleep``: ``async with cache.alock("k"):``."""
         return AsyncLock(self.lock(key, version, timeout, sleep, blocking, blocking_timeout, thread_local))
 
+    async def aclose(self, **kwargs):
+        """`close`, inline (Django 6.1's BaseCache.aclose calls close in a thread)."""
+        self.close(**kwargs)
+
 
 class TieredCache(SharedMemoryCache):
     """shmcache on every host (L1) in front of Redis (L2), kept coherent
@@ -312,7 +320,11 @@ class TieredCache(SharedMemoryCache):
 
     The same face as `SharedMemoryCache` over a `TieredClient`: L2 keys and
     values are RedisCache's, so both can share a Redis. ``lock()`` is
-    redis-py's lock on L2 (shared by every host)."""
+    redis-py's lock on L2 (shared by every host). The ``a*`` methods await
+    the client's own: Redis on ``redis.asyncio``, so the event loop never
+    waits on it (an L1 hit answers inline)."""
+
+    _cache: TieredClient
 
     def _client(self, location: str, options: dict) -> TieredClient:  # type: ignore[override]
         from .tiered import TieredClient
@@ -323,4 +335,99 @@ class TieredCache(SharedMemoryCache):
         return self._cache.lock(self._k(key, version), timeout, sleep, blocking, blocking_timeout, thread_local)
 
     def alock(self, key, version=None, timeout=None, sleep=0.1, blocking=True, blocking_timeout=None, thread_local=True):
+        """``redis.asyncio``'s lock on L2: ``async with cache.alock("k"):`` inside a coroutine."""
         return self._cache.alock(self._k(key, version), timeout, sleep, blocking, blocking_timeout, thread_local)
+
+    # ---- async: the client's own, on redis.asyncio ----
+
+    async def aget(self, key, default=None, version=None):
+        return await self._cache.aget(self._k(key, version), default)
+
+    async def aset(self, key, value, timeout=DEFAULT_TIMEOUT, version=None, nx=False):
+        stored = await self._cache.aset(self._k(key, version), value, self._seconds(timeout), nx)
+        return stored if nx else None
+
+    async def aadd(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        return await self._cache.aadd(self._k(key, version), value, self._seconds(timeout))
+
+    async def atouch(self, key, timeout=DEFAULT_TIMEOUT, version=None):
+        return await self._cache.atouch(self._k(key, version), self._seconds(timeout))
+
+    async def adelete(self, key, version=None):
+        return await self._cache.adelete(self._k(key, version))
+
+    async def ahas_key(self, key, version=None):
+        return await self._cache.ahas_key(self._k(key, version))
+
+    async def aincr(self, key, delta=1, version=None, ignore_key_check=False):
+        try:
+            return await self._cache.aincr(self._k(key, version), delta, ignore_key_check)
+        except KeyError:
+            raise ValueError(f"Key '{key}' not found") from None
+
+    async def adecr(self, key, delta=1, version=None, ignore_key_check=False):
+        try:
+            return await self._cache.adecr(self._k(key, version), delta, ignore_key_check)
+        except KeyError:
+            raise ValueError(f"Key '{key}' not found") from None
+
+    async def aget_many(self, keys, version=None):
+        made = {self._k(key, version): key for key in keys}
+        return {made[k]: v for k, v in (await self._cache.aget_many(made)).items()}
+
+    async def aset_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
+        made = {self._k(key, version): key for key in data}
+        failed = await self._cache.aset_many({k: data[key] for k, key in made.items()}, self._seconds(timeout))
+        return [made[k] for k in failed]
+
+    async def adelete_many(self, keys, version=None):
+        made = [self._k(key, version) for key in keys]
+        return await self._cache.adelete_many(made) if made else None
+
+    async def aclear(self):
+        await self._cache.aclear()
+
+    async def aincr_version(self, key, delta=1, version=None):
+        if version is None:
+            version = self.version
+        if not await self._cache.arename(self._k(key, version), self._k(key, version + delta)):
+            raise ValueError(f"Key '{key}' not found")
+        return version + delta
+
+    async def attl(self, key, version=None):
+        return await self._cache.attl(self._k(key, version))
+
+    async def apttl(self, key, version=None):
+        return await self._cache.apttl(self._k(key, version))
+
+    async def aexpire(self, key, timeout, version=None):
+        return await self._cache.aexpire(self._k(key, version), self._seconds(timeout))
+
+    async def apexpire(self, key, timeout, version=None):
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = None if self.default_timeout is None else self.default_timeout * 1000
+        return await self._cache.apexpire(self._k(key, version), timeout)
+
+    async def aexpire_at(self, key, when, version=None):
+        return await self._cache.aexpire_at(self._k(key, version), when)
+
+    async def apexpire_at(self, key, when, version=None):
+        return await self._cache.apexpire_at(self._k(key, version), when)
+
+    async def apersist(self, key, version=None):
+        return await self._cache.apersist(self._k(key, version))
+
+    async def akeys(self, search, version=None):
+        return [k async for k in self.aiter_keys(search, version=version)]
+
+    async def aiter_keys(self, search, itersize=None, version=None) -> AsyncIterator[str]:
+        async for k in self._cache.aiter_keys(self._pattern(search, version, None), itersize):
+            yield self._reverse_key(k)
+
+    async def adelete_pattern(self, pattern, version=None, prefix=None, itersize=None):
+        return await self._cache.adelete_pattern(self._pattern(pattern, version, prefix), itersize)
+
+    async def aclose(self, **kwargs):
+        """Close this event loop's Redis connections, then `close`."""
+        await self._cache.aclose()
+        self.close(**kwargs)
