@@ -24,7 +24,7 @@ from tiered_hosts import destroy_l1
 
 from devkit.loop import Ticker, while_stopped
 from devkit.wait import wait_for
-from shmcache import _listener
+from shmcache.tiered import listener as _listener
 
 PAUSE = 0.4  # how long Redis is stopped during each call
 MAX_GAP = 0.05  # the longest the loop may go without running the ticker
@@ -189,15 +189,15 @@ def test_each_event_loop_has_its_own_pool_and_aclose_closes_it(tiered, redis_ser
         before, during, after = asyncio.run(use_and_close())
         assert during == before + 1, (before, during)
         assert after == before, (before, after)
-    assert not c._cache._aclients, "aclose dropped each loop's pool"
+    assert not c._cache.l2._aclients, "aclose dropped each loop's pool"
     # A loop that ends without aclose: its pool is dropped when another loop opens one.
     asyncio.run(c.aget("pool-miss"))  # a miss: Redis answers
-    (ended,) = c._cache._aclients
+    (ended,) = c._cache.l2._aclients
     assert ended.is_closed()
 
     async def another() -> None:
         await c.aget("pool-miss")
-        assert ended not in c._cache._aclients and len(c._cache._aclients) == 1
+        assert ended not in c._cache.l2._aclients and len(c._cache.l2._aclients) == 1
         await c.aclose()
 
     asyncio.run(another())

@@ -15,8 +15,8 @@ from devkit.gunicorn_demo import no_control_socket
 from devkit.net import get_json, listening_socket
 from devkit.proc import children, stop
 from devkit.wait import wait_for
-from shmcache import _listener
 from shmcache.tiered import l1_location
+from shmcache.tiered import listener as _listener
 
 pytest.importorskip("gunicorn")
 TESTS = Path(__file__).resolve().parent

@@ -18,8 +18,8 @@ from typing import Any
 
 import shmcache
 from devkit.wait import wait_for
-from shmcache import _listener
-from shmcache.tiered import TieredClient, l1_location, set_fill_pause
+from shmcache.tiered import TieredClient, l1_location
+from shmcache.tiered import listener as _listener
 
 PREFIX = "site"
 
@@ -96,12 +96,32 @@ def _write_loop(client: TieredClient, key: str, n: int, pause: float, use_async:
     return [(v, s, e) for v, s, e, _ in asyncio.run(_loop_of(write, range(1, n + 1), None, pause))]
 
 
+def _pause_fill(client: TieredClient, key: str | None, reached: str, release: str) -> None:
+    """In this worker, fills of `key` stop after their L2 read (a fill
+    carries the token taken before it), create the file `reached`, and wait
+    for the file `release` (at most 30 s); None puts the fill back. A test's
+    own patch of this process: nothing of it is in the package."""
+    real = TieredClient.__dict__.get("_real_fill") or TieredClient._fill
+    TieredClient._real_fill = real  # type: ignore[attr-defined]
+    if key is None:
+        TieredClient._fill = real  # type: ignore[method-assign]
+        return
+
+    def paused_fill(self: TieredClient, k: Any, *args: Any) -> None:
+        if k == key:
+            open(reached, "w").close()
+            wait_for(lambda: os.path.exists(release), 30, "the test to release the fill", every=0.005)
+        real(self, k, *args)
+
+    TieredClient._fill = paused_fill  # type: ignore[method-assign]
+
+
 def _computation(client: TieredClient, key: str, value: Any, seconds: float):
     """A callable for get_or_set that counts its calls in Redis
     (``computed:<key>``), takes `seconds`, then returns `value`."""
 
     def compute() -> Any:
-        client._r.incr(f"computed:{key}")
+        client.l2.sync.incr(f"computed:{key}")
         time.sleep(seconds)
         return value
 
@@ -133,7 +153,7 @@ _OPS = {
     "aread_loop": lambda c, *a: _read_loop(c, *a, use_async=True),
     "awrite_loop": lambda c, *a: _write_loop(c, *a, use_async=True),
     "get_or_set": _get_or_set,
-    "pause_fill": lambda c, k, reached, release: set_fill_pause(k, reached, release),
+    "pause_fill": _pause_fill,
     "l1_raw": lambda c, k: c._core.get(k),
     "pid": lambda c: os.getpid(),
 }

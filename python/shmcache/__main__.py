@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return top_main(args[1:])
     if args[:1] == ["listen"]:  # its own options: shmcache._listener
-        from ._listener import main as listen_main
+        from .tiered.sidecar import main as listen_main
 
         return listen_main(args[1:])
     p = argparse.ArgumentParser(prog="shmcache", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

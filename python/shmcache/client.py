@@ -3,7 +3,8 @@
 ``shmcache.Cache`` (this module's `Cache`) is the plain Python API and the
 engine behind the Django backend, as redis-py's client is behind Django's
 ``RedisCache``. It holds the encoding of values (`_codec`), the checking of
-options (`_options`), batch handling, and the error policy:
+options (`_options`), batch handling, and the error policy (declared on
+each method with `_api.on_error`):
 
 - A lock that cannot be had within LOCK_TIMEOUT, or a segment that cannot be
   used (`ShmCacheError`), is raised by default (``on_error="raise"``). With
@@ -22,16 +23,28 @@ options (`_options`), batch handling, and the error policy:
 from __future__ import annotations
 
 import asyncio
-import datetime
-import logging
 import os
 import pickle
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from . import _core
+from ._api import (
+    _DEFAULT,
+    _MISSING,
+    FLIGHT_WAIT,
+    ClientBase,
+    _check_pattern,
+    _check_wait,
+    _delta,
+    _flight_key,
+    _itersize,
+    _key_list,
+    log,
+    on_error,
+)
 from ._codec import Codec
 from ._core import LockTimeout, ShmCacheError, ValueTooLarge
 from ._glob import compile_glob, glob_escape, literal_prefix
@@ -44,9 +57,6 @@ from ._options import (
     parse_default_timeout,
 )
 from .lock import AsyncLock, Lock, LockError
-from .memoize import memoize
-
-log = logging.getLogger("shmcache")
 
 _attached: dict[tuple, _core.Cache] = {}
 _attach_lock = threading.Lock()
@@ -120,52 +130,7 @@ def destroy(location: str) -> bool:
     return _core.destroy(location)
 
 
-_DEFAULT = object()
-_MISSING = object()
 _ON_ERROR = ("raise", "log")
-
-
-def _delta(delta: Any) -> int:
-    if type(delta) is not int:
-        raise TypeError(f"delta must be an integer, not {type(delta).__name__}")
-    return delta
-
-
-def _until(when: Any, unit: float, name: str) -> float:
-    """Seconds from now until `when` (a datetime, or a Unix time in `unit`s)."""
-    if isinstance(when, datetime.datetime):
-        return when.timestamp() - time.time()
-    if isinstance(when, bool) or not isinstance(when, (int, float)):
-        raise TypeError(f"{name} must be a datetime or a Unix timestamp, not {type(when).__name__}")
-    return when * unit - time.time()
-
-
-def _itersize(itersize: Any) -> int:
-    if itersize is None:
-        return 1000
-    if isinstance(itersize, bool) or not isinstance(itersize, int) or itersize < 1:
-        raise ValueError(f"itersize must be a positive integer (records per batch), not {itersize!r}")
-    return itersize
-
-
-# How long get_or_set waits, by default, for another process computing the
-# same key before computing it itself.
-FLIGHT_WAIT = 10.0
-
-
-def _flight_key(key: Any) -> Any:
-    """The key of the marker a get_or_set computation holds (starts with NUL:
-    outside every Django KEY_PREFIX, so no key iteration lists it)."""
-    if isinstance(key, bytes):
-        return b"\0shmcache-flight\0" + key
-    if isinstance(key, str):
-        return "\0shmcache-flight\0" + key
-    raise TypeError(f"cache keys must be str or bytes, not {type(key).__name__}")
-
-
-def _check_wait(wait: Any) -> None:
-    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not wait >= 0:
-        raise ValueError(f"wait must be seconds >= 0, not {wait!r}")
 
 
 class _Flight:
@@ -214,15 +179,7 @@ class _Flight:
         return pause
 
 
-def _key_list(keys: Any) -> list:
-    """A list of keys from an iterable; a lone str or bytes is refused (it
-    would otherwise be taken as one key per character)."""
-    if isinstance(keys, (str, bytes)):
-        raise TypeError(f"expected an iterable of keys, not a single {type(keys).__name__} key")
-    return list(keys)
-
-
-class Cache:
+class Cache(ClientBase):
     """A shared-memory cache for any Python program.
 
     ``Cache("myapp", size="256MB")`` in every process of the host gives one
@@ -269,8 +226,21 @@ class Cache:
     ) -> Cache:
         """A client from a Django CACHES entry's LOCATION and OPTIONS (errors
         name LOCATION and the OPTIONS keys)."""
+        return cls.from_settings(check_location(location), Settings.from_django(options), None, on_error, json_encoder)
+
+    @classmethod
+    def from_settings(
+        cls,
+        name: str,
+        settings: Settings,
+        default_timeout: float | None = None,
+        on_error: str = "raise",
+        json_encoder: type | None = None,
+    ) -> Cache:
+        """A client on the checked LOCATION `name` with parsed `settings`
+        (what a layer built on this client uses, as the tier does)."""
         self = cls.__new__(cls)
-        self._open(check_location(location), Settings.from_django(options), None, on_error, json_encoder)
+        self._open(name, settings, default_timeout, on_error, json_encoder)
         return self
 
     def _open(
@@ -291,29 +261,20 @@ class Cache:
         self._codec = Codec(
             settings.serializer, settings.compressor, settings.compress_min_length, settings.pickle_protocol, json_encoder
         )
-        self._encode = self._codec.encode
+        self.encode = self._codec.encode
         self._core = attach(name, settings)
 
-    # -- the error policy, encoding, timeouts --
+    @property
+    def core(self) -> _core.Cache:
+        """The segment's handle (``shmcache._core.Cache``), shared by every
+        client of this LOCATION in the process: for a layer built on this
+        client (the tier's L1 words), not for applications."""
+        return self._core
 
-    def _failed(self, e: ShmCacheError, fallback: Any) -> Any:
-        """A lock timeout or an unusable segment: raise it, or log it and
-        answer `fallback` (module doc)."""
-        if self._raise:
-            raise e
-        log.warning("shmcache %s: %s", self.name, e)
-        return fallback
-
-    def _timeout(self, timeout: Any) -> float | None:
-        if timeout is _DEFAULT:
-            return self.default_timeout
-        if timeout is None:
-            return None
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise TypeError(f"timeout must be seconds (int or float) or None, not {type(timeout).__name__}")
-        return timeout
-
-    def _load(self, key: Any, item: tuple, default: Any) -> Any:
+    def decode(self, key: Any, item: tuple, default: Any) -> Any:
+        """A stored (encoding, bytes) item as a value; one that no longer
+        decodes (code changed between deploys, a class gone) is logged,
+        dropped, and answered as `default`."""
         try:
             return self._codec.load(item)
         except Exception as e:  # code changed between deploys, class gone, ...
@@ -324,8 +285,9 @@ class Cache:
                 pass  # already a miss; the next read tries again
             return default
 
+    @on_error(False)
     def _store(self, key: Any, value: Any, t: float | None, add: bool) -> bool:
-        v = self._encode(value)
+        v = self.encode(value)
         try:
             return self._core.set(key, v, t, add)
         except ValueTooLarge as e:
@@ -333,20 +295,16 @@ class Cache:
             if not add:
                 self.delete(key)  # never leave the previous value looking current
             return False
-        except ShmCacheError as e:
-            return self._failed(e, False)
 
     # -- one key --
 
+    @on_error(answer=lambda key, default=None: default)
     def get(self, key: str | bytes, default: Any = None) -> Any:
-        try:
-            v = self._core.get(key)
-        except ShmCacheError as e:
-            return self._failed(e, default)
+        v = self._core.get(key)
         if v is None:
             return default
         if type(v) is tuple:
-            return self._load(key, v, default)
+            return self.decode(key, v, default)
         return v
 
     def set(self, key: str | bytes, value: Any, timeout: Any = _DEFAULT, nx: bool = False) -> bool:
@@ -365,27 +323,23 @@ class Cache:
         """Store only if absent, atomically across processes."""
         t = self._timeout(timeout)
         if t is not None and t <= 0:
-            # Nothing is kept; report what a store-then-expire would have.
-            try:
-                return not self._core.has(key)
-            except ShmCacheError as e:
-                return self._failed(e, False)
+            return self._absent(key)  # nothing is kept; report what a store-then-expire would have
         return self._store(key, value, t, True)
 
-    def delete(self, key: str | bytes) -> bool:
-        try:
-            return self._core.delete(key)
-        except ShmCacheError as e:
-            return self._failed(e, False)
+    @on_error(False)
+    def _absent(self, key: str | bytes) -> bool:
+        return not self._core.has(key)
 
+    @on_error(False)
+    def delete(self, key: str | bytes) -> bool:
+        return self._core.delete(key)
+
+    @on_error(False)
     def touch(self, key: str | bytes, timeout: Any = _DEFAULT) -> bool:
         t = self._timeout(timeout)
         if t is not None and t <= 0:
             return self.delete(key)
-        try:
-            return self._core.touch(key, t)
-        except ShmCacheError as e:
-            return self._failed(e, False)
+        return self._core.touch(key, t)
 
     def incr(self, key: str | bytes, delta: int = 1, ignore_key_check: bool = False) -> int:
         """Add `delta`, atomically across processes, to an integer of any
@@ -398,66 +352,26 @@ class Cache:
     def decr(self, key: str | bytes, delta: int = 1, ignore_key_check: bool = False) -> int:
         return self._core.incr(key, -_delta(delta), bool(ignore_key_check))
 
+    @on_error(False)
     def has_key(self, key: str | bytes) -> bool:
-        try:
-            return self._core.has(key)
-        except ShmCacheError as e:
-            return self._failed(e, False)
+        return self._core.has(key)
 
     __contains__ = has_key
 
+    @on_error(-2)
     def _ttl_ms(self, key: str | bytes) -> int:
-        try:
-            return self._core.ttl_ms(key)
-        except ShmCacheError as e:
-            return self._failed(e, -2)
-
-    def ttl(self, key: str | bytes) -> float | None:
-        """Seconds left; None if it never expires; 0 if missing or expired."""
-        ms = self._ttl_ms(key)
-        return None if ms == -1 else 0 if ms == -2 else ms / 1000
-
-    def pttl(self, key: str | bytes) -> int | None:
-        """Milliseconds left; None if it never expires; 0 if missing or expired."""
-        ms = self._ttl_ms(key)
-        return None if ms == -1 else 0 if ms == -2 else ms
-
-    def expire(self, key: str | bytes, timeout: Any) -> bool:
-        """Give an existing key `timeout` seconds to live (None: never; 0 or
-        less deletes it). Whether the key existed."""
-        return self.touch(key, timeout)
-
-    def pexpire(self, key: str | bytes, timeout: Any) -> bool:
-        """`expire` in milliseconds."""
-        t = self._timeout(timeout)
-        return self.touch(key, None if t is None else t / 1000)
-
-    def expire_at(self, key: str | bytes, when: Any) -> bool:
-        """Expire at `when`: a datetime (naive means local time) or a Unix
-        timestamp in seconds; a time in the past deletes the key."""
-        return self.touch(key, _until(when, 1.0, "when"))
-
-    def pexpire_at(self, key: str | bytes, when: Any) -> bool:
-        """`expire_at` with a Unix timestamp in milliseconds (or a datetime)."""
-        return self.touch(key, _until(when, 0.001, "when"))
-
-    def persist(self, key: str | bytes) -> bool:
-        """Remove the key's expiry. Whether the key existed."""
-        return self.touch(key, None)
+        return self._core.ttl_ms(key)
 
     def rename(self, src: str | bytes, dst: str | bytes) -> bool:
         """Move `src`'s value to `dst` with the time it had left (Redis
         RENAME); False if `src` is missing. The value and its expiry are read
         together, so the copy never outlives the original."""
-        try:
-            got = self._core.get_with_ttl(src)
-        except ShmCacheError as e:
-            got = self._failed(e, None)
+        got = self._get_with_ttl(src)
         if got is None:
             return False
         v, ms = got
         if type(v) is tuple:
-            v = self._load(src, v, _MISSING)
+            v = self.decode(src, v, _MISSING)
             if v is _MISSING:
                 return False
         t = None if ms == -1 else max(ms, 1) / 1000
@@ -465,27 +379,30 @@ class Cache:
         self.delete(src)
         return stored
 
+    @on_error(None)
+    def _get_with_ttl(self, key: str | bytes) -> tuple | None:
+        return self._core.get_with_ttl(key)
+
     # -- many keys --
 
+    @on_error({})
     def get_many(self, keys: Iterable[str | bytes]) -> dict:
         """The keys found, with their values; missing keys are left out."""
         keys = _key_list(keys)
-        try:
-            values, timed_out = self._core.get_many(keys)
-        except ShmCacheError as e:
-            return self._failed(e, {})
+        values, timed_out = self._core.get_many(keys)
         if timed_out:
             self._failed(LockTimeout(f"{timed_out} of {len(keys)} keys not read: timed out waiting for a shard lock (LOCK_TIMEOUT)"), None)
         out = {}
         for key, v in zip(keys, values):
             if v is not None:
                 if type(v) is tuple:
-                    v = self._load(key, v, _MISSING)
+                    v = self.decode(key, v, _MISSING)
                     if v is _MISSING:
                         continue
                 out[key] = v
         return out
 
+    @on_error(answer=lambda mapping, timeout=_DEFAULT: list(mapping))
     def set_many(self, mapping: Mapping, timeout: Any = _DEFAULT) -> list:
         """Store every item; returns the keys that were not stored (too large,
         or their shard's lock timed out: logged either way), as Django's
@@ -497,26 +414,24 @@ class Cache:
         if t is not None and t <= 0:
             self.delete_many(keys)
             return []
-        enc = self._encode
+        enc = self.encode
         items = [(k, enc(mapping[k])) for k in keys]
-        try:
-            failed = [keys[i] for i in self._core.set_many(items, t)]
-        except ShmCacheError as e:
-            return self._failed(e, keys)
+        failed = [keys[i] for i in self._core.set_many(items, t)]
         if failed:
             log.warning("shmcache: %d key(s) not stored (too large or lock timeout)", len(failed))
-            try:
-                self._core.delete_many(failed)  # no old value may look current
-            except ShmCacheError:
-                pass
+            self._forget(failed)  # no old value may look current
         return failed
 
+    def _forget(self, keys: list) -> None:
+        try:
+            self._core.delete_many(keys)
+        except ShmCacheError:
+            pass  # a best effort, after a failure already reported
+
+    @on_error(0)
     def delete_many(self, keys: Iterable[str | bytes]) -> int:
         """Returns how many of the keys existed."""
-        try:
-            return self._core.delete_many(_key_list(keys))
-        except ShmCacheError as e:
-            return self._failed(e, 0)
+        return self._core.delete_many(_key_list(keys))
 
     # -- key iteration (walks every shard: see docs/architecture.md) --
 
@@ -526,64 +441,24 @@ class Cache:
         yielded exactly once, even while other processes write; no shard lock
         is held between two batches of `itersize` records."""
         count = _itersize(itersize)
-        if not isinstance(pattern, str):
-            raise TypeError(f"pattern must be a str (a glob such as 'user:*'), not {type(pattern).__name__}")
-        prefix = literal_prefix(pattern)
+        prefix = literal_prefix(_check_pattern(pattern))
         match = None if pattern == glob_escape(prefix) + "*" or pattern == "*" else compile_glob(pattern).fullmatch
         scan = self._core.scan(prefix, count)
-        while True:
-            try:
-                batch = next(scan)
-            except StopIteration:
-                return
-            except ShmCacheError as e:
-                self._failed(e, None)
-                return
+        while (batch := self._next_batch(scan)) is not None:
             for raw in batch:
                 k = raw.decode("utf-8", "surrogatepass")
                 if match is None or match(k):
                     yield k
 
-    def keys(self, pattern: str = "*") -> list[str]:
-        """`iter_keys` as a list."""
-        return list(self.iter_keys(pattern))
+    @on_error(None)
+    def _next_batch(self, scan: Any) -> list | None:
+        return next(scan, None)
 
-    def delete_pattern(self, pattern: str, itersize: int | None = None) -> int:
-        """Delete the keys matching `pattern`; returns how many were deleted."""
-        n, batch, size = 0, [], _itersize(itersize)
-        for k in self.iter_keys(pattern, size):
-            batch.append(k)
-            if len(batch) >= size:
-                n += self.delete_many(batch)
-                batch = []
-        return n + (self.delete_many(batch) if batch else 0)
+    # -- locks, single flight --
 
-    # -- locks, single flight, memoize --
-
-    def lock(
-        self,
-        key: str | bytes,
-        timeout: float | None = None,
-        sleep: float = 0.1,
-        blocking: bool = True,
-        blocking_timeout: float | None = None,
-        thread_local: bool = True,
-    ) -> Lock:
-        """A lock on `key` shared by every process of the host, shaped like
-        redis-py's ``Lock`` (see `shmcache.lock`)."""
-        return Lock(self, key, timeout, sleep, blocking, blocking_timeout, thread_local)
-
-    def alock(
-        self,
-        key: str | bytes,
-        timeout: float | None = None,
-        sleep: float = 0.1,
-        blocking: bool = True,
-        blocking_timeout: float | None = None,
-        thread_local: bool = True,
-    ) -> AsyncLock:
-        """`lock` for asyncio: ``async with cache.alock("k"):``."""
-        return AsyncLock(self.lock(key, timeout, sleep, blocking, blocking_timeout, thread_local))
+    def _new_lock(self, key: str | bytes, options: tuple, for_asyncio: bool) -> Lock | AsyncLock:
+        lk = Lock(self, key, *options)
+        return AsyncLock(lk) if for_asyncio else lk
 
     def get_or_set(self, key: str | bytes, default: Any, timeout: Any = _DEFAULT, wait: float = FLIGHT_WAIT) -> Any:
         """The stored value, or `default` (called if callable) stored and
@@ -596,11 +471,9 @@ class Cache:
         if v is not _MISSING:
             return v
         flight = _Flight(self, key, default, timeout, wait)
-        while True:
-            pause = flight.step()
-            if pause is None:
-                return flight.result
+        while (pause := flight.step()) is not None:
             time.sleep(pause)
+        return flight.result
 
     async def aget_or_set(self, key: str | bytes, default: Any, timeout: Any = _DEFAULT, wait: float = FLIGHT_WAIT) -> Any:
         """`get_or_set` that waits with ``asyncio.sleep``."""
@@ -609,24 +482,15 @@ class Cache:
         if v is not _MISSING:
             return v
         flight = _Flight(self, key, default, timeout, wait)
-        while True:
-            pause = flight.step()
-            if pause is None:
-                return flight.result
+        while (pause := flight.step()) is not None:
             await asyncio.sleep(pause)
-
-    def memoize(self, timeout: Any = _DEFAULT, key_prefix: str | None = None, typed: bool = False) -> Callable:
-        """Decorator: cache a function's results by its arguments (see
-        `shmcache.memoize`)."""
-        return memoize(self, timeout, key_prefix, typed)
+        return flight.result
 
     # -- the whole cache --
 
+    @on_error(None)
     def clear(self) -> None:
-        try:
-            self._core.clear()
-        except ShmCacheError as e:
-            self._failed(e, None)
+        self._core.clear()
 
     def stats(self) -> dict:
         return self._core.stats()

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_key_func, get_key_func
 from django.core.serializers.json import DjangoJSONEncoder
 
+from ._api import FLIGHT_WAIT
 from ._glob import glob_escape
-from .client import FLIGHT_WAIT, Cache
-from .lock import AsyncLock, Lock
+from .client import Cache
 from .memoize import memoize
 
 if TYPE_CHECKING:
@@ -204,9 +204,10 @@ class SharedMemoryCache(BaseCache):
         return self._cache.delete_pattern(self._pattern(pattern, version, prefix), itersize)
 
     def lock(self, key, version=None, timeout=None, sleep=0.1, blocking=True, blocking_timeout=None, thread_local=True):
-        """A lock shared by every process of the host, like django-redis's
-        (a redis-py ``Lock``); see `shmcache.lock`."""
-        return Lock(self._cache, self._k(key, version), timeout, sleep, blocking, blocking_timeout, thread_local)
+        """The client's lock, like django-redis's (a redis-py ``Lock``):
+        shared by every process of the host (`shmcache.lock`), or by every
+        host on a TieredCache (redis-py's own, in Redis)."""
+        return self._cache.lock(self._k(key, version), timeout, sleep, blocking, blocking_timeout, thread_local)
 
     def memoize(self, timeout=DEFAULT_TIMEOUT, key_prefix=None, typed=False) -> Callable:
         """Decorator caching a function's results (see `shmcache.memoize`)."""
@@ -303,8 +304,9 @@ class SharedMemoryCache(BaseCache):
         return self.delete_pattern(pattern, version, prefix, itersize)
 
     def alock(self, key, version=None, timeout=None, sleep=0.1, blocking=True, blocking_timeout=None, thread_local=True):
-        """`lock` whose acquire waits with ``asyncio.sleep``: ``async with cache.alock("k"):``."""
-        return AsyncLock(self.lock(key, version, timeout, sleep, blocking, blocking_timeout, thread_local))
+        """`lock` for asyncio (its acquire waits with ``asyncio.sleep``):
+        ``async with cache.alock("k"):``, inside a coroutine."""
+        return self._cache.alock(self._k(key, version), timeout, sleep, blocking, blocking_timeout, thread_local)
 
     async def aclose(self, **kwargs):
         """`close`, inline (Django 6.1's BaseCache.aclose calls close in a thread)."""
@@ -327,16 +329,9 @@ class TieredCache(SharedMemoryCache):
     _cache: TieredClient
 
     def _client(self, location: str, options: dict) -> TieredClient:  # type: ignore[override]
-        from .tiered import TieredClient
+        from .tiered.client import TieredClient
 
         return TieredClient.from_options(location, options, self.key_prefix, json_encoder=DjangoJSONEncoder)
-
-    def lock(self, key, version=None, timeout=None, sleep=0.1, blocking=True, blocking_timeout=None, thread_local=True):
-        return self._cache.lock(self._k(key, version), timeout, sleep, blocking, blocking_timeout, thread_local)
-
-    def alock(self, key, version=None, timeout=None, sleep=0.1, blocking=True, blocking_timeout=None, thread_local=True):
-        """``redis.asyncio``'s lock on L2: ``async with cache.alock("k"):`` inside a coroutine."""
-        return self._cache.alock(self._k(key, version), timeout, sleep, blocking, blocking_timeout, thread_local)
 
     # ---- async: the client's own, on redis.asyncio ----
 

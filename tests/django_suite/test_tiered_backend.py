@@ -35,7 +35,7 @@ class TieredCacheTests(BaseCacheTests, TestCase):
     def tearDownClass(cls):
         super().tearDownClass()
         import shmcache
-        from shmcache import _listener
+        from shmcache.tiered import listener as _listener
 
         _listener.stop_all()
         for loc in (LOCATION, LOCATION + "#cacheprefix"):

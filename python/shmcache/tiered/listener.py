@@ -22,7 +22,10 @@ runs the listener in a daemon thread. A process that forks first stops its
 listener thread (a fork handler), so a Gunicorn ``--preload`` master never
 forks with one, and its children start none of their own until elected.
 ``python -m shmcache listen`` runs the same loop in the foreground (a
-sidecar), for hosts whose workers are too busy.
+sidecar, `shmcache.tiered.sidecar`), for hosts whose workers are too busy.
+
+This module knows nothing of the client: it is given the L1 handle, a
+factory of connections to L2 and a redis-py client (for the canary).
 """
 
 from __future__ import annotations
@@ -31,15 +34,14 @@ import fcntl
 import logging
 import os
 import stat
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from . import _core
-from ._core import ShmCacheError
+from .. import _core
+from .._core import ShmCacheError
 
 log = logging.getLogger("shmcache.tiered")
 
@@ -152,6 +154,8 @@ class Listener:
             backoff = min(backoff * 2, 1.0)
 
     def _session(self) -> None:
+        from redis.exceptions import ResponseError  # a listener runs only with redis-py
+
         conn = self.connect()
         try:
             conn.connect()
@@ -162,12 +166,10 @@ class Listener:
                 conn.read_response()
                 conn.send_command("SUBSCRIBE", CHANNEL)
                 conn.read_response()
-            except Exception as e:
+            except ResponseError as e:
                 # An error reply (not a dropped connection): refused, by an
                 # ACL, a renamed command or a service that disables tracking.
-                if any(c.__name__ == "ResponseError" for c in type(e).__mro__):
-                    raise TrackingUnavailable(f"{type(e).__name__}: {e}") from None
-                raise
+                raise TrackingUnavailable(f"{type(e).__name__}: {e}") from None
             self._canary(conn)
             # Every notice from here on reaches us: what L1 holds from before
             # may have missed some, so it goes before L1 is live again.
@@ -304,55 +306,3 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
-
-
-# ---- python -m shmcache listen: the listener as a sidecar ----
-
-
-def main(argv: list[str]) -> int:
-    """``python -m shmcache listen LOCATION --l2 URL [--prefix P] ...``: run
-    the listener of LOCATION's L1 in the foreground until SIGTERM/SIGINT.
-    While another process holds the election it waits, and takes over
-    within TRY_EVERY seconds of that process's death."""
-    import argparse
-    import signal
-
-    p = argparse.ArgumentParser(prog="shmcache listen", description=main.__doc__)
-    p.add_argument("location", help="the TieredCache's LOCATION")
-    p.add_argument("--l2", required=True, help="the Redis URL (OPTIONS L2)")
-    p.add_argument("--prefix", default="", help="the KEY_PREFIX (default '')")
-    p.add_argument("--max-staleness", type=float, default=1.0, help="seconds (OPTIONS MAX_STALENESS; default 1.0)")
-    p.add_argument("--size", default="64MB", help="SIZE, if this process creates the L1 segment (default 64MB)")
-    p.add_argument("--max-item-size", default="1MB", help="MAX_ITEM_SIZE, likewise (default 1MB)")
-    p.add_argument("--shards", type=int, default=0, help="SHARDS, likewise (default auto)")
-    a = p.parse_args(argv)
-    from .tiered import TieredClient
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        client = TieredClient(
-            a.location, a.l2, key_prefix=a.prefix, max_staleness=a.max_staleness,
-            size=a.size, max_item_size=a.max_item_size, shards=a.shards,
-        )  # fmt: skip
-    except (ValueError, OSError, ShmCacheError) as e:
-        print(f"shmcache listen: {e}", file=sys.stderr)
-        return 2
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    path = lock_path(client._segment)
-    waiting = False
-    while not stop.is_set():
-        fd = try_lock(path)
-        if fd is None:
-            if not waiting:
-                log.info("shmcache listen: another process is the listener of %s; waiting to take over", client.name)
-                waiting = True
-            stop.wait(TRY_EVERY)
-            continue
-        try:
-            log.info("shmcache listen: listening for %s (pid %d)", client.name, os.getpid())
-            client._make_listener(stop).run()
-        finally:
-            os.close(fd)
-    return 0
