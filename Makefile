@@ -64,18 +64,18 @@ lint: build
 test-rust:
 	cargo test --release
 
-# tests/test_top.py drives `shmcache top` in a real terminal: tmux, from
+# tests/ops/test_top.py drives `shmcache top` in a real terminal: tmux, from
 # apt-get when missing (as root; otherwise that one test is skipped, saying so).
-# tests/test_tiered*.py start their own redis-server (Debian's package), likewise.
+# tests/tiered/ start their own redis-server (Debian's package), likewise.
 test-tools:
 	@command -v tmux >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  { apt-get install -y -q tmux >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -q tmux >/dev/null; }; }; } || \
-	  echo "tmux missing and not installable: tests/test_top.py's terminal test is skipped"
+	  echo "tmux missing and not installable: tests/ops/test_top.py's terminal test is skipped"
 	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  { apt-get install -y -q redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -q redis-server >/dev/null; }; }; } || \
-	  echo "redis-server missing and not installable: the TieredCache tests (tests/test_tiered*.py) are skipped"
+	  echo "redis-server missing and not installable: the TieredCache tests (tests/tiered/) are skipped"
 
-# tests/test_wheel.py's short run: the wheel in one fresh venv (oldest Python).
+# tests/packaging/test_wheel.py's short run: the wheel in one fresh venv (oldest Python).
 test-python: build wheel test-tools
 	$(ACT) SHMCACHE_WHEEL_REQUIRED=1 $(BIN)/python -m pytest -q tests
 
@@ -84,7 +84,7 @@ test-python: build wheel test-tools
 # test and Django's own cache test-suite on SharedMemoryCache and TieredCache
 # (a redis-server of ours: test-tools) (docs/install.md).
 test-matrix: build wheel test-tools
-	$(ACT) SHMCACHE_WHEEL_REQUIRED=1 SHMCACHE_MATRIX=1 $(BIN)/python -m pytest -q -rs tests/test_wheel.py
+	$(ACT) SHMCACHE_WHEEL_REQUIRED=1 SHMCACHE_MATRIX=1 $(BIN)/python -m pytest -q -rs tests/packaging/test_wheel.py
 
 test: lint test-rust test-python
 

@@ -176,7 +176,7 @@ def tiered_targets(res: dict, t) -> None:
     worst = max(si["max_ms"], sb["max_ms"])
     bound = tr["max_staleness_s"] * 1000
     t(names[2], worst <= bound, f"the slowest remote write took {worst:.3f} ms to be seen, against MAX_STALENESS {bound:.0f} ms "
-      "(tests/test_tiered.py's history check proves the bound under kills)")
+      "(tests/tiered/test_tiered.py's history check proves the bound under kills)")
     c = tr["commands"]
     hr = c["tiered"]["l1_hit_ratio"]
     t(names[3], c["reads_cut"] >= hr - 1e-3, f"reads cut {c['reads_cut']:.4f} vs L1 hit ratio {hr:.4f}; Redis commands per "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import json
 import os
 import platform
@@ -249,23 +250,15 @@ def main() -> int:
                     if r is not None:
                         results["extras"][a] = r
 
-        if "snapshot" in sections and "shmcache" in active:
-            from bench import snapshot
-
-            log("== snapshots: dump and load of a full cache")
-            section("snapshot")
-            r = guarded("snapshot", "shmcache", snapshot.run, tmp, quick)
-            if r is not None:
-                results["snapshot"] = r
-
-        if "resize" in sections and "shmcache" in active:
-            from bench import resize
-
-            log("== resize: a full cache migrated to a new SIZE under a writer")
-            section("resize")
-            r = guarded("resize", "shmcache", resize.run, tmp, quick)
-            if r is not None:
-                results["resize"] = r
+        for name, title in (("snapshot", "snapshots: dump and load of a full cache"),
+                            ("resize", "resize: a full cache migrated to a new SIZE under a writer")):
+            if name in sections and "shmcache" in active:
+                module = importlib.import_module(f"bench.{name}")
+                log(f"== {title}")
+                section(name)
+                r = guarded(name, "shmcache", module.run, tmp, quick)
+                if r is not None:
+                    results[name] = r
 
         if "tiered" in sections:
             from bench import tiered

@@ -165,19 +165,24 @@ def async_rates(tiered, plain, rc, redis_pid: int, quick: bool) -> dict:
     return out
 
 
-def _busy(loc: str, url: str, stop_at: float) -> None:
+def _reader(loc: str, url: str, stop_at: float, pause: float = 0.0) -> None:
+    """A worker of host `loc` reading its own key until `stop_at` (every
+    read an L1 hit after the first fill: no miss or write prompts the
+    election), pausing `pause` s between reads."""
     from shmcache.tiered import TieredClient
 
     c = TieredClient(loc, url, key_prefix=PREFIX, size="64MB")
-    k = f"{PREFIX}:1:busy"
-    c.set(k, "x")
+    key = f"{PREFIX}:1:reader-{os.getpid()}"
+    c.set(key, 1)
     while time.monotonic() < stop_at:
-        c.get(k)
+        c.get(key)
+        if pause:
+            time.sleep(pause)
 
 
 def staleness(tiered, tiered_b, n: int, busy: int, loc: str, url: str) -> dict:
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_busy, args=(loc + "-a", url, time.monotonic() + 3600)) for _ in range(busy)]
+    procs = [ctx.Process(target=_reader, args=(loc + "-a", url, time.monotonic() + 3600)) for _ in range(busy)]
     for p in procs:
         p.start()
     try:
@@ -250,17 +255,6 @@ def redis_commands(tiered, rc, r, quick: bool) -> dict:
     return out
 
 
-def _survivor(loc: str, url: str, stop_at: float) -> None:
-    from shmcache.tiered import TieredClient
-
-    c = TieredClient(loc, url, key_prefix=PREFIX, size="64MB")
-    key = f"{PREFIX}:1:survivor-{os.getpid()}"
-    c.set(key, 1)
-    while time.monotonic() < stop_at:
-        c.get(key)  # L1 hits (after the first fill): no miss or write prompts the election
-        time.sleep(0.002)
-
-
 def takeover(loc: str, url: str, core, trials: int) -> dict:
     """SIGKILL the listener while a worker's every read is an L1 hit: seconds
     until a new listener (that worker) is live on its own watermark, and the
@@ -281,7 +275,7 @@ def takeover(loc: str, url: str, core, trials: int) -> dict:
     try:
         _wait(lambda: core.live(1000) and core.listener_pid == current, 15, "the sidecar live")
         for _ in range(trials):
-            p = ctx.Process(target=_survivor, args=(loc, url, time.monotonic() + 60))
+            p = ctx.Process(target=_reader, args=(loc, url, time.monotonic() + 60, 0.002))
             p.start()
             procs.append(p)
             time.sleep(0.3)

@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The fixture apps of the tests (WSGI/ASGI apps, a gunicorn config, the wheel smoke test).
+TEST_APPS = ROOT / "tests" / "apps"
 
 
 def run_module(module: str, *args: str, **kwargs) -> subprocess.CompletedProcess:

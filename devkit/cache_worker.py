@@ -1,6 +1,6 @@
 """A process with its own `shmcache.Cache`, driven over stdin/stdout (one
 JSON command per line): for tests that need another live process on a
-segment (tests/test_resize.py, tests/test_gunicorn_lifecycle.py)."""
+segment (tests/client/test_resize.py, tests/servers/test_gunicorn_lifecycle.py)."""
 
 from __future__ import annotations
 

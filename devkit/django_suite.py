@@ -1,13 +1,13 @@
 """Django's own generic cache tests (``BaseCacheTests`` from the source
 distribution of a Django release) run against shmcache's backends, with any
-interpreter: the dev venv's (tests/test_django_suite.py,
-tests/test_tiered_django.py) or a fresh venv in which the wheel is installed
-(tests/test_wheel.py, the release workflow: `run_both`).
+interpreter: the dev venv's (tests/django/test_django_suite.py,
+tests/tiered/test_tiered_django.py) or a fresh venv in which the wheel is installed
+(tests/packaging/test_wheel.py, the release workflow: `run_both`).
 
 The test tree of Django `version` is downloaded once (its sdist, by the
 `python` that will run it, so pip honours that interpreter's
 requires-python) into ``.cache/django-<version>/``; our test module
-(tests/django_suite/test_shmcache_backend.py) is copied into its
+(tests/django/suite/test_shmcache_backend.py) is copied into its
 ``tests/cache/`` and run by Django's ``runtests.py``.
 """
 
@@ -23,11 +23,11 @@ from pathlib import Path
 from devkit import ROOT
 
 CACHE_DIR = ROOT / ".cache"
-OUR_MODULE = ROOT / "tests" / "django_suite" / "test_shmcache_backend.py"
-TIERED_MODULE = ROOT / "tests" / "django_suite" / "test_tiered_backend.py"
-# (CPython, Django) pairs of `make test-matrix` (tests/test_wheel.py; "oldest"
+OUR_MODULE = ROOT / "tests" / "django" / "suite" / "test_shmcache_backend.py"
+TIERED_MODULE = ROOT / "tests" / "django" / "suite" / "test_tiered_backend.py"
+# (CPython, Django) pairs of `make test-matrix` (tests/packaging/test_wheel.py; "oldest"
 # is 3.10); the release workflow runs these, and Django 6.0 and 6.1 on
-# CPython 3.14, which no machine here has (tests/test_packaging.py).
+# CPython 3.14, which no machine here has (tests/packaging/test_packaging.py).
 MATRIX_PAIRS = [("oldest", "4.2"), ("3.11", "5.2"), ("3.13", "6.0"), ("3.12", "6.1"), ("3.13", "6.1")]
 # Only the cull tests may be skipped (MAX_ENTRIES/CULL_FREQUENCY are not honoured).
 ALLOWED_SKIPS = {"test_cull", "test_zero_cull", "test_cull_delete_when_store_empty"}
@@ -62,7 +62,7 @@ def run_base_cache_tests(
     environment that Django and shmcache are installed) and assert that all
     of them ran and passed, only the cull tests skipped. Returns the output.
     `module` is our test module (the SharedMemoryCache one by default;
-    tests/django_suite/test_tiered_backend.py for TieredCache)."""
+    tests/django/suite/test_tiered_backend.py for TieredCache)."""
     ours = module.read_text()
     assert not re.search(r"^\s+(async )?def test_", ours, re.M), f"{module.name} replaces a test of Django's suite"
     tests = django_tests_dir(version, python, env)

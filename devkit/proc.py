@@ -3,7 +3,10 @@ and stopping a child."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 
@@ -18,6 +21,20 @@ def stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+def stop_pid(pid: int, grace: float = 15.0) -> None:
+    """SIGTERM the process `pid` (not our child: another's, e.g. a
+    gunicorn master started by SIGUSR2) if it runs, SIGKILL it if it has
+    not exited within `grace` s."""
+    if not alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if alive(pid):
+        os.kill(pid, signal.SIGKILL)
 
 
 def read_proc(pid: int | str, what: str) -> str:

@@ -27,12 +27,9 @@ class RedisServer:
         self.exe, self.dir, self.extra = exe, directory, list(extra or [])
         os.makedirs(directory, exist_ok=True)
         self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"  # the port stays across restarts
         self.proc: subprocess.Popen | None = None
         self.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
 
     @property
     def pid(self) -> int:

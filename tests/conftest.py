@@ -11,8 +11,9 @@ import pytest
 
 import shmcache
 
-# Copied into Django's own test tree and run there by test_django_suite.py.
-collect_ignore = ["django_suite"]
+# django/suite: copied into Django's own test tree and run there (devkit/django_suite.py);
+# apps: the fixture apps (WSGI/ASGI apps, a gunicorn config, the wheel smoke test).
+collect_ignore = ["django/suite", "apps"]
 
 _counter = itertools.count()
 _RUN = uuid.uuid4().hex[:8]
@@ -114,12 +115,35 @@ def django_settings():
     shmcache.destroy(settings.CACHES["default"]["LOCATION"])
 
 
+def django_backend(location: str, **params):
+    """A SharedMemoryCache on `location` with Django's `params` (OPTIONS
+    default to a small cache); the test's django_settings fixture sets Django up."""
+    from shmcache.django import SharedMemoryCache
+
+    params.setdefault("OPTIONS", {"SIZE": "8MB", "MAX_ITEM_SIZE": "64KB"})
+    return SharedMemoryCache(location, params)
+
+
 @pytest.fixture
 def django_cache(django_settings, location):
     """A fresh SharedMemoryCache on this test's own LOCATION."""
-    from shmcache.django import SharedMemoryCache
+    return django_backend(location)
 
-    return SharedMemoryCache(location, {"OPTIONS": {"SIZE": "8MB", "MAX_ITEM_SIZE": "64KB"}})
+
+def unshare_mount_argv() -> list[str]:
+    """The argv prefix that runs a command in a private mount namespace
+    (as root, or as a user in a new user namespace); the test is skipped,
+    saying why, where that cannot be done here."""
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare not installed")
+    base = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
+    probe = subprocess.run(base + ["true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a mount namespace here: {probe.stderr.decode().strip()}")
+    return base
 
 
 @pytest.fixture

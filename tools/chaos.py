@@ -933,20 +933,19 @@ class Chaos:
         }
         a["counter_ok"] = final is not None and confirmed <= final <= confirmed + self.kills_holding_app_lock
         r["app_lock"] = a
-        f = r["failures"]
-        if a["two_live_holders"]:
-            f.append(f"the app lock was held by two live processes {a['two_live_holders']} time(s)")
-        if a["lock_segment_shard_wipes"]:
-            f.append(f"{a['lock_segment_shard_wipes']} shard wipe(s) in the app-lock segment (nothing there clears it)")
-        if a["acquires_given_up"]:
-            f.append(f"{a['acquires_given_up']} app-lock acquire(s) gave up after {Cfg.lock_wait}s (a dead holder's lock not taken over?)")
-        if not a["counter_ok"]:
-            f.append("the app lock's counter is outside [confirmed, confirmed + kills holding the lock]")
-        if self.args.seconds >= 5 and self.slot_sum(C_KIND_BASE + K_ALOCK) == 0:
-            f.append("no app-lock operation ran")
-        if self.args.app_lock_fraction > 0 and self.args.seconds >= 5 and not self.kills_holding_app_lock:
-            f.append("no kill landed while a worker held the app lock")
-        r["pass"] = not f
+        long_enough = self.args.seconds >= 5
+        r["failures"] += [msg for failed, msg in (
+            (a["two_live_holders"], f"the app lock was held by two live processes {a['two_live_holders']} time(s)"),
+            (a["lock_segment_shard_wipes"],
+             f"{a['lock_segment_shard_wipes']} shard wipe(s) in the app-lock segment (nothing there clears it)"),
+            (a["acquires_given_up"],
+             f"{a['acquires_given_up']} app-lock acquire(s) gave up after {Cfg.lock_wait}s (a dead holder's lock not taken over?)"),
+            (not a["counter_ok"], "the app lock's counter is outside [confirmed, confirmed + kills holding the lock]"),
+            (long_enough and self.slot_sum(C_KIND_BASE + K_ALOCK) == 0, "no app-lock operation ran"),
+            (self.args.app_lock_fraction > 0 and long_enough and not self.kills_holding_app_lock,
+             "no kill landed while a worker held the app lock"),
+        ) if failed]
+        r["pass"] = not r["failures"]
 
     def judge(self, st, cst, final, run_seconds, hung, verify, verify_ctr) -> dict:
         a = self.args
@@ -1072,35 +1071,23 @@ class Chaos:
         if self.findings:
             r["findings"] = self.findings[:20]
 
-        f = []
-        if r["ops_total"] == 0:
-            f.append("no operations ran")
-        if r["kills"] == 0:
-            f.append("no worker was killed")
-        if a.armed_fraction > 0 and a.seconds >= 5 and r["kills_in_lock"] == 0:
-            f.append("no kill landed inside the lock")
-        if r["ops_blocked_over_bound"]:
-            f.append(f"{r['ops_blocked_over_bound']} operation(s) blocked longer than their bound")
-        if r["torn_values"]:
-            f.append(f"{r['torn_values']} torn value(s) read")
-        if r["foreign_values"]:
-            f.append(f"{r['foreign_values']} foreign value(s) read")
-        if r["expired_values_returned"]:
-            f.append(f"{r['expired_values_returned']} expired value(s) returned")
-        if not incr["ok"]:
-            f.append("increment accounting failed")
-        if r["worker_crashes"]:
-            f.append(f"{r['worker_crashes']} worker(s) died on their own")
-        if r["worker_errors"]:
-            f.append(f"{r['worker_errors']} unexpected exception(s) in workers")
-        if r["lock_recoveries"] + cst["lock_recoveries"] > r["kills"]:
-            f.append("more lock recoveries than kills")
-        if r["lock_recoveries"] < r["kills_in_lock"]:
-            f.append("fewer lock recoveries than kills inside the lock")
-        if r["shard_wipes_unexplained"]:
-            f.append(f"{r['shard_wipes_unexplained']} shard wipe(s) not explained by clear() (a kill mid-write must recover, not wipe)")
-        if not verify.get("ok") or not verify_ctr.get("ok"):
-            f.append("verify() failed")
+        f = [msg for failed, msg in (
+            (r["ops_total"] == 0, "no operations ran"),
+            (r["kills"] == 0, "no worker was killed"),
+            (a.armed_fraction > 0 and a.seconds >= 5 and r["kills_in_lock"] == 0, "no kill landed inside the lock"),
+            (r["ops_blocked_over_bound"], f"{r['ops_blocked_over_bound']} operation(s) blocked longer than their bound"),
+            (r["torn_values"], f"{r['torn_values']} torn value(s) read"),
+            (r["foreign_values"], f"{r['foreign_values']} foreign value(s) read"),
+            (r["expired_values_returned"], f"{r['expired_values_returned']} expired value(s) returned"),
+            (not incr["ok"], "increment accounting failed"),
+            (r["worker_crashes"], f"{r['worker_crashes']} worker(s) died on their own"),
+            (r["worker_errors"], f"{r['worker_errors']} unexpected exception(s) in workers"),
+            (r["lock_recoveries"] + cst["lock_recoveries"] > r["kills"], "more lock recoveries than kills"),
+            (r["lock_recoveries"] < r["kills_in_lock"], "fewer lock recoveries than kills inside the lock"),
+            (r["shard_wipes_unexplained"], f"{r['shard_wipes_unexplained']} shard wipe(s) not explained by clear() "
+             "(a kill mid-write must recover, not wipe)"),
+            (not verify.get("ok") or not verify_ctr.get("ok"), "verify() failed"),
+        ) if failed]
         r["failures"] = f
         r["pass"] = not f
         return r

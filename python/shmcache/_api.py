@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -212,18 +213,13 @@ class ClientBase:
         host (`shmcache.lock`), or by every host (the tier's, in Redis)."""
         return self._new_lock(key, (timeout, sleep, blocking, blocking_timeout, thread_local), False)
 
-    def alock(
-        self,
-        key: str | bytes,
-        timeout: float | None = None,
-        sleep: float = 0.1,
-        blocking: bool = True,
-        blocking_timeout: float | None = None,
-        thread_local: bool = True,
-    ) -> Any:
-        """`lock` for asyncio: ``async with cache.alock("k"):`` (its acquire
-        waits with ``asyncio.sleep``)."""
-        return self._new_lock(key, (timeout, sleep, blocking, blocking_timeout, thread_local), True)
+    def alock(self, key: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        """`lock` for asyncio, with `lock`'s arguments: ``async with
+        cache.alock("k"):`` (its acquire waits with ``asyncio.sleep``)."""
+        bound = _LOCK_SIGNATURE.bind(self, key, *args, **kwargs)
+        bound.apply_defaults()
+        _, key, *options = bound.args
+        return self._new_lock(key, tuple(options), True)
 
     def memoize(self, timeout: Any = _DEFAULT, key_prefix: str | None = None, typed: bool = False) -> Callable:
         """Decorator: cache a function's results by its arguments, through
@@ -248,6 +244,10 @@ class ClientBase:
         """A lock on `key` with redis-py's options (timeout, sleep,
         blocking, blocking_timeout, thread_local), for asyncio or not."""
         raise NotImplementedError
+
+
+_LOCK_SIGNATURE = inspect.signature(ClientBase.lock)
+ClientBase.alock.__signature__ = _LOCK_SIGNATURE  # type: ignore[attr-defined]
 
 
 class AsyncClientBase(ClientBase):

@@ -40,38 +40,31 @@ SHM = "/dev/shm"
 ASYNC_LOCK_TIMEOUT = 0.25
 
 
-def is_shmcache_backend(path: object) -> bool:
-    """A BACKEND of this package's Django backend, or of an importable subclass."""
-    if path == BACKEND:
+def _backend_is(path: object, name: str) -> bool:
+    """`path` names shmcache.django's class `name`, or an importable subclass."""
+    if path == f"shmcache.django.{name}":
         return True
     if not isinstance(path, str) or "." not in path:
         return False
     try:
         from django.utils.module_loading import import_string
 
-        from .django import SharedMemoryCache
+        from . import django as faces
 
         cls = import_string(path)
     except Exception:
         return False
-    return isinstance(cls, type) and issubclass(cls, SharedMemoryCache)
+    return isinstance(cls, type) and issubclass(cls, getattr(faces, name))
+
+
+def is_shmcache_backend(path: object) -> bool:
+    """A BACKEND of this package's Django backend, or of an importable subclass."""
+    return _backend_is(path, "SharedMemoryCache")
 
 
 def is_tiered_backend(path: object) -> bool:
     """A BACKEND of TieredCache (or a subclass): its OPTIONS hold L2 & co."""
-    if path == "shmcache.django.TieredCache":
-        return True
-    if not isinstance(path, str) or "." not in path:
-        return False
-    try:
-        from django.utils.module_loading import import_string
-
-        from .django import TieredCache
-
-        cls = import_string(path)
-    except Exception:
-        return False
-    return isinstance(cls, type) and issubclass(cls, TieredCache)
+    return _backend_is(path, "TieredCache")
 
 
 def shmcache_aliases(caches: Mapping[str, Any] | None = None) -> dict[str, Mapping[str, Any]]:

@@ -98,13 +98,7 @@ class Lock:
             pass  # the shard was busy: as if the lock were taken; try again
         return False
 
-    def acquire(
-        self,
-        sleep: float | None = None,
-        blocking: bool | None = None,
-        blocking_timeout: float | None = None,
-        token: str | None = None,
-    ) -> bool:
+    def acquire(self, sleep: float | None = None, blocking: bool | None = None, blocking_timeout: float | None = None, token: str | None = None) -> bool:  # fmt: skip
         """Take the lock: True if taken, False if not within
         `blocking_timeout` (or at once, when not blocking)."""
         for pause in self._attempts(sleep, blocking, blocking_timeout, token):
@@ -208,13 +202,8 @@ class AsyncLock:
     async def __aexit__(self, *exc: object) -> None:
         await self.release()
 
-    async def acquire(
-        self,
-        sleep: float | None = None,
-        blocking: bool | None = None,
-        blocking_timeout: float | None = None,
-        token: str | None = None,
-    ) -> bool:
+    async def acquire(self, sleep: float | None = None, blocking: bool | None = None, blocking_timeout: float | None = None, token: str | None = None) -> bool:  # fmt: skip
+        """`Lock.acquire`, waiting with ``asyncio.sleep``."""
         import asyncio
 
         lk = self.lock

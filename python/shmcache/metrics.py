@@ -24,25 +24,23 @@ from typing import Any
 
 from . import _core
 
-# stats() key, metric name (without the prefix and _total), help
-COUNTERS: tuple[tuple[str, str, str], ...] = (
-    ("hits", "hits", "Gets that found a live item."),
-    ("misses", "misses", "Gets that found no live item."),
-    ("sets", "sets", "Items stored."),
-    ("evictions", "evictions", "Live items dropped to make room."),
-    ("expirations", "expirations", "Items dropped because their timeout had passed."),
-    ("lock_timeouts", "lock_timeouts", "Shard lock waits that gave up after LOCK_TIMEOUT."),
-    ("lock_recoveries", "lock_recoveries", "Shard locks taken over from a dead holder."),
-    ("shard_wipes", "shard_wipes", "Shards found damaged and wiped."),
-)
-GAUGES: tuple[tuple[str, str, str], ...] = (
-    ("items", "items", "Live items."),
-    ("bytes_used", "memory_used_bytes", "Bytes of item storage holding live items."),
-    ("bytes_free", "memory_free_bytes", "Bytes of item storage not holding live items."),
-    ("bytes_capacity", "memory_capacity_bytes", "Bytes of item storage (all shards)."),
-    ("segment_size", "segment_size_bytes", "Size of the shared memory segment (SIZE)."),
-    ("max_item_size", "max_item_size_bytes", "Largest key plus value stored (MAX_ITEM_SIZE)."),
-    ("shards", "shards", "Shards (SHARDS, or the automatic count)."),
+# stats() key, metric name (without the prefix and _total), kind, help
+METRICS: tuple[tuple[str, str, str, str], ...] = (
+    ("items", "items", "gauge", "Live items."),
+    ("bytes_used", "memory_used_bytes", "gauge", "Bytes of item storage holding live items."),
+    ("bytes_free", "memory_free_bytes", "gauge", "Bytes of item storage not holding live items."),
+    ("bytes_capacity", "memory_capacity_bytes", "gauge", "Bytes of item storage (all shards)."),
+    ("segment_size", "segment_size_bytes", "gauge", "Size of the shared memory segment (SIZE)."),
+    ("max_item_size", "max_item_size_bytes", "gauge", "Largest key plus value stored (MAX_ITEM_SIZE)."),
+    ("shards", "shards", "gauge", "Shards (SHARDS, or the automatic count)."),
+    ("hits", "hits", "counter", "Gets that found a live item."),
+    ("misses", "misses", "counter", "Gets that found no live item."),
+    ("sets", "sets", "counter", "Items stored."),
+    ("evictions", "evictions", "counter", "Live items dropped to make room."),
+    ("expirations", "expirations", "counter", "Items dropped because their timeout had passed."),
+    ("lock_timeouts", "lock_timeouts", "counter", "Shard lock waits that gave up after LOCK_TIMEOUT."),
+    ("lock_recoveries", "lock_recoveries", "counter", "Shard locks taken over from a dead holder."),
+    ("shard_wipes", "shard_wipes", "counter", "Shards found damaged and wiped."),
 )
 PREFIX = "shmcache_"
 LABELS = ("location", "segment")
@@ -83,10 +81,8 @@ def prometheus_text(stats: Mapping[str, Mapping[str, Any] | None]) -> str:
                 out.append(f"{sample}{{{labels}}} {int(s[key])}")
 
     family(UP[0], "gauge", UP[1], None)
-    for key, name, help in GAUGES:
-        family(name, "gauge", help, key)
-    for key, name, help in COUNTERS:
-        family(name, "counter", help, key)
+    for key, name, kind, help in METRICS:
+        family(name, kind, help, key)
     return "\n".join(out) + "\n"
 
 
@@ -148,11 +144,10 @@ class ShmCacheCollector:
             return fam
 
         yield samples(pc.GaugeMetricFamily(PREFIX + UP[0], UP[1], labels=LABELS), None)
-        for key, name, help in GAUGES:
-            yield samples(pc.GaugeMetricFamily(PREFIX + name, help, labels=LABELS), key)
-        for key, name, help in COUNTERS:
+        for key, name, kind, help in METRICS:
             # prometheus_client adds _total to a counter's samples itself.
-            yield samples(pc.CounterMetricFamily(PREFIX + name, help, labels=LABELS), key)
+            family = pc.CounterMetricFamily if kind == "counter" else pc.GaugeMetricFamily
+            yield samples(family(PREFIX + name, help, labels=LABELS), key)
 
 
 def register(caches: Iterable[Any], registry: Any = None) -> ShmCacheCollector:

@@ -70,6 +70,30 @@ def load(data: bytes) -> Any:
         return pickle.loads(data)
 
 
+class _Drive:
+    """Where a run of steps is: the request it waits on, or done with its value."""
+
+    __slots__ = ("steps", "request", "done", "value")
+
+    def __init__(self, steps: Generator[Any, Any, Any]) -> None:
+        self.steps, self.done, self.value = steps, False, None
+        self._advance(steps.__next__)
+
+    def answer(self, replies: Any, error: Exception | None) -> None:
+        """The request's replies sent in, or its error thrown in; an error
+        the steps do not handle propagates from here."""
+        if error is None:
+            self._advance(lambda: self.steps.send(replies))
+        else:
+            self._advance(lambda: self.steps.throw(error))
+
+    def _advance(self, resume: Any) -> None:
+        try:
+            self.request = resume()
+        except StopIteration as done:
+            self.done, self.value = True, done.value
+
+
 class L2:
     """Redis at `url` with redis-py's connection-pool `options`: a client
     for the sync driver, and one per event loop for the async driver
@@ -103,21 +127,17 @@ class L2:
     def run(self, steps: Generator[Any, Any, Any]) -> Any:
         """Drive `steps` to their result: each request sent, the replies
         sent back (or the error thrown in: the steps' except/finally run)."""
+        drive = _Drive(steps)
+        while not drive.done:
+            drive.answer(*self._io(drive.request))
+        return drive.value
+
+    def _io(self, req: Any) -> tuple[Any, Exception | None]:
+        """A request sent, or a pause slept: (the replies, None) or (None, the error)."""
         try:
-            req = next(steps)
-            while True:
-                if type(req) is float:
-                    time.sleep(req)
-                    req = steps.send(None)
-                    continue
-                try:
-                    replies = self.send(req)
-                except Exception as e:  # noqa: BLE001 - the steps decide
-                    req = steps.throw(e)
-                else:
-                    req = steps.send(replies)
-        except StopIteration as done:
-            return done.value
+            return (time.sleep(req) if type(req) is float else self.send(req)), None
+        except Exception as e:  # noqa: BLE001 - thrown into the steps, which decide
+            return None, e
 
     # -- the async driver --
 
@@ -149,21 +169,16 @@ class L2:
 
     async def arun(self, steps: Generator[Any, Any, Any]) -> Any:
         """`run` on the event loop: requests awaited, pauses with ``asyncio.sleep``."""
+        drive = _Drive(steps)
+        while not drive.done:
+            drive.answer(*await self._aio(drive.request))
+        return drive.value
+
+    async def _aio(self, req: Any) -> tuple[Any, Exception | None]:
         try:
-            req = next(steps)
-            while True:
-                if type(req) is float:
-                    await asyncio.sleep(req)
-                    req = steps.send(None)
-                    continue
-                try:
-                    replies = await self.asend(req)
-                except Exception as e:  # noqa: BLE001 - as in run
-                    req = steps.throw(e)
-                else:
-                    req = steps.send(replies)
-        except StopIteration as done:
-            return done.value
+            return (await asyncio.sleep(req) if type(req) is float else await self.asend(req)), None
+        except Exception as e:  # noqa: BLE001 - as in _io
+            return None, e
 
     async def aclose(self) -> None:
         """Close the running loop's pool (the next async call opens a new one)."""

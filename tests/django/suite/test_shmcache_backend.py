@@ -1,7 +1,7 @@
 """Django's own generic cache tests (BaseCacheTests), run against shmcache.
 
 This file is copied at test time into ``tests/cache/`` of the Django source
-distribution of the installed Django version (see ``tests/test_django_suite.py``)
+distribution of the installed Django version (see ``tests/django/test_django_suite.py``)
 and run with Django's ``runtests.py``. The cull tests are excluded exactly as
 Django excludes them for its memcached and Redis backends: shmcache evicts by
 memory (CLOCK), not by MAX_ENTRIES/CULL_FREQUENCY. No test is replaced,

@@ -1,5 +1,5 @@
 """A tiny app on the plain ``shmcache.Cache`` API, as WSGI (``application``)
-and as a raw ASGI callable (``app``), for tests/test_gunicorn_lifecycle.py
+and as a raw ASGI callable (``app``), for tests/servers/test_gunicorn_lifecycle.py
 (uWSGI, uvicorn). Same paths as demo/mysite: /set/<k>/<v>, /get/<k>,
 /incr/<k>, /stats, plus /info; every answer is JSON naming the pid.
 

@@ -1,7 +1,7 @@
 """Smoke test of an installed shmcache (the wheel, in a fresh venv): run by
-tests/test_wheel.py and by .github/workflows/release.yml as
+tests/packaging/test_wheel.py and by .github/workflows/release.yml as
 
-    python tests/wheel_smoke.py
+    python tests/apps/wheel_smoke.py
 
 It needs nothing but the installed package (no test hooks, no devkit, no
 Rust). Two processes, this one and a child interpreter started afresh, share

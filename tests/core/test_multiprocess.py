@@ -15,6 +15,7 @@ import pytest
 
 import shmcache
 from devkit.lock_holder import hold_shard_lock
+from tests.conftest import unshare_mount_argv
 
 FORK = mp.get_context("fork")
 
@@ -187,12 +188,7 @@ else:
 def test_small_tmpfs_gives_error_not_sigbus():
     """A 4 MiB cache on a 1 MiB /dev/shm (Docker's small default, scaled down),
     in a private mount namespace."""
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare not installed")
-    base = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
-    probe = subprocess.run(base + ["true"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(f"cannot make a mount namespace here: {probe.stderr.decode().strip()}")
+    base = unshare_mount_argv()
     p = subprocess.run(base + ["sh", "-c", SMALL_TMPFS, sys.executable], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)  # -7 would be SIGBUS
     assert p.stdout.startswith("ERROR:"), p.stdout + p.stderr

@@ -5,7 +5,7 @@ lock, ``aget_or_set`` waits with asyncio, a pool per event loop is closed
 by ``aclose``, and the sync methods run in threads beside the loop.
 
 (The guarantees shared with the sync path, fill tokens and the staleness
-bound under kills, are proved in tests/test_tiered.py, whose fill-race and
+bound under kills, are proved in tests/tiered/test_tiered.py, whose fill-race and
 history tests run with ``aget``/``aset`` too.)"""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Run Django's own cache test-suite (BaseCacheTests from the source
 distribution of the installed Django) against shmcache.django.SharedMemoryCache
-(the runner is devkit/django_suite.py; tests/test_wheel.py runs it against
+(the runner is devkit/django_suite.py; tests/packaging/test_wheel.py runs it against
 the installed wheel with other Django releases)."""
 
 import sys

@@ -5,13 +5,13 @@ import sys
 
 import django
 
-from devkit.django_suite import ROOT, run_base_cache_tests
+from devkit.django_suite import TIERED_MODULE, run_base_cache_tests
 
 
 def test_django_base_cache_tests_pass_on_tiered(redis_server):
     run_base_cache_tests(
         sys.executable,
         django.get_version(),
-        module=ROOT / "tests" / "django_suite" / "test_tiered_backend.py",
+        module=TIERED_MODULE,
         extra_env={"SHMCACHE_SUITE_L2": redis_server.url},
     )

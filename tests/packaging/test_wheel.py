@@ -4,7 +4,7 @@ it is installed, with no Rust on PATH and only binary packages allowed, into
 fresh venvs of CPythons found on this machine, and run there.
 
 * ``make test`` (short): the oldest CPython (>= 3.10), the two-process smoke
-  test (tests/wheel_smoke.py).
+  test (tests/apps/wheel_smoke.py).
 * ``make test-matrix`` (SHMCACHE_MATRIX=1): the oldest CPython with Django
   4.2 LTS, 3.11 with Django 5.2 LTS, 3.13 with Django 6.0, 3.12 and 3.13
   with Django 6.1 (which needs 3.12 or newer); in each, Django is installed
@@ -30,13 +30,13 @@ from pathlib import Path
 
 import pytest
 
-from devkit import ROOT
+from devkit import ROOT, TEST_APPS
 from devkit.django_suite import MATRIX_PAIRS, run_both
 from devkit.redis_server import redis_server_path
 
 DIST = ROOT / "dist"
 MIN_PYTHON = (3, 10)  # pyproject's requires-python
-SMOKE = ROOT / "tests" / "wheel_smoke.py"
+SMOKE = TEST_APPS / "wheel_smoke.py"
 MATRIX = bool(os.environ.get("SHMCACHE_MATRIX"))
 
 

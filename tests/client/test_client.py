@@ -4,15 +4,14 @@ rules of the Django face, and the fixes the structure review asked for."""
 import logging
 import re
 import warnings
-from pathlib import Path
 
 import pytest
 
 import shmcache
+from devkit import ROOT
 from devkit.lock_holder import hold_shard_lock
 from shmcache.client import Cache
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZE, MAX_ITEM = "8MB", "64KB"
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import urllib.request
 import pytest
 
 import shmcache
+from devkit import ROOT
 from shmcache import metrics
 
 prometheus_client = pytest.importorskip("prometheus_client")
@@ -197,7 +198,7 @@ def test_without_prometheus_client_the_collector_names_the_package(location):
     assert p.returncode == 0, p.stderr
     assert "prometheus_client" in p.stdout and "pip install" in p.stdout
     # And the package does not require it.
-    with open(os.path.join(os.path.dirname(__file__), "..", "pyproject.toml")) as f:
+    with open(ROOT / "pyproject.toml") as f:
         assert "prometheus" not in f.read()
 
 

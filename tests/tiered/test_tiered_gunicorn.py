@@ -6,11 +6,11 @@ Also `python -m shmcache listen` as a sidecar: the workers then start none."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import shmcache
+from devkit import TEST_APPS
 from devkit.gunicorn_demo import no_control_socket
 from devkit.net import get_json, listening_socket
 from devkit.proc import children, stop
@@ -19,7 +19,7 @@ from shmcache.tiered import l1_location
 from shmcache.tiered import listener as _listener
 
 pytest.importorskip("gunicorn")
-TESTS = Path(__file__).resolve().parent
+TESTS = TEST_APPS  # tiered_app.py
 
 
 def tasks(pid: int) -> int:

@@ -7,21 +7,15 @@ import multiprocessing
 import pytest
 
 import shmcache
+from tests.conftest import django_backend
 
 FORK = multiprocessing.get_context("fork")
-OPTIONS = {"SIZE": "8MB", "MAX_ITEM_SIZE": "64KB"}
 
-
-def backend(location, **params):
-    from shmcache.django import SharedMemoryCache
-
-    params.setdefault("OPTIONS", dict(OPTIONS))
-    return SharedMemoryCache(location, params)
 
 
 def test_keys_iter_keys_delete_pattern_within_prefix_and_version(django_settings, location):
-    a = backend(location, KEY_PREFIX="site")
-    other = backend(location, KEY_PREFIX="other")
+    a = django_backend(location, KEY_PREFIX="site")
+    other = django_backend(location, KEY_PREFIX="other")
     a.set_many({"user:1": 1, "user:2": 2, "user:10": 10, "post:1": 0, "u*x": 9})
     a.set("user:3", 3, version=2)
     other.set("user:1", "theirs")

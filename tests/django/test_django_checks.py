@@ -13,10 +13,11 @@ import pytest
 pytest.importorskip("django")
 
 import shmcache  # noqa: E402
+from devkit import ROOT  # noqa: E402
 from tests.conftest import unique_location  # noqa: E402
 
 B = "shmcache.django.SharedMemoryCache"
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(ROOT)
 
 
 def project(tmp_path, caches, installed=True):

@@ -2,7 +2,7 @@
 shmcache.django.TieredCache (L1 shmcache in front of a real redis-server).
 
 Copied at test time into ``tests/cache/`` of Django's source distribution
-(tests/test_tiered_django.py starts the Redis and passes its URL in
+(tests/tiered/test_tiered_django.py starts the Redis and passes its URL in
 SHMCACHE_SUITE_L2). The cull tests are excluded as Django excludes them for
 its Redis backend. As for Django's RedisCache, incr on a value that is not
 an integer fails in Redis (here a TypeError naming the key). No test is

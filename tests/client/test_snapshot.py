@@ -5,7 +5,6 @@ load; a loader SIGKILLed mid-load; a smaller cache keeps the most recent."""
 
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,9 +16,11 @@ import pytest
 from conftest import unique_location
 
 import shmcache
+from devkit import ROOT as DEVKIT_ROOT
 from shmcache import _core
+from tests.conftest import unshare_mount_argv
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(DEVKIT_ROOT)
 ENV = {**os.environ, "PYTHONPATH": ROOT}
 
 
@@ -127,12 +128,7 @@ def test_damaged_truncated_or_other_version_refused_cache_unchanged(location, ot
 def test_load_when_dev_shm_is_full(tmp_path):
     """load --size on a /dev/shm too small for the cache (a private 1 MiB
     tmpfs): a clear error naming SIZE and /dev/shm, exit 2, no SIGBUS."""
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare not installed")
-    base = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
-    probe = subprocess.run(base + ["true"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(f"cannot make a mount namespace here: {probe.stderr.decode().strip()}")
+    base = unshare_mount_argv()
     loc = unique_location("snap-full")
     f = str(tmp_path / "c.snap")
     try:

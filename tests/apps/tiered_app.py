@@ -1,4 +1,4 @@
-"""A tiny WSGI app on TieredClient for tests/test_tiered_gunicorn.py:
+"""A tiny WSGI app on TieredClient for tests/tiered/test_tiered_gunicorn.py:
 /get/<k>, /set/<k>/<v>, /info; every answer is JSON naming the pid.
 
 It touches the cache at import (a read: a miss, which would elect a

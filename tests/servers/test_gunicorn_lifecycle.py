@@ -20,15 +20,16 @@ from pathlib import Path
 import pytest
 
 import shmcache
+from devkit import TEST_APPS
 from devkit.cache_worker import Worker
 from devkit.gunicorn_demo import DEMO_DIR, Gunicorn, GunicornError, gunicorn_argv
 from devkit.net import free_port, listening_socket
-from devkit.proc import alive, children
+from devkit.proc import alive, children, stop_pid
 from devkit.wait import wait_for
 
 pytest.importorskip("gunicorn")
 
-TESTS = Path(__file__).resolve().parent
+TESTS = TEST_APPS  # lifecycle_app.py, gunicorn_conf_master_attach.py
 
 WORKERS = 2
 
@@ -95,6 +96,31 @@ class Server(Gunicorn):
             self.port = free_port()
             cmd = self.cmd(None, self.port)
         return self._launch(cmd, sock, env, TESTS)
+
+
+def first_generation(server, location: str, tag: str) -> tuple[int, set[int], dict, int]:
+    """Start `server` and write 10 values through it: (its master, its
+    workers, the values, the segment's inode)."""
+    server.start()
+    master = server.master_pid
+    values = write_values(server, 10, tag)
+    return master, children(master), values, seg_inode(location)
+
+
+def written_by_one_read_by_other(server, old_workers: set[int], new_workers: set[int]) -> None:
+    """Two generations side by side share one cache: a value written through
+    a worker of one is read through a worker of the other."""
+    for i in range(4):
+        w = server.get(f"/set/side{i}/v{i}")
+        other = new_workers if w["pid"] in old_workers else old_workers
+
+        def read_by_other(i=i, other=other):
+            for r in server.get_many([f"/get/side{i}"] * 8):
+                if r["pid"] in other:
+                    return r
+
+        r = wait_for(read_by_other, 30, "a read from the other generation", every=0)
+        assert r["value"] == f"v{i}", r
 
 
 def usr2_new_generation(server, old_master: int, old_workers: set[int]) -> tuple[int, set[int]]:
@@ -181,28 +207,14 @@ def test_gunicorn_usr2_upgrade_old_and_new_masters_share(location):
     s = Server(location, gunicorn_cmd(bind_address=True, script=True), pass_socket=False)
     new_master = None
     try:
-        s.start()
-        old_master = s.master_pid
-        values = write_values(s, 10, "usr2")
-        inode = seg_inode(location)
-        old_workers = children(old_master)
+        old_master, old_workers, values, inode = first_generation(s, location, "usr2")
         assert len(old_workers) == WORKERS
 
         s.proc.send_signal(signal.SIGUSR2)
         # Side by side: both generations answer on the socket, on one cache.
         new_master, new_workers = usr2_new_generation(s, old_master, old_workers)
         # A value written through one generation is read through the other.
-        for i in range(4):
-            w = s.get(f"/set/side{i}/v{i}")
-            other = new_workers if w["pid"] in old_workers else old_workers
-
-            def read_by_other(i=i, other=other):
-                for r in s.get_many([f"/get/side{i}"] * 8):
-                    if r["pid"] in other:
-                        return r
-
-            r = wait_for(read_by_other, 30, "a read from the other generation", every=0)
-            assert r["value"] == f"v{i}"
+        written_by_one_read_by_other(s, old_workers, new_workers)
         assert_values(s, values)
         assert seg_inode(location) == inode
 
@@ -215,12 +227,8 @@ def test_gunicorn_usr2_upgrade_old_and_new_masters_share(location):
         assert readers <= children(new_master)
         assert seg_inode(location) == inode
     finally:
-        if new_master and alive(new_master):
-            os.kill(new_master, signal.SIGTERM)
-            try:
-                wait_for(lambda: not alive(new_master), 15, "the new master to stop")
-            except AssertionError:
-                os.kill(new_master, signal.SIGKILL)
+        if new_master:
+            stop_pid(new_master)
         s.stop()
 
 
@@ -326,7 +334,7 @@ def test_uvicorn_workers_attach_and_share(location):
 
 
 def sized_gunicorn_cmd(*extra, bind_address=False, script=False):
-    """gunicorn serving tests/lifecycle_app.py (which reads its SIZE from
+    """gunicorn serving tests/apps/lifecycle_app.py (which reads its SIZE from
     SHMCACHE_APP_SIZE_FILE in each worker, so a HUP picks up a new one)."""
 
     def cmd(fd, port):
@@ -405,11 +413,7 @@ def test_gunicorn_usr2_with_a_new_size_old_and_new_masters_share_then_new_takes_
                env={"SHMCACHE_APP_SIZE_FILE": str(size_file)})
     new_master = None
     try:
-        s.start()
-        old_master = s.master_pid
-        values = write_values(s, 10, "usr2size")
-        inode = seg_inode(location)
-        old_workers = children(old_master)
+        old_master, old_workers, values, inode = first_generation(s, location, "usr2size")
         size_file.write_text("16MB")
         s.proc.send_signal(signal.SIGUSR2)
         new_master, new_workers = usr2_new_generation(s, old_master, old_workers)
@@ -417,16 +421,7 @@ def test_gunicorn_usr2_with_a_new_size_old_and_new_masters_share_then_new_takes_
             assert r["inode"] == inode, r  # one segment: no split brain
             if r["pid"] in new_workers:
                 assert r["requested"][0] > r["geometry"][0], r
-        for i in range(4):
-            w = s.get(f"/set/side{i}/v{i}")
-            other = new_workers if w["pid"] in old_workers else old_workers
-
-            def read_by_other(i=i, other=other):
-                for r in s.get_many([f"/get/side{i}"] * 8):
-                    if r["pid"] in other:
-                        return r
-
-            assert wait_for(read_by_other, 30, "a read from the other generation", every=0)["value"] == f"v{i}"
+        written_by_one_read_by_other(s, old_workers, new_workers)
         assert_values(s, values)
         s.proc.send_signal(signal.SIGTERM)
         s.proc.wait(20)
@@ -442,10 +437,6 @@ def test_gunicorn_usr2_with_a_new_size_old_and_new_masters_share_then_new_takes_
             assert r["geometry"][0] > 12 << 20 and r["inode"] != inode, r
         assert_values(s, values)
     finally:
-        if new_master and alive(new_master):
-            os.kill(new_master, signal.SIGTERM)
-            try:
-                wait_for(lambda: not alive(new_master), 15, "the new master to stop")
-            except AssertionError:
-                os.kill(new_master, signal.SIGKILL)
+        if new_master:
+            stop_pid(new_master)
         s.stop()

@@ -1,4 +1,4 @@
-"""gunicorn config for tests/test_gunicorn_lifecycle.py: with --preload, the
+"""gunicorn config for tests/servers/test_gunicorn_lifecycle.py: with --preload, the
 master attaches to the cache (and writes its pid there) before it forks any
 worker, as an app that touches the cache at import time would."""
 

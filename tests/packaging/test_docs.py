@@ -1,0 +1,55 @@
+"""docs/architecture.md stays true to the tree: every module file of the
+Python package and of the Rust crate is named in one of its tables (by its
+path inside the package or under src/), and every module a table names
+exists. And the layering is one way: no import circle in the package
+(tools/import_cycles.py)."""
+
+import re
+
+from devkit import ROOT
+from tools import import_cycles
+
+DOC = ROOT / "docs" / "architecture.md"
+PKG = ROOT / "python" / "shmcache"
+SRC = ROOT / "src"
+
+
+def table_names() -> set[str]:
+    """The `backticked` names in the first column of the doc's tables."""
+    names = set()
+    for line in DOC.read_text().splitlines():
+        if line.startswith("|") and not line.startswith("|---"):
+            first = line.split("|")[1]
+            names.update(re.findall(r"`([^`]+\.(?:py|rs))`", first))
+    return names
+
+
+def test_every_python_module_is_in_a_table():
+    files = {p.relative_to(PKG).as_posix() for p in PKG.rglob("*.py")}
+    missing = sorted(files - table_names())
+    assert not missing, f"docs/architecture.md names no row for: {missing}"
+
+
+def test_every_rust_module_is_in_a_table():
+    files = {p.relative_to(SRC).as_posix() for p in SRC.rglob("*.rs")}
+    missing = sorted(files - table_names())
+    assert not missing, f"docs/architecture.md names no row for: {missing}"
+
+
+def test_every_module_in_a_table_exists():
+    known = {p.relative_to(PKG).as_posix() for p in PKG.rglob("*.py")}
+    known |= {p.relative_to(SRC).as_posix() for p in SRC.rglob("*.rs")}
+    known |= {"build.rs"}
+    gone = sorted(table_names() - known)
+    assert not gone, f"docs/architecture.md names modules that do not exist: {gone}"
+
+
+def test_no_import_circle_in_the_package():
+    py = import_cycles.cycles(import_cycles.python_graph(PKG))
+    assert not py, f"import circles in python/shmcache: {py}"
+
+
+def test_the_circle_check_finds_a_circle():
+    """The check itself: a made-up graph with a circle, and one without."""
+    assert import_cycles.cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles.cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
