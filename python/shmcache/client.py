@@ -4,7 +4,8 @@
 engine behind the Django backend, as redis-py's client is behind Django's
 ``RedisCache``. It holds the encoding of values (`_codec`), the checking of
 options (`_options`), batch handling, and the error policy (declared on
-each method with `_api.on_error`):
+each method with `_api.on_error`; applied inline, with the same `_failed`,
+on the two hot paths, `get` and the store of `set`/`add`):
 
 - A lock that cannot be had within LOCK_TIMEOUT, or a segment that cannot be
   used (`ShmCacheError`), is raised by default (``on_error="raise"``). With
@@ -285,7 +286,6 @@ class Cache(ClientBase):
                 pass  # already a miss; the next read tries again
             return default
 
-    @on_error(False)
     def _store(self, key: Any, value: Any, t: float | None, add: bool) -> bool:
         v = self.encode(value)
         try:
@@ -295,12 +295,18 @@ class Cache(ClientBase):
             if not add:
                 self.delete(key)  # never leave the previous value looking current
             return False
+        except ShmCacheError as e:  # the policy inline, as in `get`: the hot path of every set
+            return self._failed(e, False)
 
     # -- one key --
 
-    @on_error(answer=lambda key, default=None: default)
     def get(self, key: str | bytes, default: Any = None) -> Any:
-        v = self._core.get(key)
+        # The error policy is applied inline here (and in `_store`), not by
+        # `on_error`: its wrapper would make the hot path of a get 2x slower.
+        try:
+            v = self._core.get(key)
+        except ShmCacheError as e:
+            return self._failed(e, default)
         if v is None:
             return default
         if type(v) is tuple:
