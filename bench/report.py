@@ -152,6 +152,7 @@ def targets(res: dict) -> list[dict]:
             r = s["ops_per_s"] / d["ops_per_s"]
             t(label, r >= need, f"shmcache {fnum(s['ops_per_s'])}/s vs django-redis {fnum(d['ops_per_s'])}/s = {r:.1f}× (need ≥ {need:.0f}×)")
     tiered_targets(res, t)
+    faces_targets(res, t)
     return out
 
 
@@ -193,6 +194,32 @@ def tiered_targets(res: dict, t) -> None:
     h = a["held_ms"]
     t(names[5], h["tiered_aget"] <= 50, f"longest loop gap {h['tiered_aget']:.1f} ms (RedisCache.aget "
       f"{h['redis_aget']:.1f} ms; the sync get these methods used to run: {h['sync_get_in_loop']:.1f} ms)")
+
+
+# (stack, its in-process choice, its file and Redis choices) for the faces' targets (issue 23).
+FACE_PEERS = (
+    ("cachelib", "SimpleCache", ("FileSystemCache", "RedisCache")),
+    ("litestar", "MemoryStore", ("FileStore", "RedisStore")),
+    ("fastapi", "InMemoryBackend", ("RedisBackend",)),
+    ("aiocache", "SimpleMemoryCache", ("RedisCache",)),
+)
+
+
+def faces_targets(res: dict, t) -> None:
+    """Issue 23's targets: each face ≥ 0.8× its stack's in-process choice and
+    ≥ 10× its file-based and Redis choices, for get and for set."""
+    fr = res.get("faces")
+    for stack, local, remote in FACE_PEERS:
+        for peer, need in ((local, 0.8), *((r, 10.0) for r in remote)):
+            name = f"{stack} face ≥ {need:g}× {peer} (get and set)"
+            got = (fr or {}).get(stack) or {}
+            if "shmcache" not in got or peer not in got:
+                t(name, None, (res.get("skipped") or {}).get("faces", "not measured") if not fr else f"{peer} not measured")
+                continue
+            ours, theirs = got["shmcache"], got[peer]
+            rg, rs = ours["get"] / theirs["get"], ours["set"] / theirs["set"]
+            t(name, rg >= need and rs >= need, f"get {fnum(ours['get'])}/s vs {fnum(theirs['get'])}/s = {rg:.2f}×; "
+              f"set {fnum(ours['set'])}/s vs {fnum(theirs['set'])}/s = {rs:.2f}×")
 
 
 # ---------------------------------------------------------------- chart
@@ -527,6 +554,7 @@ def markdown(res: dict, path: str, png_rel: str, json_rel: str) -> None:
                 w(f"| {labels.get(a, a)} | " + " | ".join(fnum(r[op]["ops_per_s"]) for op in ("lock_pair", "set_nx", "iter_keys", "delete_pattern")) + " |")
         w("")
     tiered_section(res, w)
+    faces_section(res, w)
     snap = res.get("snapshot")
     if snap:
         w("## Snapshots")
@@ -773,6 +801,26 @@ def profile_section(res: dict, w) -> None:
         for name, v, pc in cg["by_fn"]:
             w(f"| `{name[:140]}` | {v:,.1f} | {pc:.1f}% |")
         w("")
+
+
+def faces_section(res: dict, w) -> None:
+    fr = res.get("faces")
+    if not fr:
+        return
+    w("## The faces for other stacks")
+    w("")
+    w(f"bench/faces.py: {fr['keys']:,} keys of {fr['value_bytes']} B, each set then read, one process, through each "
+      "stack's own API (awaited in a loop for the async ones); interleaved rounds, the best of each. Redis: the "
+      "run's redis-server on TCP loopback.")
+    w("")
+    w("| stack | choice | get/s | set/s |")
+    w("|---|---|---:|---:|")
+    for stack, local, remote in FACE_PEERS:
+        for name in ("shmcache", local, *remote):
+            r = (fr.get(stack) or {}).get(name)
+            if r:
+                w(f"| {stack} | {'**shmcache**' if name == 'shmcache' else name} | {fnum(r['get'])} | {fnum(r['set'])} |")
+    w("")
 
 
 def tiered_section(res: dict, w) -> None:

@@ -90,7 +90,7 @@ def main() -> int:
     ap.add_argument("--no-install", action="store_true", help="never apt-get install redis-server/memcached")
     ap.add_argument("--no-callgrind", action="store_true", help="skip the valgrind profiles")
     ap.add_argument("--callgrind", action="store_true", help="run the valgrind profiles in --quick mode too")
-    ap.add_argument("--sections", default="core,raw,single,multi,extras,snapshot,resize,tiered,hitratio,memory,profile",
+    ap.add_argument("--sections", default="core,raw,single,multi,extras,snapshot,resize,tiered,faces,hitratio,memory,profile",
                     help="comma-separated subset (default: all)")
     ap.add_argument("--backends", default="", help="comma-separated aliases (default: all)")
     ap.add_argument("--out", default=None, help="output stem (default docs/benchmarks + bench/results/latest)")
@@ -271,6 +271,16 @@ def main() -> int:
                 r = guarded("tiered", "tiered", tiered.run, redis_srv, quick)
                 if r is not None:
                     results["tiered"] = r
+
+        if "faces" in sections and "shmcache" in active:
+            from bench import faces
+
+            log("== the faces for other stacks: get/set through each, against the stack's usual choices")
+            section("faces")
+            port = None if redis_srv is None else redis_srv.port
+            r = guarded("faces", "faces", faces.run, port, quick)
+            if r is not None:
+                results["faces"] = r
 
         if "hitratio" in sections:
             log(f"== hit ratio at {W.HR_BYTES_MB} MB (get; on miss set), raw clients")

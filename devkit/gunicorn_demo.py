@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from devkit import ROOT
-from devkit.net import HTTPStatusError, get_json, listening_socket
+from devkit.net import HTTPStatusError, free_port, get_json, listening_socket
 from devkit.proc import children
 
 DEMO_DIR = ROOT / "demo"
@@ -222,3 +222,50 @@ class Gunicorn:
                 if r["pid"] != not_pid:
                     return (r, tried) if with_tries else r
         raise GunicornError(f"{attempts} requests for {path} were all served by pid {not_pid}")
+
+
+class AppServer(Gunicorn):
+    """Any HTTP server command (gunicorn, uWSGI, uvicorn, on any app), with
+    Gunicorn's readiness (a JSON answer on ``/stats``), stop and HTTP
+    helpers. `cmd(fd, port)` gives the argv; the socket bound on `port` is
+    passed as `fd` (or closed first if `pass_socket` is False, and the server
+    binds the port itself). The app finds its LOCATION in
+    SHMCACHE_APP_LOCATION; `pythonpath` is put first on its PYTHONPATH and
+    it runs in `pythonpath[-1]`."""
+
+    def __init__(
+        self,
+        location: str,
+        cmd,
+        pass_socket: bool = True,
+        env: dict | None = None,
+        startup_timeout: float = 40.0,
+        workers: int = 2,
+        pythonpath: tuple[Path, ...] = (),
+    ) -> None:
+        super().__init__(location, workers=workers, env=env, startup_timeout=startup_timeout)
+        self.cmd = cmd
+        self.pass_socket = pass_socket
+        self.pythonpath = tuple(pythonpath) or (ROOT / "tests" / "apps",)
+
+    def start(self) -> AppServer:
+        for attempt in range(3):
+            try:
+                return self._start()
+            except GunicornError as e:  # lost the race for a port that was free a moment ago
+                if self.pass_socket or "in use" not in str(e) or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start(self) -> AppServer:
+        env = self.environment(pythonpath=self.pythonpath, SHMCACHE_APP_LOCATION=self.location)
+        if self.pass_socket:
+            sock = listening_socket()
+            self.port = sock.getsockname()[1]
+            cmd = self.cmd(sock.fileno(), self.port)
+        else:  # the server binds the address itself (a port free a moment ago)
+            sock = None
+            self.port = free_port()
+            cmd = self.cmd(None, self.port)
+        self._launch(cmd, sock, env, self.pythonpath[-1])
+        return self

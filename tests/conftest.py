@@ -13,7 +13,7 @@ import shmcache
 
 # django/suite: copied into Django's own test tree and run there (devkit/django_suite.py);
 # apps: the fixture apps (WSGI/ASGI apps, a gunicorn config, the wheel smoke test).
-collect_ignore = ["django/suite", "apps"]
+collect_ignore = ["django/suite", "faces/cachelib_suite", "apps"]
 
 _counter = itertools.count()
 _RUN = uuid.uuid4().hex[:8]

@@ -166,6 +166,21 @@ class Settings:
         return cls(**{kw: parse(given.get(kw, default), kw) for kw, _, default, parse in _FIELDS})
 
     @classmethod
+    def for_face(cls, face: str, given: Mapping[str, Any], refused: Mapping[str, str] | None = None) -> Settings:
+        """From a face's keywords (``size="256MB"``, ...): an unknown keyword,
+        or one the face takes another way (`refused`: keyword -> what to do
+        instead), is a TypeError naming it and the known ones."""
+        refused = dict(refused or {})
+        bad = sorted(set(given) & set(refused))
+        if bad:
+            raise TypeError(f"{face}: option {bad[0]!r} is not taken here; {refused[bad[0]]}")
+        known = sorted(kw for kw, *_ in _FIELDS if kw not in refused)
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise TypeError(f"{face}: unknown option(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+        return cls.from_kwargs(**given)
+
+    @classmethod
     def from_django(cls, options: Mapping[str, Any]) -> Settings:
         """From a Django CACHES entry's OPTIONS; errors name the OPTIONS key."""
         redis_only = sorted(set(options) & DJANGO_REDIS_ONLY_OPTIONS)

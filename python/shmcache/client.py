@@ -389,6 +389,34 @@ class Cache(ClientBase):
     def _get_with_ttl(self, key: str | bytes) -> tuple | None:
         return self._core.get_with_ttl(key)
 
+    def get_with_ttl(self, key: str | bytes) -> tuple[Any, float | None] | None:
+        """(value, seconds left, or None if it never expires), read together
+        (as Redis's GET and TTL in one MULTI); None if missing."""
+        got = self._get_with_ttl(key)
+        if got is None:
+            return None
+        v, ms = got
+        if type(v) is tuple:
+            v = self.decode(key, v, _MISSING)
+            if v is _MISSING:
+                return None
+        return v, (None if ms == -1 else ms / 1000)
+
+    @on_error(False)
+    def compare_and_set(self, key: str | bytes, expected: Any, value: Any, timeout: Any = _DEFAULT) -> bool:
+        """Store `value` only if `key` holds `expected` (compared encoded:
+        equal bytes, str and ints always match; other objects by their
+        pickle), atomically across processes. Whether it stored."""
+        t = self._timeout(timeout)
+        if t is not None and t <= 0:  # matched, then not kept
+            return self.compare_and_delete(key, expected)
+        return self._core.compare_and_set(key, self.encode(expected), self.encode(value), t)
+
+    @on_error(False)
+    def compare_and_delete(self, key: str | bytes, expected: Any) -> bool:
+        """Delete `key` only if it holds `expected` (as `compare_and_set`)."""
+        return self._core.compare_and_delete(key, self.encode(expected))
+
     # -- many keys --
 
     @on_error({})

@@ -53,3 +53,13 @@ def test_the_circle_check_finds_a_circle():
     """The check itself: a made-up graph with a circle, and one without."""
     assert import_cycles.cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert import_cycles.cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_faces_call_only_the_client():
+    """A face (Django's, cachelib's, Litestar's, fastapi-cache2's,
+    aiocache's) goes through `shmcache.Cache` (or the tier's client), never
+    the binding, nor a client's private parts."""
+    for face in ("django.py", "cachelib.py", "litestar.py", "fastapi_cache.py", "aiocache.py"):
+        src = (PKG / face).read_text()
+        assert "_core" not in src, f"{face} calls the binding"
+        assert not re.search(r"_cache\._[a-z]", src), f"{face} reaches into its client's private parts"

@@ -79,6 +79,18 @@ def test_metadata_a_user_sees_on_the_index(metadata):
         assert spec.contains(v) is ok, (v, str(spec))
 
 
+def test_each_stack_has_its_extra_and_its_face_is_in_the_wheel(metadata):
+    meta, names = metadata
+    extras = set(meta.get_all("Provides-Extra"))
+    assert {"django", "tiered", "flask", "litestar", "fastapi", "aiocache"} <= extras, extras
+    requires = " ".join(meta.get_all("Requires-Dist"))
+    for extra, package in (("flask", "flask-caching"), ("flask", "cachelib"), ("litestar", "litestar"),
+                           ("fastapi", "fastapi-cache2"), ("aiocache", "aiocache")):
+        assert re.search(rf"{package}[^;]*; extra == '{extra}'", requires, re.I), (extra, package)
+    for face in ("cachelib", "litestar", "fastapi_cache", "aiocache"):
+        assert f"shmcache/{face}.py" in names, face
+
+
 def test_classifiers_exist():
     trove = pytest.importorskip("trove_classifiers", reason="trove-classifiers is not installed (requirements-wheel.txt)")
     text = (ROOT / "pyproject.toml").read_text()

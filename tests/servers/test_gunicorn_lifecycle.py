@@ -22,8 +22,7 @@ import pytest
 import shmcache
 from devkit import TEST_APPS
 from devkit.cache_worker import Worker
-from devkit.gunicorn_demo import DEMO_DIR, Gunicorn, GunicornError, gunicorn_argv
-from devkit.net import free_port, listening_socket
+from devkit.gunicorn_demo import DEMO_DIR, AppServer, Gunicorn, gunicorn_argv
 from devkit.proc import alive, children, stop_pid
 from devkit.wait import wait_for
 
@@ -67,35 +66,12 @@ def pids_answering(server, n: int = 24) -> set[int]:
     return {r["pid"] for r in server.get_many(["/stats"] * n, concurrency=4)}
 
 
-class Server(Gunicorn):
-    """Any HTTP server command, with Gunicorn's readiness, stop and HTTP
-    helpers. `cmd(fd, port)` gives the argv; the socket bound on `port` is
-    passed as `fd` (or closed first if `pass_socket` is False)."""
+class Server(AppServer):
+    """An AppServer of the lifecycle app (tests/apps/lifecycle_app.py) and the demo site."""
 
     def __init__(self, location, cmd, pass_socket=True, env=None, startup_timeout=40.0):
-        super().__init__(location, workers=WORKERS, env=env, startup_timeout=startup_timeout)
-        self.cmd = cmd
-        self.pass_socket = pass_socket
-
-    def start(self):
-        for attempt in range(3):
-            try:
-                return self._start()
-            except GunicornError as e:  # lost the race for a port that was free a moment ago
-                if self.pass_socket or "in use" not in str(e) or attempt == 2:
-                    raise
-
-    def _start(self):
-        env = self.environment(pythonpath=(DEMO_DIR, TESTS), SHMCACHE_APP_LOCATION=self.location)
-        if self.pass_socket:
-            sock = listening_socket()
-            self.port = sock.getsockname()[1]
-            cmd = self.cmd(sock.fileno(), self.port)
-        else:  # the server binds the address itself (a port free a moment ago)
-            sock = None
-            self.port = free_port()
-            cmd = self.cmd(None, self.port)
-        return self._launch(cmd, sock, env, TESTS)
+        super().__init__(location, cmd, pass_socket=pass_socket, env=env, startup_timeout=startup_timeout,
+                         workers=WORKERS, pythonpath=(DEMO_DIR, TESTS))
 
 
 def first_generation(server, location: str, tag: str) -> tuple[int, set[int], dict, int]:
