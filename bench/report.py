@@ -655,11 +655,9 @@ def markdown(res: dict, path: str, png_rel: str, json_rel: str) -> None:
 
 
 def profile_section(res: dict, w) -> None:
-    prof = res.get("profile")
+    prof = _heading(res, "profile", "Profile", w)
     if not prof:
         return
-    w("## Profile")
-    w("")
     lay = prof.get("layers")
     if lay:
         w("Where a Django `get`/`set` of shmcache spends its time, each step timed alone (timeit, the best of 25 repeats of ~10 ms, "
@@ -803,12 +801,19 @@ def profile_section(res: dict, w) -> None:
         w("")
 
 
+def _heading(res: dict, key: str, title: str, w) -> dict | None:
+    """The results of section `key`, its heading written; None if it did not run."""
+    r = res.get(key)
+    if r:
+        w(f"## {title}")
+        w("")
+    return r
+
+
 def faces_section(res: dict, w) -> None:
-    fr = res.get("faces")
+    fr = _heading(res, "faces", "The faces for other stacks", w)
     if not fr:
         return
-    w("## The faces for other stacks")
-    w("")
     w(f"bench/faces.py: {fr['keys']:,} keys of {fr['value_bytes']} B, each set then read, one process, through each "
       "stack's own API (awaited in a loop for the async ones); interleaved rounds, the best of each. Redis: the "
       "run's redis-server on TCP loopback.")

@@ -16,31 +16,18 @@ import os
 import re
 import shutil
 import subprocess
-import tarfile
 from pathlib import Path
 
 from devkit import ROOT
+from devkit.sdist import sdist_tree
 
-CACHE_DIR = ROOT / ".cache"
 OUR_MODULE = ROOT / "tests" / "faces" / "cachelib_suite" / "test_shmcache_cachelib.py"
 MIXINS = {"common.py": "CommonTests", "has.py": "HasTests", "clear.py": "ClearTests",
           "serializer.py": "SerializerTests", "delete_many_with_prefix.py": "DeleteManyWithPrefixTests"}  # fmt: skip
 
 
 def cachelib_tests_dir(version: str, python: str) -> Path:
-    dest = CACHE_DIR / f"cachelib-{version}"
-    if not (dest / "tests" / "common.py").exists():
-        CACHE_DIR.mkdir(exist_ok=True)
-        sdist = CACHE_DIR / f"cachelib-{version}.tar.gz"
-        if not sdist.exists():
-            subprocess.run(
-                [python, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", f"cachelib=={version}",
-                 "-d", str(CACHE_DIR), "-q"],
-                check=True,
-            )  # fmt: skip
-        with tarfile.open(sdist) as tf:
-            tf.extractall(CACHE_DIR, filter="data")
-    return dest / "tests"
+    return sdist_tree("cachelib", version, python) / "tests"
 
 
 def expected_tests(tests: Path) -> int:

@@ -17,12 +17,11 @@ import os
 import re
 import shutil
 import subprocess
-import tarfile
 from pathlib import Path
 
 from devkit import ROOT
+from devkit.sdist import sdist_tree
 
-CACHE_DIR = ROOT / ".cache"
 OUR_MODULE = ROOT / "tests" / "django" / "suite" / "test_shmcache_backend.py"
 TIERED_MODULE = ROOT / "tests" / "django" / "suite" / "test_tiered_backend.py"
 # (CPython, Django) pairs of `make test-matrix` (tests/packaging/test_wheel.py; "oldest"
@@ -35,19 +34,7 @@ ALLOWED_SKIPS = {"test_cull", "test_zero_cull", "test_cull_delete_when_store_emp
 
 def django_tests_dir(version: str, python: str, env: dict | None = None) -> Path:
     """Django `version`'s ``tests/`` directory, fetched with `python`'s pip if needed."""
-    dest = CACHE_DIR / f"django-{version}"
-    if not (dest / "tests" / "runtests.py").exists():
-        CACHE_DIR.mkdir(exist_ok=True)
-        sdist = CACHE_DIR / f"django-{version}.tar.gz"
-        if not sdist.exists():
-            subprocess.run(
-                [python, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                 f"django=={version}", "-d", str(CACHE_DIR), "-q"],
-                check=True, env=env,
-            )
-        with tarfile.open(sdist) as tf:
-            tf.extractall(CACHE_DIR, filter="data")
-    return dest / "tests"
+    return sdist_tree("django", version, python, env) / "tests"
 
 
 def run_base_cache_tests(

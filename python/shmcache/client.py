@@ -372,16 +372,11 @@ class Cache(ClientBase):
         """Move `src`'s value to `dst` with the time it had left (Redis
         RENAME); False if `src` is missing. The value and its expiry are read
         together, so the copy never outlives the original."""
-        got = self._get_with_ttl(src)
+        got = self.get_with_ttl(src)
         if got is None:
             return False
-        v, ms = got
-        if type(v) is tuple:
-            v = self.decode(src, v, _MISSING)
-            if v is _MISSING:
-                return False
-        t = None if ms == -1 else max(ms, 1) / 1000
-        stored = self._store(dst, v, t, False)
+        v, left = got
+        stored = self._store(dst, v, None if left is None else max(left, 0.001), False)
         self.delete(src)
         return stored
 

@@ -3,7 +3,6 @@
 ``uvicorn --workers 2``. What it computes is counted in LOCATION-calls."""
 
 import os
-from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi_cache import FastAPICache
@@ -16,13 +15,9 @@ LOCATION = os.environ["SHMCACHE_APP_LOCATION"]
 calls = shmcache.Cache(LOCATION + "-calls", size="4MB")
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI):
-    FastAPICache.init(SharedMemoryBackend(LOCATION, size="16MB"), prefix="fastapi-cache")
-    yield
-
-
-app = FastAPI(lifespan=lifespan)
+# At import, in each worker (FastAPICache.init is synchronous; the example uses a lifespan).
+FastAPICache.init(SharedMemoryBackend(LOCATION, size="16MB"), prefix="fastapi-cache")
+app = FastAPI()
 
 
 @app.get("/stats")

@@ -13,12 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import unique_location
 
 import shmcache
 from devkit import ROOT as DEVKIT_ROOT
 from shmcache import _core
-from tests.conftest import unshare_mount_argv
+from tests.conftest import unique_location, unshare_mount_argv
 
 ROOT = str(DEVKIT_ROOT)
 ENV = {**os.environ, "PYTHONPATH": ROOT}

@@ -1,6 +1,7 @@
 """Every example of examples/ runs, under the server its docstring names,
 and does what it says."""
 
+import contextlib
 import subprocess
 import sys
 
@@ -14,29 +15,31 @@ from devkit.gunicorn_demo import AppServer
 EXAMPLES = ROOT / "examples"
 
 
-def start(location, cmd, workers, pass_socket=True):
+@contextlib.contextmanager
+def serving(location, cmd, workers, pass_socket=True):
+    """An example app of examples/ under its server, every worker up; then
+    stopped and its cache destroyed."""
     s = AppServer(location, cmd, pass_socket=pass_socket, workers=workers, pythonpath=(EXAMPLES,))
-    s.start()
-    wait_all_workers(s, workers)
-    return s
-
-
-def test_flask_example_under_gunicorn(location):
-    s = start(location, gunicorn_cmd("flask_example:app", 4), 4)
     try:
-        fibs = s.get_many(["/fib/30"] * 24, concurrency=8)
-        assert {f["fib"] for f in fibs} == {832040} and len({f["pid"] for f in fibs}) >= 2
-        visits = s.get_many(["/visits"] * 40, concurrency=8)
-        assert sorted(v["visits"] for v in visits) == list(range(1, 41)), "one count for the four workers"
-        assert s.get("/stats")["hits"] >= 23, "the other workers' fib reads hit the shared cache"
+        s.start()
+        wait_all_workers(s, workers)
+        yield s
     finally:
         s.stop()
         shmcache.destroy(location)
 
 
+def test_flask_example_under_gunicorn(location):
+    with serving(location, gunicorn_cmd("flask_example:app", 4), 4) as s:
+        fibs = s.get_many(["/fib/30"] * 24, concurrency=8)
+        assert {f["fib"] for f in fibs} == {832040} and len({f["pid"] for f in fibs}) >= 2
+        visits = s.get_many(["/visits"] * 40, concurrency=8)
+        assert sorted(v["visits"] for v in visits) == list(range(1, 41)), "one count for the four workers"
+        assert s.get("/stats")["hits"] >= 23, "the other workers' fib reads hit the shared cache"
+
+
 def test_litestar_example_under_uvicorn(location):
-    s = start(location, uvicorn_cmd("litestar_example:app", 2), 2, pass_socket=False)
-    try:
+    with serving(location, uvicorn_cmd("litestar_example:app", 2), 2, pass_socket=False) as s:
         codes = [httpx.get(s.base_url + "/limited").status_code for _ in range(12)]
         assert codes == [200] * 5 + [429] * 7, codes
         first = s.get("/slow")  # alone: Litestar's response cache lets concurrent first requests each compute
@@ -44,20 +47,13 @@ def test_litestar_example_under_uvicorn(location):
         assert {x["computed_at"] for x in slow} == {first["computed_at"]}, "the first answer, whichever worker"
         with httpx.Client(base_url=s.base_url) as c:
             assert [c.get("/visit").json()["visits"] for _ in range(6)] == [1, 2, 3, 4, 5, 6]
-    finally:
-        s.stop()
-        shmcache.destroy(location)
 
 
 def test_fastapi_example_under_uvicorn(location):
-    s = start(location, uvicorn_cmd("fastapi_example:app", 2), 2, pass_socket=False)
-    try:
+    with serving(location, uvicorn_cmd("fastapi_example:app", 2), 2, pass_socket=False) as s:
         first = s.get("/report")  # alone: fastapi-cache2 lets concurrent first requests each compute
         reports = s.get_many(["/report"] * 16, concurrency=4)
         assert {r["computed_at"] for r in reports} == {first["computed_at"]}, "computed once for both workers"
-    finally:
-        s.stop()
-        shmcache.destroy(location)
 
 
 def test_aiocache_example(location):

@@ -14,9 +14,7 @@ from litestar.exceptions import ImproperlyConfiguredException
 import shmcache
 from shmcache.litestar import SharedMemoryStore
 
-
-def run(coro):
-    return asyncio.run(coro)
+run = asyncio.run
 
 
 @pytest.fixture
