@@ -4,10 +4,11 @@
 
 use crate::error::{Error, Result};
 use crate::int::Int;
-use crate::layout::{Config, Geometry, SegHeader};
+use crate::mem::init::{init_segment, seed_from_os};
+use crate::mem::layout::{Config, Geometry, SegHeader};
+use crate::mem::segment::{self, Fit, Segment};
 use crate::migrate::MigrateStats;
 use crate::scan::KeyScan;
-use crate::segment::{self, Fit, Segment};
 use crate::shard::{Item, SetMode, Shard, ShardGuard, Ttl};
 use crate::shards::Shards;
 use crate::snapshot::{self, DumpStats, LoadStats};
@@ -125,7 +126,7 @@ impl ShmCache {
             return Ok(s);
         }
         if self.seg.name_is_current() {
-            let tmp = crate::migrate::temp_name(self.seg.name(), self.seg.header().moved_to.load(SeqCst));
+            let tmp = segment::successor_name(self.seg.name(), self.seg.header().moved_to.load(SeqCst));
             // Someone else may have just done it (ENOENT): the name is checked below.
             let _ = segment::rename(&tmp, self.seg.name());
             if self.seg.name_is_current() {
@@ -556,34 +557,5 @@ impl ShmCache {
     /// Test/diagnostic access to a shard.
     pub fn shard(&self, i: usize) -> &Shard {
         self.shards.shard(i)
-    }
-}
-
-/// Fill a fresh, zeroed, exclusively held mapping of `geo.total_size`
-/// bytes: the header (all but `state`) and every shard.
-pub(crate) fn init_segment(base: *mut u8, geo: &Geometry, seed: u64) {
-    // SAFETY: base is the fresh, zeroed, exclusively held mapping of total_size bytes.
-    let h = unsafe { &mut *base.cast::<SegHeader>() };
-    h.write_geometry(geo);
-    h.hash_seed = seed;
-    h.created_ms = time::now_ms();
-    h.creator_pid = std::process::id() as u64;
-    for i in 0..geo.nshards {
-        // SAFETY: each shard range lies inside the mapping per Geometry; nobody else attached yet.
-        unsafe {
-            let s = Shard::new(base.add(geo.shard_offset(i) as usize), geo);
-            s.init().expect("pthread_mutex_init on fresh memory");
-        }
-    }
-}
-
-pub(crate) fn seed_from_os() -> u64 {
-    let mut b = [0u8; 8];
-    // SAFETY: getrandom writes at most b.len() bytes into b.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n == 8 {
-        u64::from_le_bytes(b)
-    } else {
-        time::now_ms() ^ ((std::process::id() as u64) << 32)
     }
 }

@@ -3,8 +3,8 @@
 use crate::cache::{ShmCache, Wait};
 use crate::error::Error;
 use crate::int::Int;
-use crate::layout::{Config, Geometry};
-use crate::segment;
+use crate::mem::layout::{Config, Geometry};
+use crate::mem::segment;
 use crate::shard::{Item, SetMode, ShardGuard, Ttl, ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_STR};
 use crate::stats::Counter;
 use crate::time;
@@ -877,7 +877,7 @@ fn damaged_index_slot_with_zero_offset_is_corruption_not_a_panic() {
     let k = b"victim";
     let h = c.hash(k);
     c.set(k, ENC_BYTES, b"v", 0).unwrap();
-    let index = g.shard_offset(c.shard_of(h) as u64) + crate::layout::SHARD_HEADER_SIZE;
+    let index = g.shard_offset(c.shard_of(h) as u64) + crate::mem::layout::SHARD_HEADER_SIZE;
     let mut damaged = 0;
     for i in 0..g.index_cap {
         // SAFETY: slot i of this shard's index lies inside our mapping; a stray writer.
@@ -939,7 +939,7 @@ fn verify_sees_stray_index_slots_and_unknown_record_kinds() {
     c.delete(&7u32.to_le_bytes()).unwrap(); // a dead record at a known key's place
     c.verify().unwrap();
     let base = c.segment().base();
-    let index = g.shard_offset(0) + crate::layout::SHARD_HEADER_SIZE;
+    let index = g.shard_offset(0) + crate::mem::layout::SHARD_HEADER_SIZE;
     // SAFETY: slots of shard 0's index, inside our mapping; a stray writer.
     let slot = |i: u64| unsafe { base.add((index + i * 8) as usize).cast::<u64>() };
     let empty = (0..g.index_cap).find(|&i| unsafe { slot(i).read() } == 0).unwrap();
@@ -963,11 +963,11 @@ fn verify_sees_stray_index_slots_and_unknown_record_kinds() {
     c.verify().unwrap();
     let h = c.hash(&7u32.to_le_bytes());
     let s = c.shard_of(h) as u64;
-    let log = g.shard_offset(s) + crate::layout::SHARD_HEADER_SIZE + g.index_cap * 8;
+    let log = g.shard_offset(s) + crate::mem::layout::SHARD_HEADER_SIZE + g.index_cap * 8;
     let kinds: Vec<u64> = (0..g.data_size / 8)
         // SAFETY: reads of the shard's log, inside our mapping.
         .filter(|&w| unsafe { *base.add((log + w * 8) as usize) } == crate::log::KIND_DEAD
-            && unsafe { base.add((log + w * 8 + 4) as usize).cast::<u32>().read() } == crate::layout::rec_size(4, 5) as u32)
+            && unsafe { base.add((log + w * 8 + 4) as usize).cast::<u32>().read() } == crate::mem::layout::rec_size(4, 5) as u32)
         .collect();
     assert_eq!(kinds.len(), 1, "exactly one dead record");
     unsafe { *base.add((log + kinds[0] * 8) as usize) = 9 };
@@ -1001,7 +1001,7 @@ fn verify_sees_a_damaged_sweep_cursor() {
             c.set(k, ENC_BYTES, &[1u8; 100], 0).unwrap();
         }
         let hdr = unsafe { (word(80).read(), word(88).read(), word(96).read()) };
-        assert_eq!(hdr.0 - hdr.1, 20 * crate::layout::rec_size(4, 100));
+        assert_eq!(hdr.0 - hdr.1, 20 * crate::mem::layout::rec_size(4, 100));
         hdr
     };
     for which in 0..2 {
@@ -1049,7 +1049,7 @@ fn verify_wipes_a_damaged_shard_and_reports_it() {
     assert_eq!(c.stats().counter(Counter::ShardWipes), wipes + 1);
     assert_eq!(c.shard(0).generation(), gen + 1);
     assert_eq!(c.shard(0).items(), 0);
-    assert_eq!(c.verify().unwrap(), (200 - in0, (200 - in0) * crate::layout::rec_size(4, 5)));
+    assert_eq!(c.verify().unwrap(), (200 - in0, (200 - in0) * crate::mem::layout::rec_size(4, 5)));
     let k0 = keys.iter().find(|k| c.shard_of(c.hash(&k[..])) == 0).unwrap();
     assert_eq!(get(&c, k0), None);
     c.set(k0, ENC_BYTES, b"again", 0).unwrap();
@@ -1417,7 +1417,7 @@ fn scan_survives_a_wiped_shard_mid_scan() {
     };
     let wipes = c.stats().counter(Counter::ShardWipes);
     let geo = c.geometry();
-    let data = crate::layout::SHARD_HEADER_SIZE + geo.index_cap * 8;
+    let data = crate::mem::layout::SHARD_HEADER_SIZE + geo.index_cap * 8;
     // SAFETY: the test's own segment, nobody else using it; the record header
     // at the walk's next position in shard 2 (its rec_len field at +4) lies
     // inside the shard.

@@ -32,10 +32,10 @@
 use crate::cache::ShmCache;
 use crate::error::{Error, Result};
 use crate::int::Int;
-use crate::layout::{Config, Geometry, REC_HDR, SHARD_HEADER_SIZE};
-use crate::lock::MUTEX_SLOT;
 use crate::log::RecHdr;
-use crate::segment;
+use crate::mem::layout::{Config, Geometry, REC_HDR, SHARD_HEADER_SIZE};
+use crate::mem::lock::MUTEX_SLOT;
+use crate::mem::segment;
 use crate::shard::{Item, SetMode, Shard, ShardGuard, Ttl, ENC_BIGINT, ENC_BYTES, ENC_INT};
 use crate::shards::Shards;
 use crate::stats::Counter;
@@ -148,7 +148,7 @@ pub fn shm_cache(cfg: &Config) -> ShmCache {
     let first = ShmCache::open_named(&name, cfg, Duration::from_secs(1)).expect("open fuzz segment");
     // SAFETY: our own fresh segment, nobody else attached; the header is
     // plain data at the start of the mapping. Attaching again reads the seed.
-    unsafe { (*first.segment().base().cast::<crate::layout::SegHeader>()).hash_seed = HASH_SEED };
+    unsafe { (*first.segment().base().cast::<crate::mem::layout::SegHeader>()).hash_seed = HASH_SEED };
     let c = ShmCache::open_named(&name, cfg, Duration::from_secs(1)).expect("attach fuzz segment");
     segment::destroy(&name).expect("unlink fuzz segment");
     assert_eq!(c.hash(b"k"), xxhash_rust::xxh3::xxh3_64_with_seed(b"k", HASH_SEED));

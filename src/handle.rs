@@ -13,7 +13,7 @@
 
 use crate::cache::ShmCache;
 use crate::error::Result;
-use crate::layout::Config;
+use crate::mem::layout::Config;
 use crate::time;
 use arc_swap::{ArcSwap, Guard};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -125,7 +125,7 @@ impl Handle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment;
+    use crate::mem::segment;
     use crate::shard::ENC_BYTES;
 
     #[test]

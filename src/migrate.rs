@@ -38,10 +38,11 @@
 //! migration; one that dies between `moved` and the rename leaves the
 //! rename to the first follower (`moved_to` names the successor).
 
-use crate::cache::{init_segment, seed_from_os, ShmCache, Wait};
+use crate::cache::{ShmCache, Wait};
 use crate::error::{Error, Result};
-use crate::layout::{rec_size, Config, Geometry};
-use crate::segment::{self, Segment};
+use crate::mem::init::{init_segment, seed_from_os};
+use crate::mem::layout::{rec_size, Config, Geometry};
+use crate::mem::segment::{self, Segment};
 use crate::shard::{Item, SetMode, ShardGuard};
 use crate::snapshot::{cut, rank, room, BUCKETS};
 use crate::time;
@@ -64,11 +65,6 @@ pub struct MigrateStats {
     pub pause_ms: u64,
 }
 
-/// The temporary name of a migration's successor.
-pub fn temp_name(name: &str, nonce: u64) -> String {
-    format!("{name}.m{nonce:016x}")
-}
-
 /// Migrate `old` to the geometry of `cfg` (module doc); returns the cache on
 /// the successor, now under the name. `explicit`: a `resize` (recorded, so
 /// processes started before it keep it). `Error::Migrating` if another
@@ -89,7 +85,7 @@ fn leased(old: &ShmCache, cfg: &Config, geo: &Geometry, explicit: bool) -> Resul
     }
     segment::remove_dead_successors(old.name());
     let nonce = seed_from_os() | 1;
-    let tmp = temp_name(old.name(), nonce);
+    let tmp = segment::successor_name(old.name(), nonce);
     let seed = old.segment().header().hash_seed;
     let seg = Segment::create_exclusive(&tmp, geo.total_size, |base| init_segment(base, geo, seed))?;
     let mut new = match ShmCache::on_new_segment(seg, cfg, old.lock_timeout()) {

@@ -28,9 +28,9 @@ pub use scan::ScanPos;
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::int::Int;
-use crate::layout::{rec_size, Geometry, REC_HDR, SHARD_HEADER_SIZE};
-use crate::lock::{Acquired, LockError, MutexRef, MUTEX_SLOT};
 use crate::log::{Log, RecHdr, FLAG_PINNED, KIND_DEAD, KIND_LIVE, KIND_PENDING};
+use crate::mem::layout::{rec_size, Geometry, REC_HDR, SHARD_HEADER_SIZE};
+use crate::mem::lock::{Acquired, LockError, MutexRef, MUTEX_SLOT};
 use crate::stats::{Counter, ShardCounters};
 use crate::time::{self, Time};
 use reclaim::SWEEP_PER_WRITE;
@@ -73,6 +73,8 @@ pub struct ShardHeader {
 }
 const _: () = assert!(std::mem::size_of::<ShardHeader>() as u64 <= SHARD_HEADER_SIZE);
 const _: () = assert!(std::mem::offset_of!(ShardHeader, inval) == 448);
+// A shard starts with its mutex (`mem/init.rs` initialises it there).
+const _: () = assert!(std::mem::offset_of!(ShardHeader, mutex) == 0);
 const _: () =
     assert!(std::mem::offset_of!(ShardHeader, seq) == 64 && std::mem::offset_of!(ShardHeader, counters) == 128);
 

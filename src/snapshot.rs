@@ -38,7 +38,7 @@
 
 use crate::cache::ShmCache;
 use crate::error::{Error, Result};
-use crate::layout::rec_size;
+use crate::mem::layout::rec_size;
 use crate::shard::{Item, SetMode, ShardGuard};
 use crate::time;
 use serde::{Deserialize, Serialize};
@@ -370,7 +370,7 @@ fn check_file(path: &Path, now: u64, max_item: u64) -> Result<(Histogram, u64)> 
 /// shard's log less its reserve and the room a wrap may skip (one record of
 /// MAX_ITEM_SIZE), and 7/8 of the index; a little less (31/32), for shards
 /// the hash gives more than their share.
-pub(crate) fn room(geo: &crate::layout::Geometry) -> (u64, u64) {
+pub(crate) fn room(geo: &crate::mem::layout::Geometry) -> (u64, u64) {
     let per_shard = geo.data_size.saturating_sub(geo.reserve + rec_size(geo.max_item_size, 0));
     (geo.nshards * geo.max_items() / 32 * 31, geo.nshards * per_shard / 32 * 31)
 }
@@ -482,7 +482,7 @@ fn store(cache: &ShmCache, items: &[Record], now: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::Config;
+    use crate::mem::layout::Config;
     use crate::shard::{ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_STR};
     use std::time::Duration;
 
@@ -545,7 +545,7 @@ mod tests {
         }
         let _ = std::fs::remove_file(&p);
         for x in [a, b, c] {
-            crate::segment::destroy(x.name()).unwrap();
+            crate::mem::segment::destroy(x.name()).unwrap();
         }
     }
 
@@ -565,7 +565,7 @@ mod tests {
         b.verify().unwrap();
         let _ = std::fs::remove_file(&p);
         for x in [a, b] {
-            crate::segment::destroy(x.name()).unwrap();
+            crate::mem::segment::destroy(x.name()).unwrap();
         }
     }
 }

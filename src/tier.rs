@@ -25,7 +25,7 @@
 
 use crate::cache::ShmCache;
 use crate::error::Result;
-use crate::layout::{SegHeader, HEADER_SIZE};
+use crate::mem::layout::{SegHeader, HEADER_SIZE};
 use crate::shard::Item;
 use crate::time;
 use std::sync::atomic::{
@@ -358,8 +358,8 @@ impl ShmCache {
 mod tests {
     use super::{LiveRead, LiveReads, Liveness};
     use crate::cache::ShmCache;
-    use crate::layout::Config;
-    use crate::segment;
+    use crate::mem::layout::Config;
+    use crate::mem::segment;
     use crate::shard::{stripe_of, ENC_BYTES};
     use std::time::Duration;
 
