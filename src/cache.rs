@@ -3,16 +3,17 @@
 //! and batch operations (one lock pass per shard).
 
 use crate::error::{Error, Result};
-use crate::int::Int;
 use crate::mem::init::{init_segment, seed_from_os};
 use crate::mem::layout::{Config, Geometry, SegHeader};
 use crate::mem::segment::{self, Fit, Segment};
 use crate::migrate::MigrateStats;
 use crate::scan::KeyScan;
-use crate::shard::{Item, SetMode, Shard, ShardGuard, Ttl};
+use crate::shard::encoding::Int;
+use crate::shard::ops::{Item, SetMode, Ttl};
+use crate::shard::stats::Stats;
+use crate::shard::{Shard, ShardGuard};
 use crate::shards::Shards;
 use crate::snapshot::{self, DumpStats, LoadStats};
-use crate::stats::Stats;
 use crate::time::{self, LazyNow, Time};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, OnceLock};

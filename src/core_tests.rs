@@ -2,11 +2,13 @@
 
 use crate::cache::{ShmCache, Wait};
 use crate::error::Error;
-use crate::int::Int;
 use crate::mem::layout::{Config, Geometry};
 use crate::mem::segment;
-use crate::shard::{Item, SetMode, ShardGuard, Ttl, ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_STR};
-use crate::stats::Counter;
+use crate::shard::encoding::Int;
+use crate::shard::encoding::{ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_STR};
+use crate::shard::ops::{Item, SetMode, Ttl};
+use crate::shard::stats::Counter;
+use crate::shard::ShardGuard;
 use crate::time;
 use num_bigint::BigInt;
 use std::collections::HashMap;
@@ -550,7 +552,7 @@ fn killed_writer_mid_set(in_place: bool) {
     // SAFETY: test-only fork; the child only runs a cache set and then sleeps.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        crate::shard::set_test_pause_ms(60_000);
+        crate::shard::ops::set_test_pause_ms(60_000);
         let _ = c.set(&victim, ENC_BYTES, &vec![b'x'; 50_000], 0);
         unsafe { libc::_exit(0) };
     }
@@ -943,7 +945,7 @@ fn verify_sees_stray_index_slots_and_unknown_record_kinds() {
     // SAFETY: slots of shard 0's index, inside our mapping; a stray writer.
     let slot = |i: u64| unsafe { base.add((index + i * 8) as usize).cast::<u64>() };
     let empty = (0..g.index_cap).find(|&i| unsafe { slot(i).read() } == 0).unwrap();
-    unsafe { slot(empty).write(crate::index::entry(0xdead_beef, 8)) };
+    unsafe { slot(empty).write(crate::shard::index::entry(0xdead_beef, 8)) };
     match c.verify() {
         Err(Error::Corrupt(m)) => assert!(m.contains("index"), "{m}"),
         r => panic!("stray slot not seen: {r:?}"),
@@ -966,7 +968,7 @@ fn verify_sees_stray_index_slots_and_unknown_record_kinds() {
     let log = g.shard_offset(s) + crate::mem::layout::SHARD_HEADER_SIZE + g.index_cap * 8;
     let kinds: Vec<u64> = (0..g.data_size / 8)
         // SAFETY: reads of the shard's log, inside our mapping.
-        .filter(|&w| unsafe { *base.add((log + w * 8) as usize) } == crate::log::KIND_DEAD
+        .filter(|&w| unsafe { *base.add((log + w * 8) as usize) } == crate::shard::log::KIND_DEAD
             && unsafe { base.add((log + w * 8 + 4) as usize).cast::<u32>().read() } == crate::mem::layout::rec_size(4, 5) as u32)
         .collect();
     assert_eq!(kinds.len(), 1, "exactly one dead record");
@@ -1522,7 +1524,7 @@ fn shard_stats_add_up_to_stats() {
     let k = 5u32.to_le_bytes();
     let owner = c.shard_of(c.hash(&k));
     assert!(per[owner].items >= 1);
-    let sum = |f: &dyn Fn(&crate::stats::Stats) -> u64| per.iter().map(f).sum::<u64>();
+    let sum = |f: &dyn Fn(&crate::shard::stats::Stats) -> u64| per.iter().map(f).sum::<u64>();
     assert_eq!(sum(&|s| s.items), all.items);
     assert_eq!(sum(&|s| s.bytes_used), all.bytes_used);
     assert_eq!(sum(&|s| s.bytes_capacity), all.bytes_capacity);
@@ -1705,7 +1707,7 @@ fn crash_workload(c: &ShmCache, keys: &[Vec<u8>], ops: u64) {
 }
 
 /// A writer SIGKILLed at each numbered point of the write path (`crash_point`
-/// in shard.rs, shard/reclaim.rs, shard/recover.rs): allocating, between the
+/// in shard.rs, shard/ops.rs, shard/reclaim.rs, shard/recover.rs): allocating, between the
 /// head and the header, mid-value, between LIVE and the old record's DEAD,
 /// mid-move, mid in-place overwrite, mid-unlink, and a recovery itself killed
 /// half-way. Each time the next locker recovers the shard: `verify` passes,

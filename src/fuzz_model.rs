@@ -31,14 +31,16 @@
 
 use crate::cache::ShmCache;
 use crate::error::{Error, Result};
-use crate::int::Int;
-use crate::log::RecHdr;
 use crate::mem::layout::{Config, Geometry, REC_HDR, SHARD_HEADER_SIZE};
 use crate::mem::lock::MUTEX_SLOT;
 use crate::mem::segment;
-use crate::shard::{Item, SetMode, Shard, ShardGuard, Ttl, ENC_BIGINT, ENC_BYTES, ENC_INT};
+use crate::shard::encoding::Int;
+use crate::shard::encoding::{ENC_BIGINT, ENC_BYTES, ENC_INT};
+use crate::shard::log::RecHdr;
+use crate::shard::ops::{Item, SetMode, Ttl};
+use crate::shard::stats::Counter;
+use crate::shard::{Shard, ShardGuard};
 use crate::shards::Shards;
-use crate::stats::Counter;
 use num_bigint::BigInt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -308,7 +310,7 @@ fn delta(inp: &mut Input) -> Int {
     }
 }
 
-/// The model's integer arithmetic, on `BigInt` (independent of `int.rs`):
+/// The model's integer arithmetic, on `BigInt` (independent of `shard/encoding.rs`):
 /// the value an integer encoding holds, and the canonical encoding of a sum.
 fn model_int(enc: u8, v: &[u8]) -> Option<BigInt> {
     match enc {
@@ -1079,7 +1081,7 @@ fn damage(b: &impl Backend, inp: &mut Input) {
             None => random_byte,
         },
         3 | 4 => live_slot(inp)
-            .and_then(|i| record_field(inp, crate::index::entry_off(read_at(b, s, index + 8 * i, 8))))
+            .and_then(|i| record_field(inp, crate::shard::index::entry_off(read_at(b, s, index + 8 * i, 8))))
             .unwrap_or(random_byte),
         5 => record_field(inp, read_at(b, s, HDR_TAIL, 8) % g.data_size).unwrap_or(random_byte),
         6 => (log + inp.below(g.data_size), 1),

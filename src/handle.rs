@@ -126,7 +126,7 @@ impl Handle {
 mod tests {
     use super::*;
     use crate::mem::segment;
-    use crate::shard::ENC_BYTES;
+    use crate::shard::encoding::ENC_BYTES;
 
     #[test]
     fn follows_a_removed_segment_to_its_replacement() {

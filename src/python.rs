@@ -11,10 +11,12 @@
 use crate::cache::{ShmCache, Wait};
 use crate::error::Error;
 use crate::handle::Handle;
-use crate::int::{Int, IntBytes};
 use crate::mem::layout::Config;
 use crate::mem::segment;
-use crate::shard::{Item, SetMode, ShardGuard, Ttl, ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
+use crate::shard::encoding::{Int, IntBytes};
+use crate::shard::encoding::{ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
+use crate::shard::ops::{Item, SetMode, Ttl};
+use crate::shard::ShardGuard;
 use crate::tier::{FillToken, LiveRead, LiveReads, TierCounter, TIER_COUNTERS, TIER_COUNTER_NAMES};
 use crate::time::{self, LazyNow};
 use num_bigint::BigInt;
@@ -899,7 +901,7 @@ fn monotonic_ms() -> u64 {
 #[cfg(feature = "test-hooks")]
 #[pyfunction]
 fn _set_test_pause_ms(ms: u64) {
-    crate::shard::set_test_pause_ms(ms);
+    crate::shard::ops::set_test_pause_ms(ms);
 }
 
 /// Test hook (feature `test-hooks`): shift this process's clock by `ms`.

@@ -33,7 +33,8 @@
 //! takes at most `CHASE * occupied / (8 * count) + 2` slices.
 
 use crate::error::Result;
-use crate::shard::{ScanPos, ShardGuard};
+use crate::shard::scan::ScanPos;
+use crate::shard::ShardGuard;
 use crate::shards::Shards;
 use crate::time;
 use std::collections::HashSet;

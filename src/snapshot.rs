@@ -39,7 +39,8 @@
 use crate::cache::ShmCache;
 use crate::error::{Error, Result};
 use crate::mem::layout::rec_size;
-use crate::shard::{Item, SetMode, ShardGuard};
+use crate::shard::ops::{Item, SetMode};
+use crate::shard::ShardGuard;
 use crate::time;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -483,7 +484,7 @@ fn store(cache: &ShmCache, items: &[Record], now: u64) -> Result<()> {
 mod tests {
     use super::*;
     use crate::mem::layout::Config;
-    use crate::shard::{ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_STR};
+    use crate::shard::encoding::{ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_STR};
     use std::time::Duration;
 
     fn cache(tag: &str, size: u64) -> ShmCache {

@@ -26,7 +26,7 @@
 use crate::cache::ShmCache;
 use crate::error::Result;
 use crate::mem::layout::{SegHeader, HEADER_SIZE};
-use crate::shard::Item;
+use crate::shard::ops::Item;
 use crate::time;
 use std::sync::atomic::{
     AtomicU64,
@@ -360,7 +360,8 @@ mod tests {
     use crate::cache::ShmCache;
     use crate::mem::layout::Config;
     use crate::mem::segment;
-    use crate::shard::{stripe_of, ENC_BYTES};
+    use crate::shard::encoding::ENC_BYTES;
+    use crate::shard::stripe_of;
     use std::time::Duration;
 
     fn open(tag: &str) -> ShmCache {
