@@ -29,6 +29,7 @@
 //! map shared memory, and for ASan/valgrind, which then see shard bounds).
 //! See docs/reliability-fuzz.md.
 
+use crate::cache::shards::Shards;
 use crate::cache::ShmCache;
 use crate::error::{Error, Result};
 use crate::mem::layout::{Config, Geometry, REC_HDR, SHARD_HEADER_SIZE};
@@ -40,7 +41,6 @@ use crate::shard::log::RecHdr;
 use crate::shard::ops::{Item, SetMode, Ttl};
 use crate::shard::stats::Counter;
 use crate::shard::{Shard, ShardGuard};
-use crate::shards::Shards;
 use num_bigint::BigInt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -16,9 +16,8 @@ pub mod fuzz_model;
 pub(crate) mod handle;
 pub(crate) mod mem;
 pub(crate) mod migrate;
-pub(crate) mod scan;
+pub(crate) mod rank;
 pub(crate) mod shard;
-pub(crate) mod shards;
 pub(crate) mod snapshot;
 pub(crate) mod tier;
 pub(crate) mod time;
@@ -26,12 +25,12 @@ pub(crate) mod time;
 #[cfg(feature = "python")]
 mod python;
 
+pub use cache::keyscan::KeyScan;
 pub use cache::{ShmCache, Value, Wait};
 pub use error::{Error, Result};
 pub use mem::layout::Config;
 pub use mem::segment::{destroy, segment_name};
 pub use migrate::MigrateStats;
-pub use scan::KeyScan;
 pub use shard::encoding::{Int, IntBytes, ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
 pub use shard::ops::{Item, SetMode, Ttl};
 pub use shard::stats::{Counter, Stats};

@@ -836,7 +836,7 @@ impl Cache {
 #[pyclass(module = "shmcache._core")]
 struct KeyScan {
     cache: std::sync::Arc<ShmCache>,
-    scan: crate::scan::KeyScan,
+    scan: crate::cache::keyscan::KeyScan,
 }
 
 #[pymethods]
