@@ -156,7 +156,9 @@ impl ShmCache {
     /// Attach to an existing segment whatever its geometry (admin tools:
     /// stats, clear, verify). Fails if it does not exist.
     /// It wants no geometry, nor does its successor if the segment moves.
+    /// Any lock timeout is taken, brought within 1 ms to 60 s.
     pub fn attach_existing(location: &str, lock_timeout: Duration) -> Result<ShmCache> {
+        let lock_timeout = lock_timeout.clamp(Duration::from_millis(1), Duration::from_secs(60));
         Self::attach_existing_named(&segment::segment_name(location)?, lock_timeout).map_err(|e| match e {
             Error::NotCreated(_) => Error::NotCreated(location.to_owned()),
             e => e,

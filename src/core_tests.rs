@@ -48,7 +48,7 @@ fn cache(size: u64, max_item: u64) -> TestCache {
 
 /// `ShmCache::incr` by an i64, without `create`.
 fn incr(c: &ShmCache, k: &[u8], d: i64) -> crate::Result<Int> {
-    c.incr(k, &Int::Small(d), false)
+    c.incr(k, &Int::Small(d), false, Wait::Bounded)
 }
 
 fn get(c: &ShmCache, k: &[u8]) -> Option<Vec<u8>> {
@@ -65,12 +65,12 @@ fn basic_operations() {
     assert!(c.add(b"b", ENC_BYTES, b"2", 0).unwrap());
     assert!(c.set(b"a", ENC_BYTES, b"overwritten", 0).unwrap());
     assert_eq!(get(&c, b"a"), Some(b"overwritten".to_vec()));
-    assert!(c.delete(b"a").unwrap());
-    assert!(!c.delete(b"a").unwrap());
-    assert!(!c.contains(b"a").unwrap());
-    assert!(c.contains(b"b").unwrap());
-    assert_eq!(c.ttl(b"b").unwrap(), Ttl::Never);
-    assert_eq!(c.ttl(b"zz").unwrap(), Ttl::Missing);
+    assert!(c.delete(b"a", Wait::Bounded).unwrap());
+    assert!(!c.delete(b"a", Wait::Bounded).unwrap());
+    assert!(!c.contains(b"a", Wait::Bounded).unwrap());
+    assert!(c.contains(b"b", Wait::Bounded).unwrap());
+    assert_eq!(c.ttl(b"b", Wait::Bounded).unwrap(), Ttl::Never);
+    assert_eq!(c.ttl(b"zz", Wait::Bounded).unwrap(), Ttl::Missing);
     // integers
     c.set(b"n", ENC_INT, &5i64.to_le_bytes(), 0).unwrap();
     assert_eq!(incr(&c, b"n", 10), Ok(Int::Small(15)));
@@ -366,7 +366,7 @@ fn reopen_shares_and_another_geometry_in_use_is_adopted() {
     assert_eq!(*c2.requested(), Geometry::compute(&other).unwrap());
     assert_eq!(c2.segment().inode(), c.segment().inode());
     assert_eq!(get(&c2, b"k"), Some(b"v".to_vec()));
-    c2.delete(b"k").unwrap();
+    c2.delete(b"k", Wait::Bounded).unwrap();
     assert_eq!(get(&c, b"k"), None, "a delete by the adopter is seen by the other");
     c2.set(b"k", ENC_BYTES, b"v", 0).unwrap();
     drop(c2);
@@ -392,7 +392,7 @@ fn a_migration_carries_items_and_forwards_calls_on_the_old_segment() {
     c.set(b"ttl", ENC_BYTES, b"t", far).unwrap();
     c.set(b"held", ENC_BYTES, b"token", 0).unwrap();
     assert!(c.pin(b"held").unwrap());
-    c.incr(b"n", &Int::Small(41), true).unwrap();
+    c.incr(b"n", &Int::Small(41), true, Wait::Bounded).unwrap();
     let other = Config { size: 8 << 20, max_item_size: 2048, shards: 0 };
     let (new, st) = migrated(&c, &other);
     assert_eq!(st.items, 4);
@@ -403,13 +403,13 @@ fn a_migration_carries_items_and_forwards_calls_on_the_old_segment() {
     let again = ShmCache::open_named(c.name(), &other, Duration::from_millis(100)).unwrap();
     assert_eq!(again.segment().inode(), new.segment().inode());
     assert_eq!(get(&new, b"plain"), Some(b"v".to_vec()));
-    assert!(matches!(new.ttl(b"ttl").unwrap(), Ttl::Ms(ms) if ms > 3_500_000));
+    assert!(matches!(new.ttl(b"ttl", Wait::Bounded).unwrap(), Ttl::Ms(ms) if ms > 3_500_000));
     assert_eq!(incr(&new, b"n", 1).unwrap(), Int::Small(42));
     // Calls on the old segment run on the successor.
     assert_eq!(get(&c, b"plain"), Some(b"v".to_vec()));
     c.set(b"late", ENC_BYTES, b"w", 0).unwrap();
     assert_eq!(get(&new, b"late"), Some(b"w".to_vec()));
-    c.delete(b"plain").unwrap();
+    c.delete(b"plain", Wait::Bounded).unwrap();
     assert_eq!(get(&new, b"plain"), None);
     assert_eq!(get(&c, b"plain"), None, "no stale read from the old segment");
     let (got, _) = c.get_many(&[b"late".as_slice(), b"plain"]).unwrap();
@@ -455,7 +455,7 @@ fn writers_racing_a_migration_lose_no_write() {
                 // must be in the final value.
                 let key = format!("counter{t}");
                 let mut done = 0i64;
-                c.incr(key.as_bytes(), &Int::Small(0), true).unwrap();
+                c.incr(key.as_bytes(), &Int::Small(0), true, Wait::Bounded).unwrap();
                 while done < 15_000 {
                     started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     assert_eq!(incr(&c, key.as_bytes(), 1).unwrap(), Int::Small(done + 1));
@@ -673,7 +673,7 @@ fn corrupted_bytes_are_detected_and_wiped_never_ub() {
                 // flipped structure must never cause a panic or out-of-bounds read.
                 let _ = v;
             }
-            let _ = c.delete(format!("k{}", i * 7).as_bytes());
+            let _ = c.delete(format!("k{}", i * 7).as_bytes(), Wait::Bounded);
             let _ = incr(&c, k.as_bytes(), 1);
         }
     }
@@ -938,7 +938,7 @@ fn verify_sees_stray_index_slots_and_unknown_record_kinds() {
     for i in 0..50u32 {
         c.set(&i.to_le_bytes(), ENC_BYTES, b"value", 0).unwrap();
     }
-    c.delete(&7u32.to_le_bytes()).unwrap(); // a dead record at a known key's place
+    c.delete(&7u32.to_le_bytes(), Wait::Bounded).unwrap(); // a dead record at a known key's place
     c.verify().unwrap();
     let base = c.segment().base();
     let index = g.shard_offset(0) + crate::mem::layout::SHARD_HEADER_SIZE;
@@ -961,7 +961,7 @@ fn verify_sees_stray_index_slots_and_unknown_record_kinds() {
     for i in 0..50u32 {
         c.set(&i.to_le_bytes(), ENC_BYTES, b"value", 0).unwrap();
     }
-    c.delete(&7u32.to_le_bytes()).unwrap();
+    c.delete(&7u32.to_le_bytes(), Wait::Bounded).unwrap();
     c.verify().unwrap();
     let h = c.hash(&7u32.to_le_bytes());
     let s = c.shard_of(h) as u64;
@@ -1127,7 +1127,7 @@ fn keys_sharing_the_32_bit_tag_are_not_corruption() {
     assert_eq!(get(&c, &b).as_deref(), Some(&b"B"[..]));
     c.set(&b, ENC_BYTES, b"B2", 0).unwrap();
     assert_eq!(get(&c, &b).as_deref(), Some(&b"B2"[..]));
-    assert!(c.delete(&a).unwrap());
+    assert!(c.delete(&a, Wait::Bounded).unwrap());
     assert_eq!(get(&c, &a), None);
     assert_eq!(get(&c, &b).as_deref(), Some(&b"B2"[..]));
     c.verify().unwrap();
@@ -1142,41 +1142,47 @@ fn compare_and_set_and_delete() {
     let mine = (ENC_BYTES, &b"owner-1"[..]);
     let theirs = (ENC_BYTES, &b"owner-2"[..]);
     // Missing: nothing stored, nothing deleted.
-    assert!(!c.compare_and_set(k, mine, ENC_BYTES, b"x", 0).unwrap());
-    assert!(!c.compare_and_delete(k, mine).unwrap());
+    assert!(!c.compare_and_set(k, mine, (ENC_BYTES, b"x"), 0, false, Wait::Bounded).unwrap());
+    assert!(!c.compare_and_delete(k, mine, Wait::Bounded).unwrap());
     assert_eq!(get(&c, k), None);
     c.set(k, ENC_BYTES, b"owner-1", 0).unwrap();
     // Unequal bytes, or equal bytes under another encoding: refused.
-    assert!(!c.compare_and_set(k, theirs, ENC_BYTES, b"x", 0).unwrap());
-    assert!(!c.compare_and_set(k, (ENC_STR, b"owner-1"), ENC_BYTES, b"x", 0).unwrap());
-    assert!(!c.compare_and_delete(k, theirs).unwrap());
+    assert!(!c.compare_and_set(k, theirs, (ENC_BYTES, b"x"), 0, false, Wait::Bounded).unwrap());
+    assert!(!c.compare_and_set(k, (ENC_STR, b"owner-1"), (ENC_BYTES, b"x"), 0, false, Wait::Bounded).unwrap());
+    assert!(!c.compare_and_delete(k, theirs, Wait::Bounded).unwrap());
     assert_eq!(get(&c, k), Some(b"owner-1".to_vec()));
     // Equal, same record size: written in place (no log space), expiry set.
     let sh = c.shard_for(h);
     let head = sh.log_head();
     let far = time::now_ms() + 100_000;
-    assert!(c.compare_and_set(k, mine, ENC_BYTES, b"owner-2", far).unwrap());
+    assert!(c.compare_and_set(k, mine, (ENC_BYTES, b"owner-2"), far, false, Wait::Bounded).unwrap());
     assert_eq!(sh.log_head(), head, "a same-size compare-and-set used log space");
     assert_eq!(get(&c, k), Some(b"owner-2".to_vec()));
-    assert!(matches!(c.ttl(k).unwrap(), Ttl::Ms(ms) if ms > 99_000));
+    assert!(matches!(c.ttl(k, Wait::Bounded).unwrap(), Ttl::Ms(ms) if ms > 99_000));
     // Equal, another size: appended, the old record dead, the value new, expiry never.
     let long = vec![b'z'; 500];
-    assert!(c.compare_and_set(k, theirs, ENC_INT, &long, 0).unwrap());
+    assert!(c.compare_and_set(k, theirs, (ENC_INT, &long), 0, false, Wait::Bounded).unwrap());
     assert!(sh.log_head() > head);
     assert_eq!(c.get(k).unwrap(), Some((ENC_INT, long.clone())));
-    assert_eq!(c.ttl(k).unwrap(), Ttl::Never);
+    assert_eq!(c.ttl(k, Wait::Bounded).unwrap(), Ttl::Never);
     assert_eq!(c.stats().items, 1);
     c.verify().unwrap();
     // Too large a new value: refused whether or not it matches, nothing changed.
     let huge = vec![0u8; 64 << 10];
-    assert!(matches!(c.compare_and_set(k, (ENC_INT, &long), ENC_BYTES, &huge, 0), Err(Error::TooLarge { .. })));
-    assert!(matches!(c.compare_and_set(k, mine, ENC_BYTES, &huge, 0), Err(Error::TooLarge { .. })));
+    assert!(matches!(
+        c.compare_and_set(k, (ENC_INT, &long), (ENC_BYTES, &huge), 0, false, Wait::Bounded),
+        Err(Error::TooLarge { .. })
+    ));
+    assert!(matches!(
+        c.compare_and_set(k, mine, (ENC_BYTES, &huge), 0, false, Wait::Bounded),
+        Err(Error::TooLarge { .. })
+    ));
     assert_eq!(c.get(k).unwrap(), Some((ENC_INT, long.clone())));
     // Delete only by the owner.
-    assert!(!c.compare_and_delete(k, (ENC_BYTES, &long)).unwrap());
-    assert!(c.compare_and_delete(k, (ENC_INT, &long)).unwrap());
+    assert!(!c.compare_and_delete(k, (ENC_BYTES, &long), Wait::Bounded).unwrap());
+    assert!(c.compare_and_delete(k, (ENC_INT, &long), Wait::Bounded).unwrap());
     assert_eq!(get(&c, k), None);
-    assert!(!c.compare_and_delete(k, (ENC_INT, &long)).unwrap());
+    assert!(!c.compare_and_delete(k, (ENC_INT, &long), Wait::Bounded).unwrap());
     // Expired counts as missing (a dead holder's lock is taken with a plain add).
     let at = |f: &mut dyn FnMut(&mut ShardGuard) -> crate::Result<bool>| c.with_shard(h, Wait::Bounded, f).unwrap();
     assert!(at(&mut |g| g.set(
@@ -1224,18 +1230,18 @@ fn incr_of_any_size_promotes_and_demotes() {
     // record size (appended: the set path), a sum that cancels to an i64.
     c.set(k, ENC_INT, &0i64.to_le_bytes(), 0).unwrap();
     let d = big("1267650600228229401496703205376"); // 2**100
-    assert_eq!(c.incr(k, &d, false), Ok(d.clone()));
+    assert_eq!(c.incr(k, &d, false, Wait::Bounded), Ok(d.clone()));
     let head = sh.log_head();
     let mut want = d.to_bigint();
     for _ in 0..40 {
         // Each step doubles: 2**100 .. 2**140, the record grows from 56 to 64 bytes.
         want *= 2;
         let cur = Int::from(want.clone() / 2);
-        assert_eq!(c.incr(k, &cur, false), Ok(Int::from(want.clone())));
+        assert_eq!(c.incr(k, &cur, false, Wait::Bounded), Ok(Int::from(want.clone())));
     }
     assert!(sh.log_head() > head, "the grown value was not appended");
     assert_eq!(c.get(k).unwrap(), Some((ENC_BIGINT, want.to_signed_bytes_le())));
-    assert_eq!(c.incr(k, &Int::from(-want.clone() + 7), false), Ok(Int::Small(7)));
+    assert_eq!(c.incr(k, &Int::from(-want.clone() + 7), false, Wait::Bounded), Ok(Int::Small(7)));
     assert_eq!(c.get(k).unwrap(), Some((ENC_INT, 7i64.to_le_bytes().to_vec())));
     // A stored ENC_BIGINT from elsewhere (any bytes, even non-minimal).
     c.set(k, ENC_BIGINT, &[5, 0, 0, 0], 0).unwrap();
@@ -1264,24 +1270,24 @@ fn incr_of_any_size_promotes_and_demotes() {
     assert_eq!(inc(&Int::Small(3), true, 5000), Ok(Int::Small(3)));
     assert_eq!(ttl(5000), Ttl::Never);
     // Missing with create, small and big.
-    assert_eq!(c.incr(b"fresh", &Int::Small(-4), true), Ok(Int::Small(-4)));
+    assert_eq!(c.incr(b"fresh", &Int::Small(-4), true, Wait::Bounded), Ok(Int::Small(-4)));
     assert_eq!(c.get(b"fresh").unwrap(), Some((ENC_INT, (-4i64).to_le_bytes().to_vec())));
-    assert_eq!(c.incr(b"fresh2", &two63, true), Ok(two63.clone()));
+    assert_eq!(c.incr(b"fresh2", &two63, true, Wait::Bounded), Ok(two63.clone()));
     assert_eq!(c.get(b"fresh2").unwrap().unwrap().0, ENC_BIGINT);
     assert_eq!(incr(&c, b"nothing", 1), Err(Error::NotFound));
     assert_eq!(get(&c, b"nothing"), None);
     // Not an integer: refused, with or without create, nothing changed.
     for (enc, v) in [(ENC_BYTES, &b"12345678"[..]), (ENC_STR, b"7"), (ENC_INT, b"1234")] {
         c.set(b"s", enc, v, 0).unwrap();
-        assert_eq!(c.incr(b"s", &Int::Small(1), true), Err(Error::NotInteger));
-        assert_eq!(c.incr(b"s", &two63, false), Err(Error::NotInteger));
+        assert_eq!(c.incr(b"s", &Int::Small(1), true, Wait::Bounded), Err(Error::NotInteger));
+        assert_eq!(c.incr(b"s", &two63, false, Wait::Bounded), Err(Error::NotInteger));
         assert_eq!(c.get(b"s").unwrap(), Some((enc, v.to_vec())));
     }
     // A sum too large for MAX_ITEM_SIZE is refused and changes nothing.
     // The largest positive integer of its length (0xff.. 0x7f): plus 1 needs one more byte.
     let huge = vec![0xffu8; (64 << 10) - 2];
     c.set(b"h", ENC_BIGINT, &[&huge[..], &[0x7f]].concat(), 0).unwrap();
-    let r = c.incr(b"h", &big("1"), false);
+    let r = c.incr(b"h", &big("1"), false, Wait::Bounded);
     assert!(matches!(r, Err(Error::TooLarge { .. })), "{r:?}");
     assert_eq!(c.get(b"h").unwrap().unwrap().1.len(), huge.len() + 1);
     c.verify().unwrap();
@@ -1332,7 +1338,7 @@ fn scan_returns_every_key_once_in_bounded_slices() {
     for i in 0..500u32 {
         let k = format!("gone:{i}").into_bytes();
         c.set(&k, ENC_BYTES, b"x", 0).unwrap();
-        c.delete(&k).unwrap();
+        c.delete(&k, Wait::Bounded).unwrap();
     }
     let h = c.hash(b"user:expired");
     let max = c.geometry().max_item_size;
@@ -1473,7 +1479,7 @@ fn scan_is_exactly_once_while_writers_move_and_overwrite_records() {
                     0 => c.set(&present[i % 300], ENC_BYTES, &vec![1u8; 20 + i % 5], 0),
                     1 => c.set(&present[i % 300], ENC_BYTES, &vec![2u8; 40 + i % 200], 0),
                     // Other keys come and go.
-                    2 | 3 => c.delete(format!("churn{}", i % 200).as_bytes()),
+                    2 | 3 => c.delete(format!("churn{}", i % 200).as_bytes(), Wait::Bounded),
                     _ => c.set(format!("churn{}", i % 200).as_bytes(), ENC_BYTES, &vec![3u8; i % 300], 0),
                 }
                 .unwrap();
@@ -1608,9 +1614,9 @@ fn writers_killed_at_random_never_lose_untouched_items_or_tear_values() {
                         },
                         _ => Ok(false),
                     },
-                    4 => c.incr(b"counter", &Int::Small(1), true).map(|_| true),
-                    5 => c.delete(k),
-                    6 => c.touch(k, time::now_ms() + 60_000),
+                    4 => c.incr(b"counter", &Int::Small(1), true, Wait::Bounded).map(|_| true),
+                    5 => c.delete(k, Wait::Bounded),
+                    6 => c.touch(k, time::now_ms() + 60_000, Wait::Bounded),
                     _ => c.add(k, ENC_BYTES, &self_checking(k, counter, 100), 0),
                 };
             }
@@ -1669,7 +1675,7 @@ fn pinned_items_survive_a_full_cache_but_not_their_expiry() {
     assert_eq!(get(&c, b"lock").as_deref(), Some(&b"token"[..]), "a pinned item was evicted");
     assert_eq!(get(&c, b"plain"), None, "the unpinned twin should have been evicted");
     assert_eq!(get(&c, b"soon"), None, "a pinned item must still expire");
-    assert!(c.delete(b"lock").unwrap());
+    assert!(c.delete(b"lock", Wait::Bounded).unwrap());
     c.verify().unwrap();
 
     // All pinned: more than a write's budget of moves. Writes never fail.
@@ -1699,9 +1705,9 @@ fn crash_workload(c: &ShmCache, keys: &[Vec<u8>], ops: u64) {
                 },
                 _ => Ok(false),
             },
-            3 => c.delete(k),
-            4 => c.incr(b"n", &Int::Small(1), true).map(|_| true),
-            _ => c.touch(k, time::now_ms() + 60_000),
+            3 => c.delete(k, Wait::Bounded),
+            4 => c.incr(b"n", &Int::Small(1), true, Wait::Bounded).map(|_| true),
+            _ => c.touch(k, time::now_ms() + 60_000, Wait::Bounded),
         };
     }
 }

@@ -3,8 +3,9 @@
 
 use super::{ShmCache, Value, Wait};
 use crate::error::{Error, Result};
+use crate::shard::ops::{Item, SetMode};
 use crate::shard::ShardGuard;
-use crate::time::LazyNow;
+use crate::time::{self, LazyNow};
 
 impl ShmCache {
     /// Group the positions of `keys` by shard so a batch takes each lock once.
@@ -97,5 +98,63 @@ impl ShmCache {
             None => Ok((out, timed_out)),
             Some(e) => Err(e),
         }
+    }
+
+    /// Run `f(guard, key, hash)` for each of `keys` (one lock pass per
+    /// shard, as `batch`): how many times it returned true. The keys of a
+    /// shard it could not run in go to `on_err`.
+    pub(crate) fn count_many<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        mut f: impl FnMut(&mut ShardGuard, &[u8], u64) -> Result<bool>,
+        on_err: impl FnMut(usize, &Error),
+    ) -> usize {
+        let plan = self.plan(keys);
+        let mut n = 0;
+        self.batch(
+            &plan,
+            |g, h, i| {
+                n += f(g, keys[i].as_ref(), h)? as usize;
+                Ok(())
+            },
+            on_err,
+        );
+        n
+    }
+
+    /// Store `values[i]` (encoding, bytes) under `keys[i]` until `expires`,
+    /// one lock pass per shard: the positions not stored, in order (too
+    /// large for MAX_ITEM_SIZE, or their shard's lock timed out).
+    pub fn set_many<K: AsRef<[u8]>>(&self, keys: &[K], values: &[(u8, &[u8])], expires: u64) -> Vec<usize> {
+        let (now, max) = (time::now_ms(), self.geo.max_item_size);
+        let plan = self.plan(keys);
+        let (mut failed, mut locked_out) = (Vec::new(), Vec::new());
+        self.batch(
+            &plan,
+            |g, h, i| {
+                let (enc, value) = values[i];
+                match g.set(&Item { key: keys[i].as_ref(), hash: h, enc, value, expires }, SetMode::Set, now, max) {
+                    Err(Error::TooLarge { .. }) => {
+                        failed.push(i);
+                        Ok(())
+                    }
+                    r => r.map(|_| ()),
+                }
+            },
+            |i, _| locked_out.push(i),
+        );
+        failed.extend(locked_out);
+        failed.sort_unstable();
+        failed.dedup();
+        failed
+    }
+
+    /// Delete many keys, one lock pass per shard: how many existed. An
+    /// error (a shard's lock timed out) fails the call.
+    pub fn delete_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<usize> {
+        let now = time::now_ms();
+        let mut err = None;
+        let n = self.count_many(keys, |g, k, h| g.delete(k, h, now), |_, e| err = Some(e.clone()));
+        err.map_or(Ok(n), Err)
     }
 }

@@ -12,8 +12,10 @@ use super::{CRASH_AT, CRASH_SKIP};
 use crate::error::{Error, Result};
 use crate::mem::layout::{rec_size, REC_HDR};
 use crate::time::{self, Time};
+#[cfg(any(test, feature = "test-hooks"))]
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{
-    fence, AtomicU64,
+    fence,
     Ordering::{Acquire, Relaxed},
 };
 #[cfg(any(test, feature = "test-hooks"))]
