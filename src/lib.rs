@@ -44,4 +44,4 @@ pub use time::{now_ms, LazyNow, Time, NEVER};
 #[cfg(feature = "test-hooks")]
 pub use {shard::ops::set_test_pause_ms, time::set_offset_ms};
 #[cfg(test)]
-mod core_tests;
+mod tests;
