@@ -3,7 +3,10 @@
 //! thin PyO3 layer.
 //!
 //! The public API is what `examples/`, `fuzz/` and `python.rs` use: the
-//! re-exports below. The modules are internal (see docs/architecture.md).
+//! re-exports below. The modules are internal, a one-way stack of folders
+//! (docs/architecture.md): `mem` ← `shard` ← `cache` ← the features
+//! (`rank` ← `snapshot`, `migrate`; `tier`) ← `handle` ← `python`, over
+//! the leaves `error` and `time`.
 
 pub(crate) mod cache;
 pub(crate) mod error;
@@ -11,7 +14,8 @@ pub(crate) mod error;
 /// and not built without the `fuzzing` feature (so not in the Python module).
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz_model;
-/// A handle that follows a LOCATION's name: what the Python module uses.
+/// A handle that follows a LOCATION's name, and `Attachment`: what the
+/// Python module holds.
 #[cfg(any(test, feature = "python"))]
 pub(crate) mod handle;
 pub(crate) mod mem;
