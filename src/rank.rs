@@ -16,7 +16,7 @@ use crate::shard::scan::Walked;
 /// A rank's bucket: its top bits (`rank >> BUCKET_SHIFT`).
 const BUCKET_SHIFT: u32 = 6;
 /// Buckets of a histogram.
-pub(crate) const BUCKETS: usize = 1 << (16 - BUCKET_SHIFT);
+const BUCKETS: usize = 1 << (16 - BUCKET_SHIFT);
 
 /// The rank of a record a walk went over (module doc).
 pub(crate) fn rank(r: &Walked) -> u16 {
@@ -91,5 +91,41 @@ impl Cut {
             return true;
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mem::layout::Config;
+
+    #[test]
+    fn the_cut_admits_the_highest_ranks_that_fit() {
+        let geo = Geometry::compute(&Config { size: 1 << 20, max_item_size: 1024, shards: 1 }).unwrap();
+        let (records, bytes) = room(&geo);
+        // Three ranks of 100-byte records: the top two buckets fit whole,
+        // the third only in part.
+        let per = rec_size(10, 90);
+        let (hot, warm, cold) = (u16::MAX, 1 << 15, 0);
+        let n_hot = bytes / per / 3;
+        let n_warm = bytes / per / 3;
+        let mut h = Histogram::new();
+        for (rank, n) in [(hot, n_hot), (warm, n_warm), (cold, n_hot * 2)] {
+            for _ in 0..n {
+                h.add(rank, 10, 90);
+            }
+        }
+        assert!(n_hot + n_warm < records);
+        let mut cut = h.cut(&geo);
+        assert!((0..n_hot).all(|_| cut.admit(hot, 10, 90)));
+        assert!((0..n_warm).all(|_| cut.admit(warm, 10, 90)));
+        let cold_in = (0..n_hot * 2).filter(|_| cut.admit(cold, 10, 90)).count() as u64;
+        assert!(cold_in > 0 && cold_in < n_hot * 2, "{cold_in}");
+        assert!((n_hot + n_warm + cold_in) * per <= bytes);
+        // Room used up: nothing more of the cut bucket, nothing below it.
+        assert!(!cut.admit(cold, 10, 90));
+        // Everything fits: every bucket whole.
+        let mut all = Histogram::new().cut(&geo);
+        assert!(all.admit(0, 10, 90) && all.admit(u16::MAX, 10, 90));
     }
 }
