@@ -1,6 +1,6 @@
 //! Instruction-count probe for valgrind --tool=callgrind (see docs/benchmarks.md):
 //! 1,000 hot keys, 1,000,000 gets and 100,000 sets through the core API.
-use shmcache::{ShmCache, ENC_BYTES};
+use shmcache::{ShmCache, Wait, ENC_BYTES};
 use std::time::Duration;
 
 fn main() {
@@ -12,10 +12,11 @@ fn main() {
         c.set(k, ENC_BYTES, &v, 0).unwrap();
     }
     let now = shmcache::now_ms();
+    let len = |_: u8, v: &[u8]| v.len();
     let mut total = 0usize;
     for r in 0..1000 {
         for k in &keys {
-            total += c.get_with(k, now, |_, v| v.len()).unwrap().unwrap_or(0);
+            total += c.get_with(k, now, Wait::Bounded, len, len).unwrap().unwrap_or(0);
         }
         if r % 10 == 0 {
             for k in &keys {

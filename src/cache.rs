@@ -1,18 +1,23 @@
-//! `ShmCache`: a segment plus its shards (`shards.rs`: key to shard, clear,
-//! verify) and a lock timeout; taking locks with a bounded wait, single-key
-//! and batch operations (one lock pass per shard).
+//! `ShmCache`: a segment plus its shards and a lock timeout. This module
+//! opens and attaches it, finds a key's shard, takes shard locks (waiting
+//! as the caller allows; a moved segment's calls forwarded to its
+//! successor). Below it: `shards.rs` (key to shard, what is done to every
+//! shard), the operations on one key and on the whole cache (`ops.rs`), on
+//! many keys (`batch.rs`), and key iteration (`keyscan.rs`). The features
+//! above the cache (snapshots, migration, a tier's words) add their own
+//! `impl ShmCache` blocks in their modules.
+
+mod batch;
+pub(crate) mod keyscan;
+mod ops;
+pub(crate) mod shards;
 
 use crate::error::{Error, Result};
-use crate::int::Int;
-use crate::layout::{Config, Geometry, SegHeader};
-use crate::migrate::MigrateStats;
-use crate::scan::KeyScan;
-use crate::segment::{self, Fit, Segment};
-use crate::shard::{Item, SetMode, Shard, ShardGuard, Ttl};
-use crate::shards::Shards;
-use crate::snapshot::{self, DumpStats, LoadStats};
-use crate::stats::Stats;
-use crate::time::{self, LazyNow, Time};
+use crate::mem::init::{init_segment, seed_from_os};
+use crate::mem::layout::{Config, Geometry, SegHeader};
+use crate::mem::segment::{self, Fit, Segment};
+use crate::shard::{Shard, ShardGuard};
+use shards::Shards;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -125,7 +130,7 @@ impl ShmCache {
             return Ok(s);
         }
         if self.seg.name_is_current() {
-            let tmp = crate::migrate::temp_name(self.seg.name(), self.seg.header().moved_to.load(SeqCst));
+            let tmp = segment::successor_name(self.seg.name(), self.seg.header().moved_to.load(SeqCst));
             // Someone else may have just done it (ENOENT): the name is checked below.
             let _ = segment::rename(&tmp, self.seg.name());
             if self.seg.name_is_current() {
@@ -151,7 +156,9 @@ impl ShmCache {
     /// Attach to an existing segment whatever its geometry (admin tools:
     /// stats, clear, verify). Fails if it does not exist.
     /// It wants no geometry, nor does its successor if the segment moves.
+    /// Any lock timeout is taken, brought within 1 ms to 60 s.
     pub fn attach_existing(location: &str, lock_timeout: Duration) -> Result<ShmCache> {
+        let lock_timeout = lock_timeout.clamp(Duration::from_millis(1), Duration::from_secs(60));
         Self::attach_existing_named(&segment::segment_name(location)?, lock_timeout).map_err(|e| match e {
             Error::NotCreated(_) => Error::NotCreated(location.to_owned()),
             e => e,
@@ -167,17 +174,6 @@ impl ShmCache {
         })?;
         let geo = seg.header().geometry();
         Ok(Self::from_segment(seg, geo, None, lock_timeout))
-    }
-
-    /// Migrate the existing cache `location` to the geometry of `cfg` now
-    /// (`python -m shmcache resize`; `migrate.rs`). Processes started before
-    /// it keep the new geometry.
-    pub fn resize(location: &str, cfg: &Config, lock_timeout: Duration) -> Result<MigrateStats> {
-        let old = Self::attach_existing(location, lock_timeout)?;
-        if *old.geometry() == Geometry::compute(cfg)? {
-            return Ok(MigrateStats::default());
-        }
-        crate::migrate::migrate(&old, cfg, true).map(|(_, st)| st)
     }
 
     fn from_segment(
@@ -280,235 +276,10 @@ impl ShmCache {
         }
     }
 
-    // ---- single-key operations (waiting up to the lock timeout) ----
-
     /// The shard that owns `hash`.
     #[inline]
     pub fn shard_for(&self, hash: u64) -> &Shard {
         self.shards.shard(self.shard_of(hash))
-    }
-
-    /// Read `key` (lock-free when possible); `f` gets (encoding, value).
-    #[inline]
-    pub fn get_with<R>(&self, key: &[u8], now: impl Time, mut f: impl FnMut(u8, &[u8]) -> R) -> Result<Option<R>> {
-        let h = self.hash(key);
-        if let Some(r) = self.shard_for(h).get_optimistic(key, h, now, &mut f) {
-            // Checked after the read: not moved then, so read before the copy.
-            if !self.moved() {
-                return Ok(r);
-            }
-        }
-        self.with_shard(h, Wait::Bounded, |g| g.get(key, h, now, &mut f))
-    }
-
-    pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
-        self.get_with(key, &LazyNow::new(), |e, v| (e, v.to_vec()))
-    }
-
-    pub fn set(&self, key: &[u8], enc: u8, value: &[u8], expires: u64) -> Result<bool> {
-        let (h, now, max) = (self.hash(key), time::now_ms(), self.geo.max_item_size);
-        self.with_shard(h, Wait::Bounded, |g| {
-            g.set(&Item { key, hash: h, enc, value, expires }, SetMode::Set, now, max)
-        })
-    }
-
-    pub fn add(&self, key: &[u8], enc: u8, value: &[u8], expires: u64) -> Result<bool> {
-        let (h, now, max) = (self.hash(key), time::now_ms(), self.geo.max_item_size);
-        self.with_shard(h, Wait::Bounded, |g| {
-            g.set(&Item { key, hash: h, enc, value, expires }, SetMode::Add, now, max)
-        })
-    }
-
-    /// Pin a live key against eviction (`ShardGuard::pin`).
-    pub fn pin(&self, key: &[u8]) -> Result<bool> {
-        let (h, now) = (self.hash(key), time::now_ms());
-        self.with_shard(h, Wait::Bounded, |g| g.pin(key, h, now))
-    }
-
-    pub fn delete(&self, key: &[u8]) -> Result<bool> {
-        let (h, now) = (self.hash(key), time::now_ms());
-        self.with_shard(h, Wait::Bounded, |g| g.delete(key, h, now))
-    }
-
-    /// Store (enc, value) with `expires` only if `key` is live with the value
-    /// `expected` (encoding, bytes), atomically (`ShardGuard::compare_and_set`).
-    pub fn compare_and_set(
-        &self,
-        key: &[u8],
-        expected: (u8, &[u8]),
-        enc: u8,
-        value: &[u8],
-        expires: u64,
-    ) -> Result<bool> {
-        let (h, now, max) = (self.hash(key), time::now_ms(), self.geo.max_item_size);
-        self.with_shard(h, Wait::Bounded, |g| {
-            g.compare_and_set(&Item { key, hash: h, enc, value, expires }, expected, now, max)
-        })
-    }
-
-    /// Delete `key` only if it is live with the value `expected` (encoding, bytes).
-    pub fn compare_and_delete(&self, key: &[u8], expected: (u8, &[u8])) -> Result<bool> {
-        let (h, now) = (self.hash(key), time::now_ms());
-        self.with_shard(h, Wait::Bounded, |g| g.compare_and_delete(key, h, expected, now))
-    }
-
-    pub fn touch(&self, key: &[u8], expires: u64) -> Result<bool> {
-        let (h, now) = (self.hash(key), time::now_ms());
-        self.with_shard(h, Wait::Bounded, |g| g.touch(key, h, expires, now))
-    }
-
-    /// Add `delta` to an integer of any size (`ShardGuard::incr`: the exact
-    /// sum, never an overflow; `create` stores `delta` into a missing key).
-    pub fn incr(&self, key: &[u8], delta: &Int, create: bool) -> Result<Int> {
-        let (h, now, max) = (self.hash(key), time::now_ms(), self.geo.max_item_size);
-        self.with_shard(h, Wait::Bounded, |g| g.incr(key, h, delta, create, now, max))
-    }
-
-    pub fn contains(&self, key: &[u8]) -> Result<bool> {
-        let (h, now) = (self.hash(key), time::now_ms());
-        self.with_shard(h, Wait::Bounded, |g| g.contains(key, h, now))
-    }
-
-    pub fn ttl(&self, key: &[u8]) -> Result<Ttl> {
-        let (h, now) = (self.hash(key), time::now_ms());
-        self.with_shard(h, Wait::Bounded, |g| g.ttl(key, h, now))
-    }
-
-    /// Group the positions of `keys` by shard so a batch takes each lock once.
-    pub fn plan<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<(usize, u64, usize)> {
-        let mut plan: Vec<(usize, u64, usize)> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| {
-                let h = self.hash(k.as_ref());
-                (self.shard_of(h), h, i)
-            })
-            .collect();
-        plan.sort_unstable_by_key(|p| p.0);
-        plan
-    }
-
-    /// Run `f(guard, hash, position)` for every planned key, one lock pass per
-    /// shard. A shard whose lock times out yields `Err(LockTimeout)` for its keys
-    /// through `on_err`.
-    pub fn batch(
-        &self,
-        plan: &[(usize, u64, usize)],
-        mut f: impl FnMut(&mut ShardGuard, u64, usize) -> Result<()>,
-        mut on_err: impl FnMut(usize, &Error),
-    ) {
-        for group in plan.chunk_by(|a, b| a.0 == b.0) {
-            let r = self.with_shard_index(group[0].0, Wait::Bounded, &mut |g: &mut ShardGuard| {
-                for &(_, h, i) in group {
-                    f(g, h, i)?;
-                }
-                Ok(())
-            });
-            match r {
-                Err(Error::Moved) => {
-                    // Moved between plan and lock: each key on the successor.
-                    for &(_, h, i) in group {
-                        let r = self.successor().and_then(|s| s.with_shard(h, Wait::Bounded, |g| f(g, h, i)));
-                        if let Err(e) = r {
-                            on_err(i, &e);
-                        }
-                    }
-                }
-                Err(e) => {
-                    for &(_, _, i) in group {
-                        on_err(i, &e);
-                    }
-                }
-                Ok(()) => {}
-            }
-        }
-    }
-
-    /// Values for `keys`, in order: lock-free where possible, then one lock
-    /// pass per shard for the rest. Also returns how many keys are `None`
-    /// because their shard's lock timed out (not misses); other errors fail.
-    pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<(Vec<Option<Value>>, usize)> {
-        if self.moved() {
-            return self.successor()?.get_many(keys);
-        }
-        let now = &LazyNow::new();
-        let mut out = vec![None; keys.len()];
-        let mut plan = self.plan(keys);
-        plan.retain(|&(s, h, i)| {
-            match self.shards.shard(s).get_optimistic(keys[i].as_ref(), h, now, |e, v| (e, v.to_vec())) {
-                Some(r) => {
-                    out[i] = r;
-                    false
-                }
-                None => true,
-            }
-        });
-        if self.moved() {
-            // Moved during the lock-free pass: what it read may be stale.
-            return self.successor()?.get_many(keys);
-        }
-        let (mut err, mut timed_out) = (None, 0);
-        self.batch(
-            &plan,
-            |g, h, i| {
-                out[i] = g.get(keys[i].as_ref(), h, now, |e, v| (e, v.to_vec()))?;
-                Ok(())
-            },
-            // A timed-out shard's keys stay None (`f` never ran for them).
-            |_, e| match e {
-                Error::LockTimeout => timed_out += 1,
-                e => err = Some(e.clone()),
-            },
-        );
-        match err {
-            None => Ok((out, timed_out)),
-            Some(e) => Err(e),
-        }
-    }
-
-    /// A scan of the keys starting with `prefix`, at most `count` log steps
-    /// per lock (`scan.rs`: exactly once for keys live throughout).
-    pub fn scan(&self, prefix: &[u8], count: usize) -> KeyScan {
-        KeyScan::new(prefix, count)
-    }
-
-    /// The next keys of `scan` (never empty), or `None` at its end; each
-    /// slice under one shard lock, waiting at most the lock timeout.
-    pub fn scan_next(&self, scan: &mut KeyScan) -> Result<Option<Vec<Vec<u8>>>> {
-        if scan.forwarded() || self.moved() {
-            // The shards changed under the scan: it starts over on the
-            // successor (every key live throughout still comes, some twice).
-            if !scan.forwarded() {
-                scan.restart_forwarded();
-            }
-            return self.successor()?.scan_next(scan);
-        }
-        let r = scan.next_keys(&self.shards, Some(self.lock_timeout))?;
-        if self.moved() {
-            scan.restart_forwarded();
-            return self.successor()?.scan_next(scan);
-        }
-        Ok(r)
-    }
-
-    /// Write every live item to the file `path` (`snapshot.rs`: streaming,
-    /// bounded lock holds, an atomic rename at the end).
-    pub fn dump(&self, path: &std::path::Path) -> Result<DumpStats> {
-        let r = snapshot::dump(self, path)?;
-        if self.moved() {
-            return self.successor()?.dump(path);
-        }
-        Ok(r)
-    }
-
-    /// Store the items of the snapshot `path` (`snapshot.rs`: the whole file
-    /// checked before anything is written; the most recent that fit).
-    pub fn load(&self, path: &std::path::Path) -> Result<LoadStats> {
-        if self.moved() {
-            return self.successor()?.load(path);
-        }
-        // Stores go through `batch`, which forwards a moved shard's keys.
-        snapshot::load(self, path)
     }
 
     /// Whether this process created the segment when it opened it (a fresh,
@@ -517,73 +288,8 @@ impl ShmCache {
         self.seg.created()
     }
 
-    /// Drop every item in every shard.
-    pub fn clear(&self) -> Result<()> {
-        for i in 0..self.shards.count() {
-            let r = self.with_shard_index(i, Wait::Bounded, &mut |g: &mut ShardGuard| {
-                g.wipe();
-                Ok(())
-            });
-            match r {
-                // Shards cleared here before the copy are empty there too.
-                Err(Error::Moved) => return self.successor()?.clear(),
-                r => r?,
-            }
-        }
-        Ok(())
-    }
-
-    pub fn stats(&self) -> Stats {
-        let mut s = Stats { segment_size: self.geo.total_size, shards: self.geo.nshards, ..Stats::default() };
-        self.shards.add_stats(&mut s);
-        s
-    }
-
-    /// Each shard's stats alone (`Shards::shard_stats`), for `shmcache top`.
-    pub fn shard_stats(&self) -> Vec<Stats> {
-        self.shards.shard_stats()
-    }
-
-    /// Check every shard (`Shards::verify`: a damaged shard is wiped and
-    /// reported as `Error::Corrupt`): (items, bytes).
-    pub fn verify(&self) -> Result<(u64, u64)> {
-        if self.moved() {
-            return self.successor()?.verify();
-        }
-        self.shards.verify(Some(self.lock_timeout))
-    }
-
     /// Test/diagnostic access to a shard.
     pub fn shard(&self, i: usize) -> &Shard {
         self.shards.shard(i)
-    }
-}
-
-/// Fill a fresh, zeroed, exclusively held mapping of `geo.total_size`
-/// bytes: the header (all but `state`) and every shard.
-pub(crate) fn init_segment(base: *mut u8, geo: &Geometry, seed: u64) {
-    // SAFETY: base is the fresh, zeroed, exclusively held mapping of total_size bytes.
-    let h = unsafe { &mut *base.cast::<SegHeader>() };
-    h.write_geometry(geo);
-    h.hash_seed = seed;
-    h.created_ms = time::now_ms();
-    h.creator_pid = std::process::id() as u64;
-    for i in 0..geo.nshards {
-        // SAFETY: each shard range lies inside the mapping per Geometry; nobody else attached yet.
-        unsafe {
-            let s = Shard::new(base.add(geo.shard_offset(i) as usize), geo);
-            s.init().expect("pthread_mutex_init on fresh memory");
-        }
-    }
-}
-
-pub(crate) fn seed_from_os() -> u64 {
-    let mut b = [0u8; 8];
-    // SAFETY: getrandom writes at most b.len() bytes into b.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n == 8 {
-        u64::from_le_bytes(b)
-    } else {
-        time::now_ms() ^ ((std::process::id() as u64) << 32)
     }
 }

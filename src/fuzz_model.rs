@@ -29,16 +29,18 @@
 //! map shared memory, and for ASan/valgrind, which then see shard bounds).
 //! See docs/reliability-fuzz.md.
 
+use crate::cache::shards::Shards;
 use crate::cache::ShmCache;
 use crate::error::{Error, Result};
-use crate::int::Int;
-use crate::layout::{Config, Geometry, REC_HDR, SHARD_HEADER_SIZE};
-use crate::lock::MUTEX_SLOT;
-use crate::log::RecHdr;
-use crate::segment;
-use crate::shard::{Item, SetMode, Shard, ShardGuard, Ttl, ENC_BIGINT, ENC_BYTES, ENC_INT};
-use crate::shards::Shards;
-use crate::stats::Counter;
+use crate::mem::layout::{Config, Geometry, REC_HDR, SHARD_HEADER_SIZE};
+use crate::mem::lock::MUTEX_SLOT;
+use crate::mem::segment;
+use crate::shard::encoding::Int;
+use crate::shard::encoding::{ENC_BIGINT, ENC_BYTES, ENC_INT};
+use crate::shard::log::RecHdr;
+use crate::shard::ops::{Item, SetMode, Ttl};
+use crate::shard::stats::Counter;
+use crate::shard::{Shard, ShardGuard};
 use num_bigint::BigInt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -148,7 +150,7 @@ pub fn shm_cache(cfg: &Config) -> ShmCache {
     let first = ShmCache::open_named(&name, cfg, Duration::from_secs(1)).expect("open fuzz segment");
     // SAFETY: our own fresh segment, nobody else attached; the header is
     // plain data at the start of the mapping. Attaching again reads the seed.
-    unsafe { (*first.segment().base().cast::<crate::layout::SegHeader>()).hash_seed = HASH_SEED };
+    unsafe { (*first.segment().base().cast::<crate::mem::layout::SegHeader>()).hash_seed = HASH_SEED };
     let c = ShmCache::open_named(&name, cfg, Duration::from_secs(1)).expect("attach fuzz segment");
     segment::destroy(&name).expect("unlink fuzz segment");
     assert_eq!(c.hash(b"k"), xxhash_rust::xxh3::xxh3_64_with_seed(b"k", HASH_SEED));
@@ -308,7 +310,7 @@ fn delta(inp: &mut Input) -> Int {
     }
 }
 
-/// The model's integer arithmetic, on `BigInt` (independent of `int.rs`):
+/// The model's integer arithmetic, on `BigInt` (independent of `shard/encoding.rs`):
 /// the value an integer encoding holds, and the canonical encoding of a sum.
 fn model_int(enc: u8, v: &[u8]) -> Option<BigInt> {
     match enc {
@@ -1079,7 +1081,7 @@ fn damage(b: &impl Backend, inp: &mut Input) {
             None => random_byte,
         },
         3 | 4 => live_slot(inp)
-            .and_then(|i| record_field(inp, crate::index::entry_off(read_at(b, s, index + 8 * i, 8))))
+            .and_then(|i| record_field(inp, crate::shard::index::entry_off(read_at(b, s, index + 8 * i, 8))))
             .unwrap_or(random_byte),
         5 => record_field(inp, read_at(b, s, HDR_TAIL, 8) % g.data_size).unwrap_or(random_byte),
         6 => (log + inp.below(g.data_size), 1),

@@ -10,12 +10,17 @@
 //! it attaches and at each check, if the segment's geometry is not the one
 //! asked for and no live process wants the one in force, it migrates. A
 //! call that finds the segment moved follows it at once.
+//!
+//! An [`Attachment`] is what the binding holds: such a handle (normal use),
+//! or a fixed attachment to an existing segment (admin tools), whose calls
+//! a migration forwards (`ShmCache::successor`).
 
 use crate::cache::ShmCache;
 use crate::error::Result;
-use crate::layout::Config;
+use crate::mem::layout::Config;
 use crate::time;
 use arc_swap::{ArcSwap, Guard};
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,11 +127,74 @@ impl Handle {
     }
 }
 
+/// A cache by LOCATION as a process uses it: a [`Handle`] that follows
+/// the name, or a fixed attachment to an existing segment (admin tools).
+pub enum Attachment {
+    Named(Handle),
+    Fixed(Arc<ShmCache>),
+}
+
+/// The cache to use for one call ([`Attachment::cache`]).
+pub enum Current<'a> {
+    Named(Guard<Arc<ShmCache>>),
+    Fixed(&'a ShmCache),
+}
+
+impl Deref for Current<'_> {
+    type Target = ShmCache;
+    #[inline]
+    fn deref(&self) -> &ShmCache {
+        match self {
+            Current::Named(g) => g,
+            Current::Fixed(c) => c,
+        }
+    }
+}
+
+impl Attachment {
+    /// Attach to (or create) the cache `location` (a [`Handle`]).
+    pub fn open(location: &str, cfg: &Config, lock_timeout: Duration) -> Result<Attachment> {
+        Handle::open(location, cfg, lock_timeout).map(Attachment::Named)
+    }
+
+    /// Attach to the existing cache `location` whatever its geometry
+    /// (`ShmCache::attach_existing`).
+    pub fn attach_existing(location: &str, lock_timeout: Duration) -> Result<Attachment> {
+        ShmCache::attach_existing(location, lock_timeout).map(|c| Attachment::Fixed(Arc::new(c)))
+    }
+
+    /// The cache to use for this call.
+    #[inline]
+    pub fn cache(&self) -> Current<'_> {
+        match self {
+            Attachment::Named(h) => Current::Named(h.cache()),
+            Attachment::Fixed(c) => Current::Fixed(c),
+        }
+    }
+
+    /// The cache to use from now on, shared (a key scan keeps the segment
+    /// it started on).
+    pub fn cache_arc(&self) -> Arc<ShmCache> {
+        match self {
+            Attachment::Named(h) => Arc::clone(&h.cache()),
+            Attachment::Fixed(c) => Arc::clone(c),
+        }
+    }
+
+    /// Check now whether the segment's name was removed, and follow it
+    /// (a fixed attachment has nothing to follow).
+    pub fn recheck_now(&self) {
+        if let Attachment::Named(h) = self {
+            h.recheck_now();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment;
-    use crate::shard::ENC_BYTES;
+    use crate::mem::segment;
+    use crate::shard::encoding::ENC_BYTES;
 
     #[test]
     fn follows_a_removed_segment_to_its_replacement() {
@@ -147,5 +215,26 @@ mod tests {
         ca.set(b"k2", ENC_BYTES, b"new", 0).unwrap();
         assert_eq!(cb.get(b"k2").unwrap().unwrap().1, b"new");
         segment::destroy(ca.name()).unwrap();
+    }
+
+    #[test]
+    fn an_attachment_is_a_following_handle_or_a_fixed_segment() {
+        let loc = format!("attachment-test-{}", std::process::id());
+        let cfg = Config { size: 2 << 20, max_item_size: 1024, shards: 0 };
+        let named = Attachment::open(&loc, &cfg, Duration::from_millis(100)).unwrap();
+        named.cache().set(b"k", ENC_BYTES, b"v", 0).unwrap();
+        // An admin's lock timeout is brought within 1 ms to 60 s.
+        let fixed = Attachment::attach_existing(&loc, Duration::ZERO).unwrap();
+        assert_eq!(fixed.cache().lock_timeout(), Duration::from_millis(1));
+        assert_eq!(fixed.cache().get(b"k").unwrap().unwrap().1, b"v");
+        assert_eq!(fixed.cache_arc().segment().inode(), named.cache_arc().segment().inode());
+        // The name removed: the handle follows it, the fixed attachment stays.
+        let old_inode = named.cache().segment().inode();
+        segment::destroy(named.cache().name()).unwrap();
+        named.recheck_now();
+        fixed.recheck_now();
+        assert_ne!(named.cache().segment().inode(), old_inode);
+        assert_eq!(fixed.cache().segment().inode(), old_inode);
+        segment::destroy(named.cache().name()).unwrap();
     }
 }

@@ -3,52 +3,49 @@
 //! thin PyO3 layer.
 //!
 //! The public API is what `examples/`, `fuzz/` and `python.rs` use: the
-//! re-exports below. The modules are internal (see docs/architecture.md).
+//! re-exports below. The modules are internal, a one-way stack of folders
+//! (docs/architecture.md): `mem` ← `shard` ← `cache` ← the features
+//! (`rank` ← `snapshot`, `migrate`; `tier`) ← `handle` ← `python`, over
+//! the leaves `error` and `time`.
 
 pub(crate) mod cache;
 pub(crate) mod error;
-pub(crate) mod eviction;
 /// Fuzzing harnesses (fuzz/ targets and quick runs in `cargo test`); not API,
 /// and not built without the `fuzzing` feature (so not in the Python module).
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz_model;
-/// A handle that follows a LOCATION's name: what the Python module uses.
+/// A handle that follows a LOCATION's name, and `Attachment`: what the
+/// Python module holds.
 #[cfg(any(test, feature = "python"))]
 pub(crate) mod handle;
-pub(crate) mod index;
-pub(crate) mod int;
-pub(crate) mod layout;
-pub(crate) mod lock;
-pub(crate) mod log;
+pub(crate) mod mem;
 pub(crate) mod migrate;
-pub(crate) mod scan;
-pub(crate) mod segment;
+pub(crate) mod rank;
 pub(crate) mod shard;
-pub(crate) mod shards;
 pub(crate) mod snapshot;
-pub(crate) mod stats;
 pub(crate) mod tier;
 pub(crate) mod time;
 
 #[cfg(feature = "python")]
 mod python;
 
+pub use cache::keyscan::KeyScan;
 pub use cache::{ShmCache, Value, Wait};
 pub use error::{Error, Result};
-pub use int::{Int, IntBytes};
-pub use layout::Config;
+pub use mem::layout::Config;
+pub use mem::segment::{destroy, segment_name};
 pub use migrate::MigrateStats;
-pub use scan::KeyScan;
-pub use segment::{destroy, segment_name};
-pub use shard::{Item, SetMode, ShardGuard, Ttl, ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
+pub use shard::encoding::{Int, IntBytes, ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
+pub use shard::ops::{Item, SetMode, Ttl};
+pub use shard::stats::{Counter, Stats};
+pub use shard::ShardGuard;
 pub use snapshot::{DumpStats, LoadStats};
-pub use stats::{Counter, Stats};
 pub use tier::{monotonic_ms, FillToken, LiveRead, LiveReads, Liveness, TierCounter};
 pub use time::{now_ms, LazyNow, Time, NEVER};
 /// Test hooks (feature `test-hooks`; the Python module's `_set_test_pause_ms`
 /// and `_set_clock_offset_ms`): a pause half-way through a set's value copy,
 /// and a shift of this process's clock.
 #[cfg(feature = "test-hooks")]
-pub use {shard::set_test_pause_ms, time::set_offset_ms};
+pub use {shard::ops::set_test_pause_ms, time::set_offset_ms};
 #[cfg(test)]
-mod core_tests;
+mod tests;

@@ -21,7 +21,7 @@
 //! 2. set `migrating` and take every shard lock (writers that find a lock
 //!    held then wait past LOCK_TIMEOUT; lock-free reads go on);
 //! 3. copy the items, hottest first when the successor is smaller (the
-//!    snapshot's rank: CLOCK's visited bit, then log position), keeping
+//!    rank of `rank.rs`: CLOCK's visited bit, then log position), keeping
 //!    absolute expiry, encodings and pins (held locks);
 //! 4. set `moved_to` and `moved`, rename the successor over the name, and
 //!    release the locks.
@@ -38,12 +38,14 @@
 //! migration; one that dies between `moved` and the rename leaves the
 //! rename to the first follower (`moved_to` names the successor).
 
-use crate::cache::{init_segment, seed_from_os, ShmCache, Wait};
+use crate::cache::{ShmCache, Wait};
 use crate::error::{Error, Result};
-use crate::layout::{rec_size, Config, Geometry};
-use crate::segment::{self, Segment};
-use crate::shard::{Item, SetMode, ShardGuard};
-use crate::snapshot::{cut, rank, room, BUCKETS};
+use crate::mem::init::{init_segment, seed_from_os};
+use crate::mem::layout::{Config, Geometry};
+use crate::mem::segment::{self, Segment};
+use crate::rank::{rank, Histogram};
+use crate::shard::ops::{Item, SetMode};
+use crate::shard::ShardGuard;
 use crate::time;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
@@ -64,9 +66,17 @@ pub struct MigrateStats {
     pub pause_ms: u64,
 }
 
-/// The temporary name of a migration's successor.
-pub fn temp_name(name: &str, nonce: u64) -> String {
-    format!("{name}.m{nonce:016x}")
+impl ShmCache {
+    /// Migrate the existing cache `location` to the geometry of `cfg` now
+    /// (`python -m shmcache resize`; `migrate.rs`). Processes started before
+    /// it keep the new geometry.
+    pub fn resize(location: &str, cfg: &Config, lock_timeout: Duration) -> Result<MigrateStats> {
+        let old = Self::attach_existing(location, lock_timeout)?;
+        if *old.geometry() == Geometry::compute(cfg)? {
+            return Ok(MigrateStats::default());
+        }
+        migrate(&old, cfg, true).map(|(_, st)| st)
+    }
 }
 
 /// Migrate `old` to the geometry of `cfg` (module doc); returns the cache on
@@ -89,7 +99,7 @@ fn leased(old: &ShmCache, cfg: &Config, geo: &Geometry, explicit: bool) -> Resul
     }
     segment::remove_dead_successors(old.name());
     let nonce = seed_from_os() | 1;
-    let tmp = temp_name(old.name(), nonce);
+    let tmp = segment::successor_name(old.name(), nonce);
     let seed = old.segment().header().hash_seed;
     let seg = Segment::create_exclusive(&tmp, geo.total_size, |base| init_segment(base, geo, seed))?;
     let mut new = match ShmCache::on_new_segment(seg, cfg, old.lock_timeout()) {
@@ -155,37 +165,29 @@ fn lock_all(old: &ShmCache) -> Result<Vec<ShardGuard<'_>>> {
 }
 
 /// Copy every live item of the locked shards into `new`: all of them if
-/// they fit, else the highest ranks (`snapshot::rank`) that do.
+/// they fit, else the highest ranks (`rank.rs`) that do.
 fn copy(guards: &[ShardGuard], new: &ShmCache) -> Result<MigrateStats> {
     let now = time::now_ms();
     let max = new.geometry().max_item_size;
-    let mut hist = vec![(0u64, 0u64); BUCKETS];
+    let mut hist = Histogram::new();
     for g in guards {
         // A damaged shard (Corrupt) is not copied: its items are dropped.
         let _ = g.walk_slice(None, usize::MAX, now, |r| {
             if (r.key.len() + r.value.len()) as u64 <= max {
-                let b = &mut hist[(rank(r.visited, r.at, r.tail, r.head) >> 6) as usize];
-                b.0 += 1;
-                b.1 += rec_size(r.key.len() as u64, r.value.len() as u64);
+                hist.add(rank(r), r.key.len(), r.value.len());
             }
             true
         });
     }
-    let (max_records, max_bytes) = room(new.geometry());
-    let (cut_at, mut room_n, mut room_b) = cut(&hist, max_records, max_bytes);
+    let mut cut = hist.cut(new.geometry());
     let mut st = MigrateStats::default();
     let mut err = None;
     for g in guards {
         let _ = g.walk_slice(None, usize::MAX, now, |r| {
             let size = (r.key.len() + r.value.len()) as u64;
-            let b = (rank(r.visited, r.at, r.tail, r.head) >> 6) as usize;
-            let rs = rec_size(r.key.len() as u64, r.value.len() as u64);
-            if size > max || !(b > cut_at || (b == cut_at && room_n > 0 && room_b >= rs)) {
+            if size > max || !cut.admit(rank(r), r.key.len(), r.value.len()) {
                 st.dropped += 1;
                 return true;
-            }
-            if b == cut_at {
-                (room_n, room_b) = (room_n - 1, room_b - rs);
             }
             let h = new.hash(r.key);
             let item = Item { key: r.key, hash: h, enc: r.enc, value: r.value, expires: r.expires };

@@ -17,10 +17,9 @@
 //! value's bytes are stored with their encoding byte as the cache holds them
 //! (`ENC_INT`, `ENC_BIGINT`, pickles: no re-encoding).
 //!
-//! `rank` is the item's place in CLOCK's eviction order when it was dumped,
-//! higher = evicted later: `visited << 15 | position`, where position is the
-//! record's place in its shard's log scaled to 0..=32767 (tail 0, head 32767).
-//! Loading keeps the highest ranks that fit the target cache.
+//! `rank` is the item's place in CLOCK's eviction order when it was dumped
+//! (`rank.rs`: higher = evicted later). Loading keeps the highest ranks
+//! that fit the target cache.
 //!
 //! Dump walks every shard with `ShardGuard::walk_slice` (the key scan's
 //! walker): each lock hold walks at most [`SLICE_STEPS`] records or fills one
@@ -38,8 +37,9 @@
 
 use crate::cache::ShmCache;
 use crate::error::{Error, Result};
-use crate::layout::rec_size;
-use crate::shard::{Item, SetMode, ShardGuard};
+use crate::rank::{rank, Histogram};
+use crate::shard::ops::{Item, SetMode};
+use crate::shard::ShardGuard;
 use crate::time;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -57,8 +57,6 @@ pub const CHUNK: usize = 1 << 20;
 const MAX_CHUNK: u64 = 1 << 31;
 /// Records walked per lock hold while dumping.
 pub const SLICE_STEPS: usize = 1000;
-/// Rank buckets of the load's histogram (rank >> 6).
-pub(crate) const BUCKETS: usize = 1 << 10;
 
 #[derive(Serialize, Deserialize)]
 struct Record<'a> {
@@ -106,17 +104,32 @@ fn damaged(path: &Path, what: &str) -> Error {
     ))
 }
 
-/// `rank` of a walked record (module doc).
-pub(crate) fn rank(visited: bool, at: u64, tail: u64, head: u64) -> u16 {
-    let span = (head - tail).max(1);
-    let pos = ((at - tail).min(span) as u128 * 32767 / span as u128) as u16;
-    (visited as u16) << 15 | pos
+impl ShmCache {
+    /// Write every live item to the file `path` (`snapshot.rs`: streaming,
+    /// bounded lock holds, an atomic rename at the end).
+    pub fn dump(&self, path: &std::path::Path) -> Result<DumpStats> {
+        let r = dump(self, path)?;
+        if self.moved() {
+            return self.successor()?.dump(path);
+        }
+        Ok(r)
+    }
+
+    /// Store the items of the snapshot `path` (`snapshot.rs`: the whole file
+    /// checked before anything is written; the most recent that fit).
+    pub fn load(&self, path: &std::path::Path) -> Result<LoadStats> {
+        if self.moved() {
+            return self.successor()?.load(path);
+        }
+        // Stores go through `batch`, which forwards a moved shard's keys.
+        load(self, path)
+    }
 }
 
 /// Write every live item of `cache` to `path`: into a temporary file next to
 /// it (`path` + `.tmp-<pid>`), synced, then renamed over `path`, so a reader
 /// never sees half a file and a failed dump leaves the old file.
-pub fn dump(cache: &ShmCache, path: &Path) -> Result<DumpStats> {
+fn dump(cache: &ShmCache, path: &Path) -> Result<DumpStats> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp-{}", std::process::id()));
     let tmp = std::path::PathBuf::from(tmp);
@@ -180,13 +193,7 @@ pub fn write_to(cache: &ShmCache, w: impl Write) -> Result<DumpStats> {
                 chunk.truncate(base);
                 (n, bytes) = (0, 0);
                 g.walk_slice(at, SLICE_STEPS, now, |r| {
-                    let rec = Record {
-                        key: r.key,
-                        value: r.value,
-                        enc: r.enc,
-                        expires: r.expires,
-                        rank: rank(r.visited, r.at, r.tail, r.head),
-                    };
+                    let rec = Record { key: r.key, value: r.value, enc: r.enc, expires: r.expires, rank: rank(r) };
                     rmp_serde::encode::write(&mut chunk, &rec).expect("encoding into a Vec cannot fail");
                     n += 1;
                     bytes += (r.key.len() + r.value.len()) as u64;
@@ -333,15 +340,12 @@ fn records<'c>(chunk: &'c [u8], n: u32, path: &Path, mut f: impl FnMut(Record<'c
     Ok(())
 }
 
-/// The rank buckets' (records, bytes of log), from the first pass.
-pub(crate) type Histogram = Vec<(u64, u64)>;
-
 /// Read all of `path` and check it (the first pass): its histogram of the
 /// unexpired records' log bytes by rank, and the record count.
 fn check_file(path: &Path, now: u64, max_item: u64) -> Result<(Histogram, u64)> {
     let f = File::open(path).map_err(|e| io("cannot open", path, e))?;
     let mut rd = Reader::open(BufReader::with_capacity(1 << 16, f), path)?;
-    let mut hist = vec![(0u64, 0u64); BUCKETS];
+    let mut hist = Histogram::new();
     let mut seen = 0u64;
     loop {
         match rd.next()? {
@@ -349,9 +353,7 @@ fn check_file(path: &Path, now: u64, max_item: u64) -> Result<(Histogram, u64)> 
                 records(&rd.chunk, n, path, |r| {
                     let size = (r.key.len() + r.value.len()) as u64;
                     if !time::expired(r.expires, now) && size <= max_item {
-                        let b = &mut hist[(r.rank >> 6) as usize];
-                        b.0 += 1;
-                        b.1 += rec_size(r.key.len() as u64, r.value.len() as u64);
+                        hist.add(r.rank, r.key.len(), r.value.len());
                     }
                 })?;
                 seen += n as u64;
@@ -366,37 +368,13 @@ fn check_file(path: &Path, now: u64, max_item: u64) -> Result<(Histogram, u64)> 
     }
 }
 
-/// What a cache of geometry `geo` can take in: (records, log bytes). Every
-/// shard's log less its reserve and the room a wrap may skip (one record of
-/// MAX_ITEM_SIZE), and 7/8 of the index; a little less (31/32), for shards
-/// the hash gives more than their share.
-pub(crate) fn room(geo: &crate::layout::Geometry) -> (u64, u64) {
-    let per_shard = geo.data_size.saturating_sub(geo.reserve + rec_size(geo.max_item_size, 0));
-    (geo.nshards * geo.max_items() / 32 * 31, geo.nshards * per_shard / 32 * 31)
-}
-
-/// The cut: buckets above `cut` are loaded whole, bucket `cut` up to
-/// (records, bytes) of room, buckets below not at all.
-pub(crate) fn cut(hist: &Histogram, max_records: u64, max_bytes: u64) -> (usize, u64, u64) {
-    let (mut n, mut b) = (0u64, 0u64);
-    for i in (0..hist.len()).rev() {
-        let (hn, hb) = hist[i];
-        if n + hn > max_records || b + hb > max_bytes {
-            return (i, max_records - n, max_bytes - b);
-        }
-        (n, b) = (n + hn, b + hb);
-    }
-    (0, u64::MAX, u64::MAX)
-}
-
 /// Store the records of `path` into `cache` (module doc: checked whole
 /// first; the highest ranks that fit; expired records skipped; existing
 /// items with other keys kept).
-pub fn load(cache: &ShmCache, path: &Path) -> Result<LoadStats> {
+fn load(cache: &ShmCache, path: &Path) -> Result<LoadStats> {
     let max_item = cache.geometry().max_item_size;
     let (hist, total) = check_file(path, time::now_ms(), max_item)?;
-    let (max_records, max_bytes) = room(cache.geometry());
-    let (cut_at, mut room_n, mut room_b) = cut(&hist, max_records, max_bytes);
+    let mut cut = hist.cut(cache.geometry());
 
     let f = File::open(path).map_err(|e| io("cannot open", path, e))?;
     let mut rd = Reader::open(BufReader::with_capacity(1 << 16, f), path)?;
@@ -424,12 +402,7 @@ pub fn load(cache: &ShmCache, path: &Path) -> Result<LoadStats> {
             } else if size > max_item {
                 st.too_large += 1;
             } else {
-                let b = (r.rank >> 6) as usize;
-                let rs = rec_size(r.key.len() as u64, r.value.len() as u64);
-                if b > cut_at || (b == cut_at && room_n > 0 && room_b >= rs) {
-                    if b == cut_at {
-                        (room_n, room_b) = (room_n - 1, room_b - rs);
-                    }
+                if cut.admit(r.rank, r.key.len(), r.value.len()) {
                     items.push(r);
                 } else {
                     st.dropped += 1;
@@ -482,8 +455,8 @@ fn store(cache: &ShmCache, items: &[Record], now: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::Config;
-    use crate::shard::{ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_STR};
+    use crate::mem::layout::Config;
+    use crate::shard::encoding::{ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_STR};
     use std::time::Duration;
 
     fn cache(tag: &str, size: u64) -> ShmCache {
@@ -545,7 +518,7 @@ mod tests {
         }
         let _ = std::fs::remove_file(&p);
         for x in [a, b, c] {
-            crate::segment::destroy(x.name()).unwrap();
+            crate::mem::segment::destroy(x.name()).unwrap();
         }
     }
 
@@ -565,7 +538,7 @@ mod tests {
         b.verify().unwrap();
         let _ = std::fs::remove_file(&p);
         for x in [a, b] {
-            crate::segment::destroy(x.name()).unwrap();
+            crate::mem::segment::destroy(x.name()).unwrap();
         }
     }
 }

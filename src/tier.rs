@@ -25,8 +25,8 @@
 
 use crate::cache::ShmCache;
 use crate::error::Result;
-use crate::layout::{SegHeader, HEADER_SIZE};
-use crate::shard::Item;
+use crate::mem::layout::{SegHeader, HEADER_SIZE};
+use crate::shard::ops::Item;
 use crate::time;
 use std::sync::atomic::{
     AtomicU64,
@@ -83,6 +83,13 @@ const _: () = {
         i += 1;
     }
 };
+
+impl TierCounter {
+    /// The counter named `name` (a key of `tier_stats`).
+    pub fn from_name(name: &str) -> Option<TierCounter> {
+        TIER_COUNTER_NAMES.iter().position(|c| *c == name).map(|i| TIER_COUNTERS[i])
+    }
+}
 
 #[repr(C)]
 pub struct TierWords {
@@ -177,6 +184,17 @@ impl LiveReads {
         }
     }
 
+    /// [`check`](Self::check) for a read of the L1: one it skips (not
+    /// live) counts as a not-live read.
+    #[inline]
+    pub fn for_read(&self, c: &ShmCache) -> LiveRead {
+        let r = self.check(c);
+        if r == LiveRead::Skip {
+            c.tier_add(TierCounter::NotLiveReads, 1);
+        }
+        r
+    }
+
     /// True at most once per `lag_ms` (the first caller after the period).
     fn take(&self, lag_ms: u64) -> bool {
         let now = time::coarse_ms();
@@ -251,23 +269,16 @@ impl ShmCache {
     /// caller must then flush: an invalidation may not be lost).
     pub fn invalidate_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<usize> {
         let now = time::now_ms();
-        let plan = self.plan(keys);
-        let (mut n, mut err) = (0, None);
-        self.batch(
-            &plan,
-            |g, h, i| {
-                n += g.invalidate(keys[i].as_ref(), h, now)? as usize;
-                Ok(())
-            },
+        let mut err = None;
+        let n = self.count_many(
+            keys,
+            |g, k, h| g.invalidate(k, h, now),
             |_, e| {
                 err.get_or_insert(e.clone());
             },
         );
         self.tier_add(TierCounter::Invalidations, keys.len() as u64);
-        match err {
-            None => Ok(n),
-            Some(e) => Err(e),
-        }
+        err.map_or(Ok(n), Err)
     }
 
     /// Drop everything and refuse every fill in flight: the epoch first,
@@ -358,9 +369,10 @@ impl ShmCache {
 mod tests {
     use super::{LiveRead, LiveReads, Liveness};
     use crate::cache::ShmCache;
-    use crate::layout::Config;
-    use crate::segment;
-    use crate::shard::{stripe_of, ENC_BYTES};
+    use crate::mem::layout::Config;
+    use crate::mem::segment;
+    use crate::shard::encoding::ENC_BYTES;
+    use crate::shard::stripe_of;
     use std::time::Duration;
 
     fn open(tag: &str) -> ShmCache {

@@ -9,7 +9,8 @@
 //! drops a fill, never keeps a stale one. The segment-wide epoch
 //! (`tier.rs`) covers flushes.
 
-use super::{Item, SetMode, Shard, ShardGuard};
+use super::ops::{Item, SetMode};
+use super::{Shard, ShardGuard};
 use crate::error::Result;
 use std::sync::atomic::Ordering::{Acquire, Release};
 

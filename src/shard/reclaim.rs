@@ -5,9 +5,9 @@
 
 use super::ShardGuard;
 use crate::error::{Error, Result};
-use crate::eviction::{self, Action, Budget, Tail, MOVE_BUDGET};
-use crate::log::{skippable, LogWalk, Step, FLAG_PINNED, KIND_DEAD, KIND_LIVE};
-use crate::stats::Counter;
+use crate::shard::eviction::{self, Action, Budget, Tail, MOVE_BUDGET};
+use crate::shard::log::{skippable, LogWalk, Step, FLAG_PINNED, KIND_DEAD, KIND_LIVE};
+use crate::shard::stats::Counter;
 use crate::time;
 use std::sync::atomic::Ordering::{Relaxed, Release};
 

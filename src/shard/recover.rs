@@ -16,8 +16,8 @@
 //! records past it are given up (head moves back), which only loses items.
 
 use super::ShardGuard;
-use crate::log::{skippable, LogWalk, Step, KIND_DEAD, KIND_LIVE, KIND_PENDING};
-use crate::stats::Counter;
+use crate::shard::log::{skippable, LogWalk, Step, KIND_DEAD, KIND_LIVE, KIND_PENDING};
+use crate::shard::stats::Counter;
 use crate::time;
 use std::sync::atomic::Ordering::Relaxed;
 

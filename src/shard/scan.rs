@@ -12,7 +12,7 @@
 
 use super::ShardGuard;
 use crate::error::{Error, Result};
-use crate::log::{skippable, LogWalk, Step, FLAG_PINNED, KIND_LIVE};
+use crate::shard::log::{skippable, LogWalk, Step, FLAG_PINNED, KIND_LIVE};
 use crate::time;
 use std::sync::atomic::Ordering::Relaxed;
 

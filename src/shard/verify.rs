@@ -4,7 +4,7 @@
 
 use super::{Shard, ShardGuard};
 use crate::error::{Error, Result};
-use crate::log::{skippable, LogWalk, Step, KIND_LIVE};
+use crate::shard::log::{skippable, LogWalk, Step, KIND_LIVE};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 

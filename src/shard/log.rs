@@ -27,7 +27,7 @@
 //! [tail, head) is complete.
 
 use crate::error::{Error, Result};
-use crate::layout::{rec_size, REC_HDR};
+use crate::mem::layout::{rec_size, REC_HDR};
 use std::sync::atomic::{
     fence, AtomicU64, AtomicU8,
     Ordering::{Relaxed, Release},

@@ -32,9 +32,11 @@
 //! reach the head walks `count` steps of at least 8 bytes each, so a shard
 //! takes at most `CHASE * occupied / (8 * count) + 2` slices.
 
+use super::shards::Shards;
+use super::ShmCache;
 use crate::error::Result;
-use crate::shard::{ScanPos, ShardGuard};
-use crate::shards::Shards;
+use crate::shard::scan::ScanPos;
+use crate::shard::ShardGuard;
 use crate::time;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -157,5 +159,32 @@ impl KeyScan {
             }
         }
         Ok(None)
+    }
+}
+
+impl ShmCache {
+    /// A scan of the keys starting with `prefix`, at most `count` log steps
+    /// per lock (`scan.rs`: exactly once for keys live throughout).
+    pub fn scan(&self, prefix: &[u8], count: usize) -> KeyScan {
+        KeyScan::new(prefix, count)
+    }
+
+    /// The next keys of `scan` (never empty), or `None` at its end; each
+    /// slice under one shard lock, waiting at most the lock timeout.
+    pub fn scan_next(&self, scan: &mut KeyScan) -> Result<Option<Vec<Vec<u8>>>> {
+        if scan.forwarded() || self.moved() {
+            // The shards changed under the scan: it starts over on the
+            // successor (every key live throughout still comes, some twice).
+            if !scan.forwarded() {
+                scan.restart_forwarded();
+            }
+            return self.successor()?.scan_next(scan);
+        }
+        let r = scan.next_keys(&self.shards, Some(self.lock_timeout))?;
+        if self.moved() {
+            scan.restart_forwarded();
+            return self.successor()?.scan_next(scan);
+        }
+        Ok(r)
     }
 }

@@ -22,7 +22,7 @@
 //! Nothing here ever unlinks the segment except [`destroy`].
 
 use crate::error::{Error, Result};
-use crate::layout::{SegHeader, HEADER_SIZE, LAYOUT_VERSION, STATE_READY};
+use crate::mem::layout::{SegHeader, HEADER_SIZE, LAYOUT_VERSION, STATE_READY};
 use rustix::fd::OwnedFd;
 use rustix::fs::{FlockOperation, Mode};
 use std::ptr::NonNull;
@@ -427,6 +427,11 @@ impl Segment {
 pub fn rename(from: &str, to: &str) -> Result<()> {
     std::fs::rename(format!("{SHM_DIR}{from}"), format!("{SHM_DIR}{to}"))
         .map_err(|e| Error::Os { call: "rename (a segment in /dev/shm)", errno: e.raw_os_error().unwrap_or(0) })
+}
+
+/// The temporary name of a migration's successor of `name` (`migrate.rs`).
+pub fn successor_name(name: &str, nonce: u64) -> String {
+    format!("{name}.m{nonce:016x}")
 }
 
 /// Remove the successors (`<name>.m<nonce>`) of `name` that no process is

@@ -4,8 +4,8 @@
 //! (the same shards on heap memory).
 
 use crate::error::{Error, Result};
+use crate::shard::stats::{Stats, N_COUNTERS};
 use crate::shard::{Shard, ShardGuard};
-use crate::stats::{Stats, N_COUNTERS};
 use std::time::Duration;
 
 pub struct Shards {

@@ -1,4 +1,11 @@
-//! Integer values: the two integer encodings and their arithmetic.
+//! Value encodings: the tag stored with each item (`ENC_*`), and the
+//! integer ones' arithmetic (`Int`).
+//!
+//! The core treats the tags as opaque except the integers `incr` accepts
+//! (and the binding, which hands BYTES, STR, INT and BIGINT to Python as
+//! `bytes`, `str` and `int`). The Python layer (`_codec.py`) adds its own
+//! tags, JSON 5 and MSGPACK 6, and a compressor in the high four bits:
+//! docs/architecture.md, "Value encodings".
 //!
 //! `ENC_INT` is an 8-byte little-endian i64 (what every counter is);
 //! `ENC_BIGINT` is any other integer, as the minimal signed two's-complement
@@ -7,9 +14,19 @@
 //! result is stored as `ENC_INT` whenever it can be (a counter that went
 //! past i64 and came back is a plain i64 again).
 
-use crate::shard::{ENC_BIGINT, ENC_INT};
 use num_bigint::BigInt;
 use num_traits::ToPrimitive;
+
+/// Raw bytes.
+pub const ENC_BYTES: u8 = 0;
+/// A pickle (the Python layer's own encodings: see the module doc).
+pub const ENC_PICKLE: u8 = 1;
+/// An 8-byte little-endian i64.
+pub const ENC_INT: u8 = 2;
+/// UTF-8 text.
+pub const ENC_STR: u8 = 3;
+/// Any other integer: minimal signed two's-complement little-endian bytes.
+pub const ENC_BIGINT: u8 = 4;
 
 /// An integer of any size; `Big` never holds a value that fits an i64.
 #[derive(Debug, Clone, PartialEq, Eq)]

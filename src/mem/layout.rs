@@ -10,7 +10,7 @@
 //! stored in the segment.
 
 use crate::error::{Error, Result};
-use crate::lock::MUTEX_SLOT;
+use crate::mem::lock::MUTEX_SLOT;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// Bumped on any change of the layout; part of the segment name, so two
@@ -190,7 +190,7 @@ pub struct SegHeader {
     /// Non-zero once every item was copied into the successor segment:
     /// from then on nothing is read or written here (`ShmCache::successor`).
     pub moved: AtomicU32,
-    /// The successor's temporary name suffix (`migrate::temp_name`), for a
+    /// The successor's temporary name suffix (`segment::successor_name`), for a
     /// follower that finds the rename not done (the migrator died).
     pub moved_to: AtomicU64,
     /// Wall-clock ms of the explicit `resize` that made this segment (0 if
