@@ -53,12 +53,15 @@ build: $(STAMP)
 	$(ACT) $(BIN)/maturin develop --release -q --features python,test-hooks
 
 # rustfmt (rustfmt.toml), clippy on every target and feature, ruff
-# (pyproject.toml), and the stub of _core checked against the built module.
+# (pyproject.toml), no import circle in python/shmcache nor module circle in
+# src/ (tools/import_cycles.py), and the stub of _core checked against the
+# built module.
 lint: build
 	cargo fmt --check
 	rustfmt --check --edition 2021 --config-path rustfmt.toml fuzz/fuzz_targets/*.rs
 	cargo clippy -q --all-targets --all-features -- -D warnings
 	$(BIN)/ruff check .
+	$(BIN)/python -m tools.import_cycles
 	$(ACT) $(BIN)/python -m mypy.stubtest shmcache._core
 
 test-rust:

@@ -1,8 +1,8 @@
 """docs/architecture.md stays true to the tree: every module file of the
 Python package and of the Rust crate is named in one of its tables (by its
 path inside the package or under src/), and every module a table names
-exists. And the layering is one way: no import circle in the package
-(tools/import_cycles.py)."""
+exists. And the layering is one way: no import circle in the package, no
+module circle in the crate (tools/import_cycles.py, also run by make lint)."""
 
 import re
 
@@ -44,9 +44,11 @@ def test_every_module_in_a_table_exists():
     assert not gone, f"docs/architecture.md names modules that do not exist: {gone}"
 
 
-def test_no_import_circle_in_the_package():
+def test_no_import_circle_in_the_package_nor_module_circle_in_the_crate():
     py = import_cycles.cycles(import_cycles.python_graph(PKG))
+    rs = import_cycles.cycles(import_cycles.rust_layer_graph(import_cycles.rust_graph(SRC)))
     assert not py, f"import circles in python/shmcache: {py}"
+    assert not rs, f"module circles in src/: {rs}"
 
 
 def test_the_circle_check_finds_a_circle():
