@@ -3,8 +3,8 @@
 Against the run's own redis-server (loopback), through Django's cache faces:
 
 - L1 hit ops/s of ``TieredCache.get`` against plain ``SharedMemoryCache.get``
-  and Django's ``RedisCache.get`` (1,000 keys, 100 B values, 9 interleaved
-  rounds, the best of each);
+  (1,000 keys, 100 B values; 200 pairs of 1,000-key chunks, one of each in
+  turn, the ratio the median over the pairs) and Django's ``RedisCache.get``;
 - staleness after a remote write: host B writes, a process on host A polls
   (every 0.1 ms) until it reads the new value; p50/p99/max from the end of B's write, idle
   and with two busy worker processes on host A (each host's listener is a
@@ -42,9 +42,10 @@ from devkit.stats import percentile
 from devkit.wait import wait_for
 
 KEYS, VALUE = 1000, 100
-# Interleaved rounds of each rate comparison, the best of each kept (this
-# machine is shared: the best round is the least disturbed).
-ROUNDS = 9
+# Rate comparisons run as pairs of 1,000-key chunks, alternated, and report
+# the median of the per-pair ratios (this machine is shared and noisy: a
+# "best round" of each side let one lucky round decide).
+PAIRS = 200
 PREFIX = "bt"
 
 
@@ -72,14 +73,41 @@ def _wait(cond, timeout: float, what: str) -> None:
     wait_for(cond, timeout, what, every=0.001)  # ms polling: some waits are what is timed
 
 
-def _rate(fn, keys, rounds: int) -> float:
-    per = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for k in keys:
-            fn(k)
-        per.append(len(keys) / (time.perf_counter() - t0))
-    return statistics.median(per)
+def _timed(fn, keys) -> float:
+    t0 = time.perf_counter()
+    for k in keys:
+        fn(k)
+    return time.perf_counter() - t0
+
+
+def _paired(times, pairs: int) -> dict:
+    """`times(i)` gives (a's seconds, b's seconds) for one pair of chunks,
+    run in turn (the order flipped every other pair, so a drift in the
+    machine's speed hits both alike): a's and b's ops/s per chunk of one
+    op (totals), and the median over pairs of a's speed over b's, the
+    robust ratio on a shared, noisy machine."""
+    ta = tb = 0.0
+    ratios = []
+    for i in range(pairs):
+        da, db = times(i)
+        ta, tb = ta + da, tb + db
+        ratios.append(db / da)
+    return {"a": pairs / ta, "b": pairs / tb, "ratio": statistics.median(ratios)}
+
+
+def _pair(a, b, keys, before_a=None):
+    """The `times` of `_paired` for two functions of a key over `keys`
+    (`before_a`, untimed, before each of a's chunks)."""
+
+    def times(i: int) -> tuple[float, float]:
+        if before_a is not None:
+            before_a()
+        if i % 2:
+            db = _timed(b, keys)
+            return _timed(a, keys), db
+        return _timed(a, keys), _timed(b, keys)
+
+    return times
 
 
 def hit_rates(tiered, plain, rc, quick: bool) -> dict:
@@ -91,30 +119,37 @@ def hit_rates(tiered, plain, rc, quick: bool) -> dict:
     for k in keys:  # fill L1
         assert tiered.get(k) == v
     hits0 = tiered._cache.stats()["l1_hits"]
-    reps = 20 if quick else 300
-    ops = keys * reps
-    res = {"tiered": [], "shmcache": [], "redis": []}
-    for _ in range(ROUNDS):  # interleaved: the three see the same machine
-        res["tiered"].append(_rate(tiered.get, ops, 1))
-        res["shmcache"].append(_rate(plain.get, ops, 1))
-        res["redis"].append(_rate(rc.get, keys * (1 if quick else 5), 1))
-    l1 = tiered._cache.stats()["l1_hits"] - hits0
-    # Best of the rounds (the least disturbed by other load), for all three alike.
-    out = {k: max(x) for k, x in res.items()}
-    out["l1_hit_fraction"] = l1 / (ROUNDS * len(ops))
+    pairs = 20 if quick else PAIRS
+    n = len(keys) * pairs
+    p = _paired(_pair(tiered.get, plain.get, keys), pairs)
+    out = {"tiered": p["a"] * len(keys), "shmcache": p["b"] * len(keys), "ratio": p["ratio"]}
+    out["redis"] = len(keys) * (1 if quick else 3) / sum(_timed(rc.get, keys) for _ in range(1 if quick else 3))
+    out["l1_hit_fraction"] = (tiered._cache.stats()["l1_hits"] - hits0) / n
     log(f"   L1 hit: TieredCache {out['tiered']:,.0f}/s, SharedMemoryCache {out['shmcache']:,.0f}/s "
-        f"({out['tiered'] / out['shmcache']:.2f}x), RedisCache {out['redis']:,.0f}/s; "
+        f"(the median of {pairs} paired chunks: {out['ratio']:.2f}x), RedisCache {out['redis']:,.0f}/s; "
         f"{out['l1_hit_fraction']:.4f} of TieredCache's gets were L1 hits")
     return out
 
 
-async def _arate(afn, keys, before_round=None) -> float:
-    if before_round is not None:
-        before_round()
+async def _atimed(afn, keys) -> float:
     t0 = time.perf_counter()
     for k in keys:
         await afn(k)
-    return len(keys) / (time.perf_counter() - t0)
+    return time.perf_counter() - t0
+
+
+async def _apaired(a, b, keys, pairs: int, before_a=None) -> dict:
+    """`_paired` for two coroutine functions of a key."""
+    done = []
+    for i in range(pairs):
+        if before_a is not None:
+            before_a()
+        if i % 2:
+            db = await _atimed(b, keys)
+            done.append((await _atimed(a, keys), db))
+        else:
+            done.append((await _atimed(a, keys), await _atimed(b, keys)))
+    return _paired(lambda i: done[i], pairs)
 
 
 async def _held(pid: int, call) -> float:
@@ -130,21 +165,19 @@ def async_rates(tiered, plain, rc, redis_pid: int, quick: bool) -> dict:
     for c in (tiered, plain, rc):
         for k in keys:
             c.set(k, v)
-    reps = 10 if quick else 100
-    ops = keys * reps
+    pairs = 20 if quick else PAIRS
     core = tiered._cache._core
 
     async def go() -> dict:
         for k in keys:  # fill L1 (and this loop's pools)
             assert await tiered.aget(k) == v
         await rc.aget(keys[0])
-        res: dict = {"tiered_hit": [], "shmcache_hit": [], "tiered_miss": [], "redis_miss": []}
-        for _ in range(ROUNDS):  # interleaved
-            res["tiered_hit"].append(await _arate(tiered.aget, ops))
-            res["shmcache_hit"].append(await _arate(plain.aget, ops))
-            res["tiered_miss"].append(await _arate(tiered.aget, keys, core.flush))
-            res["redis_miss"].append(await _arate(rc.aget, keys))
-        out = {k: max(x) for k, x in res.items()}
+        hit = await _apaired(tiered.aget, plain.aget, keys, pairs)
+        miss = await _apaired(tiered.aget, rc.aget, keys[: 50 if quick else 200], pairs // 4, before_a=core.flush)
+        k = len(keys)
+        out = {"tiered_hit": hit["a"] * k, "shmcache_hit": hit["b"] * k, "hit_ratio": hit["ratio"],
+               "tiered_miss": miss["a"] * (50 if quick else 200), "redis_miss": miss["b"] * (50 if quick else 200),
+               "miss_ratio": miss["ratio"]}  # fmt: skip
         miss_key = "ahit:0"
         core.flush()
         out["held_ms"] = {
@@ -158,8 +191,8 @@ def async_rates(tiered, plain, rc, redis_pid: int, quick: bool) -> dict:
     out = asyncio.run(go())
     h = out["held_ms"]
     log(f"   aget L1 hit: TieredCache {out['tiered_hit']:,.0f}/s, SharedMemoryCache {out['shmcache_hit']:,.0f}/s "
-        f"({out['tiered_hit'] / out['shmcache_hit']:.2f}x); aget of an L1 miss: TieredCache {out['tiered_miss']:,.0f}/s, "
-        f"RedisCache {out['redis_miss']:,.0f}/s ({out['tiered_miss'] / out['redis_miss']:.2f}x); loop held with Redis "
+        f"({out['hit_ratio']:.2f}x); aget of an L1 miss: TieredCache {out['tiered_miss']:,.0f}/s, "
+        f"RedisCache {out['redis_miss']:,.0f}/s ({out['miss_ratio']:.2f}x); loop held with Redis "
         f"stopped 200 ms: TieredCache.aget {h['tiered_aget']:.1f} ms, RedisCache.aget {h['redis_aget']:.1f} ms, "
         f"sync get in the loop {h['sync_get_in_loop']:.1f} ms")
     return out
