@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.deps-stamp
 ACT     := VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH
 
-.PHONY: all venv build wheel lint test test-rust test-python test-matrix test-tools demo chaos soak fuzz bench clean
+.PHONY: all venv build wheel lint test test-rust test-python test-matrix test-tools valkey demo chaos soak fuzz bench clean
 
 all: test
 
@@ -77,6 +77,17 @@ test-tools:
 	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  { apt-get install -y -q redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -q redis-server >/dev/null; }; }; } || \
 	  echo "redis-server missing and not installable: the TieredCache tests (tests/tiered/) are skipped"
+	@command -v openssl >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get install -y -q openssl >/dev/null 2>&1; } || echo "openssl missing: the TLS tests are skipped"
+	@command -v valkey-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && $(MAKE) -s valkey; } || \
+	  echo "valkey-server missing and not installable: the Valkey tests (tests/tiered/test_production_redis.py) are skipped"
+
+# Valkey 8 from Debian's bookworm-backports (the suite added where missing).
+BACKPORTS := /etc/apt/sources.list.d/shmcache-bookworm-backports.sources
+valkey:
+	@grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/ || \
+	  printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' > $(BACKPORTS)
+	apt-get update -qq && apt-get install -y -q -t bookworm-backports valkey-server >/dev/null
 
 # tests/packaging/test_wheel.py's short run: the wheel in one fresh venv (oldest Python).
 test-python: build wheel test-tools

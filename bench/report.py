@@ -152,6 +152,7 @@ def targets(res: dict) -> list[dict]:
             r = s["ops_per_s"] / d["ops_per_s"]
             t(label, r >= need, f"shmcache {fnum(s['ops_per_s'])}/s vs django-redis {fnum(d['ops_per_s'])}/s = {r:.1f}× (need ≥ {need:.0f}×)")
     tiered_targets(res, t)
+    production_targets(res, t)
     faces_targets(res, t)
     return out
 
@@ -194,6 +195,56 @@ def tiered_targets(res: dict, t) -> None:
     h = a["held_ms"]
     t(names[5], h["tiered_aget"] <= 50, f"longest loop gap {h['tiered_aget']:.1f} ms (RedisCache.aget "
       f"{h['redis_aget']:.1f} ms; the sync get these methods used to run: {h['sync_get_in_loop']:.1f} ms)")
+
+
+def production_targets(res: dict, t) -> None:
+    """Issue 24: after a Sentinel failover L1 is live again within a few
+    seconds of the first successful write; Valkey's staleness as Redis's."""
+    pr = res.get("production")
+    names = ("TieredCache L1 live again ≤ 5 s after writes succeed again (Sentinel failover)",
+             "TieredCache staleness p99 ≤ 5 ms on loopback, idle, on Valkey")
+    if not pr:
+        for n in names:
+            t(n, None, (res.get("skipped") or {}).get("production", "not measured"))
+        return
+    f = pr["failover"]
+    if f.get("l1_live_s") is None or f.get("first_write_s") is None:
+        t(names[0], False, f"a trial never got there: {f.get('trials')}")
+    else:
+        gap = f["l1_live_s"] - f["first_write_s"]
+        t(names[0], gap <= 5, f"SIGKILL → replica promoted {f['promoted_s']:.2f} s → first write {f['first_write_s']:.2f} s "
+          f"→ L1 live {f['l1_live_s']:.2f} s (medians of {len(f['trials'])}; {gap:.2f} s after the first write)")
+    st = pr["staleness"]
+    v, r = st.get("valkey"), st["redis"]
+    if v is None:
+        t(names[1], None, "valkey-server not installed")
+    else:
+        t(names[1], v["p99_ms"] <= 5, f"Valkey p50 {v['p50_ms']:.3f} ms, p99 {v['p99_ms']:.3f} ms, max {v['max_ms']:.3f} ms; "
+          f"Redis in the same run p50 {r['p50_ms']:.3f}, p99 {r['p99_ms']:.3f}, max {r['max_ms']:.3f} ms")
+
+
+def production_section(res: dict, w) -> None:
+    pr = _heading(res, "production", "TieredCache on production Redis", w)
+    if not pr:
+        return
+    f = pr["failover"]
+    w("bench/production.py. **A Sentinel failover** (a primary, a replica, three sentinels with down-after 1 s; a "
+      "TieredClient host, its listener live; the primary SIGKILLed), seconds after the kill, each trial on a fresh set-up:")
+    w("")
+    w("| trial | replica promoted | first write succeeds | L1 live again | failovers counted |")
+    w("|---:|---:|---:|---:|---:|")
+    for i, tr in enumerate(f["trials"], 1):
+        cells = " | ".join("—" if tr[k] is None else f"{tr[k]:.2f} s" for k in ("promoted_s", "first_write_s", "l1_live_s"))
+        w(f"| {i} | {cells} | {tr['failovers']} |")
+    w("")
+    w("**Staleness after a remote write, Valkey beside Redis** (the method of bench/tiered.py, idle, each L2 a fresh server):")
+    w("")
+    w("| L2 | p50 ms | p99 ms | max ms | n |")
+    w("|---|---:|---:|---:|---:|")
+    for name, s in pr["staleness"].items():
+        if s:
+            w(f"| {name} | {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | {s['max_ms']:.3f} | {s['n']} |")
+    w("")
 
 
 # (stack, its in-process choice, its file and Redis choices) for the faces' targets (issue 23).
@@ -554,6 +605,7 @@ def markdown(res: dict, path: str, png_rel: str, json_rel: str) -> None:
                 w(f"| {labels.get(a, a)} | " + " | ".join(fnum(r[op]["ops_per_s"]) for op in ("lock_pair", "set_nx", "iter_keys", "delete_pattern")) + " |")
         w("")
     tiered_section(res, w)
+    production_section(res, w)
     faces_section(res, w)
     snap = res.get("snapshot")
     if snap:

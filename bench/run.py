@@ -90,7 +90,7 @@ def main() -> int:
     ap.add_argument("--no-install", action="store_true", help="never apt-get install redis-server/memcached")
     ap.add_argument("--no-callgrind", action="store_true", help="skip the valgrind profiles")
     ap.add_argument("--callgrind", action="store_true", help="run the valgrind profiles in --quick mode too")
-    ap.add_argument("--sections", default="core,raw,single,multi,extras,snapshot,resize,tiered,faces,hitratio,memory,profile",
+    ap.add_argument("--sections", default="core,raw,single,multi,extras,snapshot,resize,tiered,production,faces,hitratio,memory,profile",
                     help="comma-separated subset (default: all)")
     ap.add_argument("--backends", default="", help="comma-separated aliases (default: all)")
     ap.add_argument("--out", default=None, help="output stem (default docs/benchmarks + bench/results/latest)")
@@ -271,6 +271,18 @@ def main() -> int:
                 r = guarded("tiered", "tiered", tiered.run, redis_srv, quick)
                 if r is not None:
                     results["tiered"] = r
+
+        if "production" in sections:
+            from bench import production
+
+            log("== TieredCache on production Redis: a Sentinel failover's timeline, Valkey's staleness beside Redis's")
+            section("production")
+            if "redis-server" in server_skip:
+                results["skipped"]["production"] = server_skip["redis-server"]
+            else:
+                r = guarded("production", "production", production.run, quick)
+                if r is not None:
+                    results["production"] = r
 
         if "faces" in sections and "shmcache" in active:
             from bench import faces

@@ -41,6 +41,18 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
     ("lock_timeouts", "lock_timeouts", "counter", "Shard lock waits that gave up after LOCK_TIMEOUT."),
     ("lock_recoveries", "lock_recoveries", "counter", "Shard locks taken over from a dead holder."),
     ("shard_wipes", "shard_wipes", "counter", "Shards found damaged and wiped."),
+    # A TieredCache's L1 (only for a segment used as one): host-wide.
+    ("tier_l2_hits", "tier_l2_hits", "counter", "L1 misses answered by L2 (found)."),
+    ("tier_l2_misses", "tier_l2_misses", "counter", "L1 misses L2 did not hold either."),
+    ("tier_fills", "tier_fills", "counter", "L1 fills stored."),
+    ("tier_fills_rejected", "tier_fills_rejected", "counter", "L1 fills dropped by their fill token (an invalidation came first)."),
+    ("tier_invalidations", "tier_invalidations", "counter", "Keys invalidated in L1."),
+    ("tier_flushes", "tier_flushes", "counter", "L1 flushes (reconnects, FLUSHDB, clear)."),
+    ("tier_not_live_reads", "tier_not_live_reads", "counter", "Reads that bypassed L1 because it was not live."),
+    ("tier_not_live_ms", "tier_not_live_ms", "counter", "Milliseconds L1 was not live (the listener's watermark past MAX_STALENESS)."),
+    ("tier_listener_starts", "tier_listener_starts", "counter", "Listener elections won."),
+    ("tier_failovers", "tier_failovers", "counter", "Changes of L2's primary the listener followed (Sentinel failovers)."),
+    ("tier_l2_primary", "tier_l2_primary", "info", "L2's address the listener last reached (label primary)."),
 )
 PREFIX = "shmcache_"
 LABELS = ("location", "segment")
@@ -48,15 +60,31 @@ UP = ("up", "1 if the cache's segment exists and was read, else 0.")
 
 
 def read_stats(location: str) -> dict[str, Any] | None:
-    """``stats()`` of the segment of ``location`` whatever its SIZE, or None
-    if it has none or it cannot be read (a scrape must not fail for one
-    cache). Attaches for the call; no segment is created. An invalid
-    LOCATION is a ValueError."""
+    """``stats()`` of the segment of ``location`` whatever its SIZE (with
+    the tier's counters, ``tier_*``, for a TieredCache's L1), or None if it
+    has none or it cannot be read (a scrape must not fail for one cache).
+    Attaches for the call; no segment is created. An invalid LOCATION is a
+    ValueError."""
     _core.segment_name(location)  # ValueError naming LOCATION if it is not one
     try:
-        return _core.Cache.attach_existing(location).stats()
+        return _with_tier(_core.Cache.attach_existing(location))
     except (ValueError, _core.ShmCacheError):
         return None
+
+
+def _with_tier(core: _core.Cache) -> dict[str, Any]:
+    """`core`'s stats, and the tier's (host-wide counters, and the
+    listener's state: L2's address, failovers) if it is a tiered L1."""
+    from .tiered.listener import read_state, state_path
+
+    s = dict(core.stats())
+    tier, state = core.tier_stats(), read_state(state_path(core.segment))
+    if state or core.listener_pid or any(tier.values()):
+        s.update({f"tier_{k}": v for k, v in tier.items()})
+        s["tier_failovers"] = int(state.get("failovers", 0))
+        if state.get("primary"):
+            s["tier_l2_primary"] = str(state["primary"])
+    return s
 
 
 def _escape(v: str) -> str:
@@ -70,19 +98,21 @@ def prometheus_text(stats: Mapping[str, Mapping[str, Any] | None]) -> str:
 
     def family(name: str, kind: str, help: str, key: str | None) -> None:
         out.append(f"# HELP {PREFIX}{name} {help}")
-        out.append(f"# TYPE {PREFIX}{name} {kind}")
+        out.append(f"# TYPE {PREFIX}{name} {'gauge' if kind == 'info' else kind}")
         sample = f"{PREFIX}{name}_total" if kind == "counter" else f"{PREFIX}{name}"
         for loc, s in stats.items():
             seg = s.get("segment", _core.segment_name(loc)) if s else _core.segment_name(loc)
             labels = f'location="{_escape(loc)}",segment="{_escape(seg)}"'
             if key is None:
                 out.append(f"{sample}{{{labels}}} {1 if s else 0}")
+            elif s and key in s and kind == "info":
+                out.append(f'{sample}{{{labels},primary="{_escape(str(s[key]))}"}} 1')
             elif s and key in s:
                 out.append(f"{sample}{{{labels}}} {int(s[key])}")
 
     family(UP[0], "gauge", UP[1], None)
     for key, name, kind, help in METRICS:
-        family(name, kind, help, key)
+        family(name + "_info" if kind == "info" else name, kind, help, key)
     return "\n".join(out) + "\n"
 
 
@@ -98,7 +128,7 @@ def _location_and_stats(source: Any) -> tuple[str, dict[str, Any] | None]:
             f"not a shmcache cache or LOCATION: {source!r}; give LOCATION strings, shmcache.Cache objects "
             "or django caches of shmcache.django.SharedMemoryCache"
         )
-    return name, core.stats()
+    return name, _with_tier(core)
 
 
 def _prometheus_client() -> Any:
@@ -145,6 +175,13 @@ class ShmCacheCollector:
 
         yield samples(pc.GaugeMetricFamily(PREFIX + UP[0], UP[1], labels=LABELS), None)
         for key, name, kind, help in METRICS:
+            if kind == "info":  # the value is a label: primary="host:port"
+                fam = pc.GaugeMetricFamily(PREFIX + name + "_info", help, labels=[*LABELS, "primary"])
+                for loc, s in stats.items():
+                    if s and key in s:
+                        fam.add_metric([loc, s.get("segment", ""), str(s[key])], 1)
+                yield fam
+                continue
             # prometheus_client adds _total to a counter's samples itself.
             family = pc.CounterMetricFamily if kind == "counter" else pc.GaugeMetricFamily
             yield samples(family(PREFIX + name, help, labels=LABELS), key)

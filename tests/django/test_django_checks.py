@@ -309,3 +309,12 @@ def test_tiered_aliases_are_checked_with_their_own_options(tmp_path, locs):
     p = project(tmp_path, {"default": bad})("check")
     assert p.returncode == 1 and "shmcache.E001" in p.stderr and "invalid L2" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
+    # The Sentinel form: a good one passes (nothing contacted), a bad key is named.
+    sentinel = {"SENTINELS": [["10.0.0.7", 26379], ["10.0.0.8", 26379]], "SERVICE": "mymaster", "DB": 0,
+                "SENTINEL_OPTIONS": {"password": "x"}}  # fmt: skip
+    p = project(tmp_path, {"default": {**good, "OPTIONS": {"SIZE": "8MB", "L2": sentinel}}})("check")
+    assert p.returncode == 0 and "no issues" in p.stdout, p.stdout + p.stderr
+    p = project(tmp_path, {"default": {**good, "OPTIONS": {"SIZE": "8MB", "L2": {**sentinel, "SERVICE": 7}}}})("check")
+    assert p.returncode == 1 and "shmcache.E001" in p.stderr and "invalid L2 SERVICE" in p.stderr, p.stderr
+    p = project(tmp_path, {"default": {**good, "OPTIONS": {"SIZE": "8MB", "L2": {**sentinel, "SENTINAL_OPTIONS": {}}}}})("check")
+    assert p.returncode == 1 and "unknown key(s) SENTINAL_OPTIONS" in p.stderr, p.stderr

@@ -324,7 +324,7 @@ def test_get_or_set_computes_once_across_hosts(hosts, redis_server, use_async):
     assert {v for v, _ in got} == {"computed"}, got
     assert _computed(redis_server, key) == 1, "computed more than once"
     assert max(t for _, t in got) < 5, got
-    assert not r(redis_server).keys(b"\0shmcache-flight\0*"), "the marker was freed"
+    assert not r(redis_server).keys(PREFIX.encode() + b"\0shmcache-flight\0*"), "the marker was freed"
     assert a.workers[0]("get", key) == "computed" and b.workers[1]("get", key) == "computed"
 
 
@@ -341,7 +341,7 @@ def test_a_get_or_set_holder_that_dies_or_stops_frees_the_other_hosts_within_the
     holder.send("get_or_set", key, "never", 60.0, 20.0, False)
     wait_for(lambda: _computed(redis_server, key) == 1, 5, "the holder to start computing")
     time.sleep(FLIGHT_LEASE)  # its lease renewed meanwhile: the marker is still held
-    assert r(redis_server).exists(b"\0shmcache-flight\0" + key.encode())
+    assert r(redis_server).exists(PREFIX.encode() + b"\0shmcache-flight\0" + key.encode())
     for w in b.workers:
         w.send("get_or_set", key, "from-b", 0.1, 20.0, False)
     time.sleep(0.3)

@@ -38,10 +38,11 @@ def destroy_l1(location: str, prefix: str = PREFIX) -> None:
     seg = shmcache.segment_name(l1_location(location, prefix))
     _listener.stop_all()
     shmcache.destroy(l1_location(location, prefix))
-    try:
-        os.unlink(_listener.lock_path(seg))
-    except FileNotFoundError:
-        pass
+    for path in (_listener.lock_path(seg), _listener.state_path(seg)):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def _serve(client: TieredClient, conn: Any) -> None:
@@ -66,28 +67,67 @@ def _poll(client: TieredClient, key: str, expected: Any, timeout: float) -> floa
     return None
 
 
-async def _loop_of(call: Any, items: Any, duration: float | None, pause: float) -> list[tuple]:
+class Failed:
+    """A call's error, in a loop told to go on (`tolerate`): its text."""
+
+    def __init__(self, e: BaseException) -> None:
+        self.text = f"{type(e).__name__}: {e}"
+
+    def __repr__(self) -> str:
+        return f"<failed {self.text}>"
+
+
+async def _loop_of(call: Any, items: Any, duration: float | None, pause: float, tolerate: bool = False) -> list[tuple]:
     """Calls `call(item)` (sync, or a coroutine function) for each item in
-    turn, for `duration` s if given: (item, start, end, result) each."""
+    turn, for `duration` s if given: (item, start, end, result) each; with
+    `tolerate`, a call that raises gives a `Failed` and the loop goes on."""
     out = []
     end = None if duration is None else time.monotonic() + duration
     for item in items:
         if end is not None and time.monotonic() >= end:
             break
         t0 = time.monotonic()
-        v = call(item)
-        if asyncio.iscoroutine(v):
-            v = await v
+        try:
+            v = call(item)
+            if asyncio.iscoroutine(v):
+                v = await v
+        except Exception as e:  # noqa: BLE001 - recorded, for the test to judge
+            if not tolerate:
+                raise
+            v = Failed(e)
         out.append((item, t0, time.monotonic(), v))
         if pause:
             await asyncio.sleep(pause)
     return out
 
 
-def _read_loop(client: TieredClient, keys: list[str], duration: float, pause: float, use_async: bool = False) -> list:
-    """Reads (get, or aget) of `keys` in turn for `duration` s: (key, start, end, value) each."""
+def _read_loop(
+    client: TieredClient, keys: list[str], duration: float, pause: float, use_async: bool = False, tolerate: bool = False
+) -> list:
+    """Reads (get, or aget) of `keys` in turn for `duration` s: (key, start,
+    end, value) each; with `tolerate`, a read that raises gives a `Failed`."""
     cycle = (keys[i % len(keys)] for i in itertools.count())
-    return asyncio.run(_loop_of(client.aget if use_async else client.get, cycle, duration, pause))
+    return asyncio.run(_loop_of(client.aget if use_async else client.get, cycle, duration, pause, tolerate))
+
+
+def _set_when_possible(client: TieredClient, key: str, value: Any, timeout: float, use_async: bool = False) -> tuple:
+    """set (or aset) `key`, again and again while L2 refuses (a failover
+    under way), for at most `timeout` s: (the successful call's start, its
+    end, the attempts that failed)."""
+    deadline, failed = time.monotonic() + timeout, 0
+    while True:
+        t0 = time.monotonic()
+        try:
+            if use_async:
+                asyncio.run(client.aset(key, value))
+            else:
+                client.set(key, value)
+            return t0, time.monotonic(), failed
+        except Exception:  # noqa: BLE001 - ConnectionError, ReadOnlyError, TimeoutError while it fails over
+            failed += 1
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _write_loop(client: TieredClient, key: str, n: int, pause: float, use_async: bool = False) -> list[tuple]:
@@ -151,6 +191,9 @@ _OPS = {
     "aget": lambda c, k: asyncio.run(c.aget(k)),
     "aset": lambda c, k, v, t=None: asyncio.run(c.aset(k, v, t)),
     "aread_loop": lambda c, *a: _read_loop(c, *a, use_async=True),
+    "read_loop_tolerant": lambda c, keys, duration, pause, use_async: _read_loop(
+        c, keys, duration, pause, use_async=use_async, tolerate=True),
+    "set_when_possible": _set_when_possible,
     "awrite_loop": lambda c, *a: _write_loop(c, *a, use_async=True),
     "get_or_set": _get_or_set,
     "pause_fill": _pause_fill,

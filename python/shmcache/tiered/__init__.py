@@ -11,12 +11,21 @@
 
 from .client import TieredClient
 from .flight import FLIGHT_LEASE
-from .options import DEFAULT_L1_MAX_TIMEOUT, DEFAULT_MAX_STALENESS, TierOptions, l1_location, parse_django, parse_tier
+from .options import (
+    DEFAULT_L1_MAX_TIMEOUT,
+    DEFAULT_MAX_STALENESS,
+    L2Spec,
+    TierOptions,
+    l1_location,
+    parse_django,
+    parse_tier,
+)
 
 __all__ = [
     "DEFAULT_L1_MAX_TIMEOUT",
     "DEFAULT_MAX_STALENESS",
     "FLIGHT_LEASE",
+    "L2Spec",
     "TierOptions",
     "TieredClient",
     "l1_location",

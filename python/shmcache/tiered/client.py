@@ -117,12 +117,12 @@ class TieredClient(AsyncClientBase):
         self, name: str, settings: Settings, tier: TierOptions, default_timeout: float | None, json_encoder: type | None
     ) -> None:
         self.l1 = Cache.from_settings(name, settings, default_timeout, "log", json_encoder)
-        self.l2 = L2(tier.url, tier.l2_options)
+        self.l2 = L2(tier.l2)
         self.name = self.l1.name
         self.default_timeout = default_timeout
         self._raise = False  # L1's errors are logged, and L2 answers (`_api.on_error`)
         self.pickle_protocol = settings.pickle_protocol
-        self.l2_url = tier.url
+        self.l2_spec = tier.l2
         self._core = self.l1.core  # the tier's L1 words live beside the items
         self.key_prefix = tier.key_prefix
         self.max_staleness = tier.max_staleness
@@ -623,11 +623,14 @@ class TieredClient(AsyncClientBase):
         await self.l2.arun(self._clear())
 
     def stats(self) -> dict:
-        """The tier's counters (host-wide), the listener, and L1's own stats."""
+        """The tier's counters (host-wide; `not_live_ms` the time L1 was not
+        live), the listener (L2's address it last reached, `l2_primary`, and
+        the failovers it followed), and L1's own stats."""
         from .._core import monotonic_ms
 
         l1 = self._core.stats()
         wm = self._core.watermark_ms
+        state = listener.read_state(listener.state_path(self.segment))
         return {
             "l1_hits": l1["hits"],
             "l1_misses": l1["misses"],
@@ -636,6 +639,9 @@ class TieredClient(AsyncClientBase):
             "watermark_age_ms": None if not wm else monotonic_ms() - wm,
             "listener_pid": self._core.listener_pid,
             "listener_here": listener.running_here(self.segment),
+            "l2": self.l2_spec.describe(),
+            "l2_primary": state.get("primary"),
+            "failovers": int(state.get("failovers", 0)),
             "redis_commands": self.l2.commands,
             "l1": l1,
         }

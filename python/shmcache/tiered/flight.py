@@ -1,7 +1,7 @@
 """get_or_set on a tier: one computation across every host.
 
-A miss takes a marker in Redis (``SET NX`` with a lease of FLIGHT_LEASE, on a
-key outside every KEY_PREFIX), computes, stores the value (``add``) and frees
+A miss takes a marker in Redis (``SET NX`` with a lease of FLIGHT_LEASE, on
+`marker_key`), computes, stores the value (``add``) and frees
 the marker (compare-and-delete). The others, on any host, poll for the value
 (pauses doubling from 0.5 ms to 20 ms) and take the marker over once it
 lapses: a thread renews the holder's lease while it computes, so a holder
@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Generator
 from typing import Any
 
-from .._api import _MISSING, _check_wait, _flight_key, log
+from .._api import _MISSING, _check_wait, log
 from .l2 import cmd, set_cmd
 
 FLIGHT_LEASE = 2.0
@@ -58,7 +58,7 @@ def flight(tier: Any, key: Any, default: Any, timeout: Any, wait: float) -> Gene
         return v
     if not callable(default):
         return (yield from _store_then_get(tier, key, default, timeout))
-    marker = _flight_key(key)
+    marker = marker_key(tier.key_prefix, key)
     token = uuid.uuid4().hex
     deadline = time.monotonic() + wait
     lease_ms = max(1, int(min(FLIGHT_LEASE, max(wait, 0.01)) * 1000))
@@ -86,6 +86,18 @@ def flight(tier: Any, key: Any, default: Any, timeout: Any, wait: float) -> Gene
         v = yield from tier._get(key, _MISSING)
         if v is not _MISSING:
             return v
+
+
+def marker_key(prefix: str, key: Any) -> Any:
+    """The marker of `key`'s computation: under the tracking prefix, so an
+    ACL that allows the prefix's keys (``~site*``) allows it, but never a
+    made key (a NUL follows the prefix where a made key has ':'), so no key
+    iteration lists it."""
+    if isinstance(key, bytes):
+        return prefix.encode("utf-8", "surrogatepass") + b"\0shmcache-flight\0" + key
+    if isinstance(key, str):
+        return f"{prefix}\0shmcache-flight\0{key}"
+    raise TypeError(f"cache keys must be str or bytes, not {type(key).__name__}")
 
 
 def _store_then_get(tier: Any, key: Any, value: Any, timeout: Any) -> Generator[Any, Any, Any]:

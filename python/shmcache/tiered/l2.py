@@ -23,6 +23,8 @@ import time
 from collections.abc import Generator
 from typing import Any
 
+from .options import L2Spec
+
 Request = tuple  # (transaction: bool, commands: tuple of command tuples)
 
 # INCRBY only if the key exists (Django's incr raises on a missing key).
@@ -95,22 +97,38 @@ class _Drive:
 
 
 class L2:
-    """Redis at `url` with redis-py's connection-pool `options`: a client
-    for the sync driver, and one per event loop for the async driver
-    (asyncio connections belong to one loop) made on the loop's first call
-    and closed by `aclose`; pools of loops that closed without it are
-    dropped when another loop opens one (their sockets close as they are
-    collected)."""
+    """Redis at `spec` (`options.L2Spec`: a URL, or a primary found through
+    sentinels, followed across a failover): a client for the sync driver,
+    and one per event loop for the async driver (asyncio connections belong
+    to one loop) made on the loop's first call and closed by `aclose`;
+    pools of loops that closed without it are dropped when another loop
+    opens one (their sockets close as they are collected)."""
 
-    def __init__(self, url: str, options: dict) -> None:
+    def __init__(self, spec: L2Spec) -> None:
         redis = import_redis()
-        self.url, self.options = url, options
+        self.spec = spec
         self.redis_module = redis
         self.errors = redis.exceptions  # Redis errors are matched by class
-        self.sync = redis.Redis(connection_pool=redis.ConnectionPool.from_url(url, **options))
+        if spec.sentinels:
+            from redis.sentinel import Sentinel
+
+            self._sentinel = Sentinel(list(spec.sentinels), sentinel_kwargs=spec.sentinel_options, **spec.options)
+            self.sync = self._sentinel.master_for(spec.service, db=spec.db)
+        else:
+            self.sync = redis.Redis(connection_pool=redis.ConnectionPool.from_url(spec.url, **spec.options))
         self._aclients: dict[asyncio.AbstractEventLoop, tuple[int, Any]] = {}
         self._aclients_lock = threading.Lock()
         self.commands = 0  # Redis commands sent (the bench counts them)
+
+    def _new_async_client(self) -> Any:
+        if self.spec.sentinels:
+            from redis.asyncio.sentinel import Sentinel
+
+            s = self.spec
+            return Sentinel(list(s.sentinels), sentinel_kwargs=s.sentinel_options, **s.options).master_for(s.service, db=s.db)
+        from redis import asyncio as aioredis
+
+        return aioredis.Redis(connection_pool=aioredis.ConnectionPool.from_url(self.spec.url, **self.spec.options))
 
     # -- the sync driver --
 
@@ -147,12 +165,10 @@ class L2:
         got = self._aclients.get(loop)
         if got is not None and got[0] == os.getpid():
             return got[1]
-        from redis import asyncio as aioredis
-
         with self._aclients_lock:
             for old in [lp for lp, (pid, _) in self._aclients.items() if lp.is_closed() or pid != os.getpid()]:
                 del self._aclients[old]
-            r = aioredis.Redis(connection_pool=aioredis.ConnectionPool.from_url(self.url, **self.options))
+            r = self._new_async_client()
             self._aclients[loop] = (os.getpid(), r)
         return r
 
@@ -210,6 +226,12 @@ class L2:
     def listener_connections(self) -> Any:
         """A factory of raw connections for the invalidation listener:
         RESP2 (pub/sub), no automatic health-check PINGs (they would read its
-        replies), and a name to find it by in CLIENT LIST."""
-        opts = {**self.options, "protocol": 2, "health_check_interval": 0, "client_name": "shmcache-listener"}
-        return self.redis_module.ConnectionPool.from_url(self.url, **opts).make_connection
+        replies), and a name to find it by in CLIENT LIST. Behind sentinels,
+        each connection asks them for the primary as it connects."""
+        s = self.spec
+        opts = {**s.options, "protocol": 2, "health_check_interval": 0, "client_name": "shmcache-listener"}
+        if s.sentinels:
+            from redis.sentinel import SentinelConnectionPool
+
+            return SentinelConnectionPool(s.service, self._sentinel, db=s.db, **opts).make_connection
+        return self.redis_module.ConnectionPool.from_url(s.url, **opts).make_connection

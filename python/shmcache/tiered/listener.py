@@ -31,6 +31,7 @@ factory of connections to L2 and a redis-py client (for the canary).
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import stat
@@ -59,6 +60,67 @@ PONG_TIMEOUT = 5.0
 # How long the startup canary waits for its own invalidation.
 CANARY_WAIT = 2.0
 CHANNEL = b"__redis__:invalidate"
+
+
+# The most often one kind of the listener's failures is logged.
+LOG_EVERY = 60.0
+
+
+def _refused(e: Exception) -> bool:
+    """An error that retrying will not cure soon: a wrong password, an ACL
+    user without a permission the listener needs."""
+    from redis import exceptions as x
+
+    return isinstance(e, (x.AuthenticationError, x.AuthorizationError, x.NoPermissionError)) or (
+        isinstance(e, x.ResponseError) and str(e).startswith(("WRONGPASS", "NOPERM", "NOAUTH"))
+    )
+
+
+def _address(conn: Any) -> str:
+    """host:port (or the socket's path) of the server a connection reached."""
+    if getattr(conn, "path", None):
+        return str(conn.path)
+    return f"{conn.host}:{conn.port}"
+
+
+def _refuse_a_cluster(conn: Any) -> None:
+    """A Redis Cluster node: not supported (each key lives on one node; its
+    invalidations come from that node alone)."""
+    from redis.exceptions import ResponseError
+
+    try:
+        conn.send_command("INFO", "cluster")
+        info = conn.read_response()
+    except ResponseError:
+        return  # INFO not allowed to this user: nothing to tell
+    if b"cluster_enabled:1" in (info if isinstance(info, bytes) else str(info).encode()):
+        raise TrackingUnavailable(
+            "L2 is a Redis Cluster node; TieredCache supports one Redis server or a primary behind sentinels "
+            "(docs/tiered.md, 'Redis Cluster')"
+        )
+
+
+def state_path(segment: str) -> str:
+    """The listener's state beside the election file: L2's address it last
+    reached and the failovers followed (JSON, replaced whole)."""
+    return lock_path(segment) + ".state"
+
+
+def read_state(path: str) -> dict:
+    try:
+        with open(path) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def write_state(path: str, state: dict) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(state, f)
+    os.replace(tmp, path)
 
 
 class TrackingUnavailable(RuntimeError):
@@ -118,40 +180,65 @@ class Listener:
         self.ping_ms = ping_ms(max_staleness)
         self.stop = stop or threading.Event()
         self.sessions = 0
-        self._warned_tracking = False
+        self._said: dict[str, tuple[float | None, int]] = {}
+        self.state_path = state_path(core.segment)
         wm = core.watermark_ms
         self._last_wm = wm or None  # for "time not live": a predecessor's last watermark
 
     # -- the loop --
 
     def run(self) -> None:
-        """Connect, listen, reconnect (backoff 0.05 s .. 1 s) until `stop`."""
+        """Connect, listen, reconnect until `stop`: after a lost connection
+        (a failover, a restart) at once, then backing off to 1 s; after an
+        error that retrying will not cure soon (a wrong password, a missing
+        permission) from 1 s to 30 s; after Redis refused tracking, every
+        30 s. Each kind of failure is logged at most once a minute."""
         self.core.set_listener_pid(os.getpid())
         self.core.tier_add("listener_starts", 1)
-        backoff = 0.05
+        backoff, cap = 0.05, 1.0
         while not self.stop.is_set():
             t0 = time.monotonic()
             try:
                 self._session()
             except TrackingUnavailable as e:
-                if not self._warned_tracking:
-                    log.error(
-                        "shmcache tiered: Redis sends no invalidations (%s); every read goes to L2 (L1 unused). "
-                        "Enable CLIENT TRACKING on the server, or use SharedMemoryCache or RedisCache alone",
-                        e,
-                    )
-                    self._warned_tracking = True
+                self._say(
+                    logging.ERROR, "tracking",
+                    "shmcache tiered: Redis sends no invalidations (%s); every read goes to L2 (L1 unused). "
+                    "Enable CLIENT TRACKING on the server (and give the user the listener's permissions: "
+                    "docs/tiered.md, 'Production Redis'), or use SharedMemoryCache or RedisCache alone", e,
+                )  # fmt: skip
                 self.stop.wait(30.0)
                 continue
             except Exception as e:  # noqa: BLE001 - any failure: not live, reconnect
-                if not self.stop.is_set():
-                    log.warning("shmcache tiered: invalidation connection lost (%s: %s); reconnecting", type(e).__name__, e)
+                if self.stop.is_set():
+                    break
+                if _refused(e):  # a wrong password, a missing permission: slow down, say so
+                    backoff, cap = max(backoff, 1.0), 30.0
+                    self._say(logging.ERROR, "refused", "shmcache tiered: Redis refused the invalidation listener "
+                              "(%s: %s); retrying every %s s at most", type(e).__name__, e, cap)  # fmt: skip
+                else:
+                    cap = 1.0
+                    self._say(logging.WARNING, "lost", "shmcache tiered: invalidation connection lost (%s: %s); "
+                              "reconnecting", type(e).__name__, e)  # fmt: skip
             finally:
                 self.core.set_watermark_ms(0)
             if time.monotonic() - t0 > 5:
-                backoff = 0.05
+                backoff = 0.05 if cap == 1.0 else 1.0
             self.stop.wait(backoff)
-            backoff = min(backoff * 2, 1.0)
+            backoff = min(backoff * 2, cap)
+
+    def _say(self, level: int, kind: str, msg: str, *args: Any) -> None:
+        """Log `msg` unless this kind of failure was logged less than a
+        minute ago (then count it, and say how many came meanwhile)."""
+        now = time.monotonic()
+        last, quiet = self._said.get(kind, (None, 0))
+        if last is not None and now - last < LOG_EVERY:
+            self._said[kind] = (last, quiet + 1)
+            return
+        if quiet:
+            msg += f" ({quiet} more time(s) in the last minute)"
+        self._said[kind] = (now, 0)
+        log.log(level, msg, *args)
 
     def _session(self) -> None:
         from redis.exceptions import ResponseError  # a listener runs only with redis-py
@@ -159,6 +246,8 @@ class Listener:
         conn = self.connect()
         try:
             conn.connect()
+            _refuse_a_cluster(conn)  # before SUBSCRIBE: then only (UN)SUBSCRIBE and PING are allowed
+            self._connected_to(_address(conn))
             try:
                 conn.send_command("CLIENT", "ID")
                 cid = conn.read_response()
@@ -178,6 +267,17 @@ class Listener:
             self._listen(conn)
         finally:
             conn.disconnect()
+
+    def _connected_to(self, address: str) -> None:
+        """Note L2's address in the state file; a new one (the sentinels
+        promoted a replica, since this or an earlier listener's last
+        session) counts as a failover followed."""
+        state = read_state(self.state_path)
+        failovers = int(state.get("failovers", 0))
+        if state.get("primary") and state["primary"] != address:
+            failovers += 1
+            log.warning("shmcache tiered: L2's primary is now %s (was %s): a failover followed", address, state["primary"])
+        write_state(self.state_path, {"primary": address, "failovers": failovers, "pid": os.getpid()})
 
     def _canary(self, conn: Any) -> None:
         """Write a key under the prefix and wait for its invalidation."""

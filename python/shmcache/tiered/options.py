@@ -6,7 +6,9 @@ segment's LOCATION (one per LOCATION and KEY_PREFIX)."""
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .._options import (
@@ -19,6 +21,7 @@ from .._options import (
 
 TIER_OPTIONS = ("L2", "MAX_STALENESS", "L1_MAX_TIMEOUT", "L1_EXCLUDE")
 _L2_SCHEMES = ("redis://", "rediss://", "unix://")
+_CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://", "redis-cluster://")
 # Options of Django's RedisCache that change what is stored or where: values
 # must stay in RedisCache's own format, and reads must go to the primary.
 _L2_REFUSED = ("serializer", "pool_class", "parser_class")
@@ -27,35 +30,119 @@ DEFAULT_MAX_STALENESS = 1.0
 DEFAULT_L1_MAX_TIMEOUT = 300.0
 
 
-def parse_l2(value: object, option: str = "L2") -> tuple[str, dict]:
-    """(url, connection options) from a Redis URL or a dict like Django's
-    RedisCache settings ({"LOCATION": url, "OPTIONS": {...}})."""
-    opts: dict = {}
-    if isinstance(value, Mapping):
-        unknown = set(value) - {"LOCATION", "OPTIONS"}
-        if unknown:
-            raise ValueError(f"invalid {option}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; give LOCATION and OPTIONS")
-        loc = value.get("LOCATION")
-        if isinstance(loc, (list, tuple)):
-            if len(loc) != 1:
-                raise ValueError(
-                    f"invalid {option} LOCATION: {loc!r}; give one Redis server (read replicas would break the "
-                    "staleness bound, and Redis Cluster is not supported)"
-                )
-            loc = loc[0]
-        opts = dict(value.get("OPTIONS") or {})
-        refused = sorted(set(opts) & set(_L2_REFUSED))
-        if refused:
-            raise ValueError(
-                f"invalid {option} OPTIONS: {', '.join(refused)} not supported (L2 keeps RedisCache's own format)"
-            )
-        value = loc
+@dataclass(frozen=True)
+class L2Spec:
+    """Where L2 is: a Redis URL, or a primary found through sentinels
+    (SERVICE, DB); `options` are redis-py's connection arguments for the
+    server (password, ssl_*, timeouts), `sentinel_options` those for the
+    sentinels."""
+
+    url: str | None
+    options: dict
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service: str = ""
+    db: int = 0
+    sentinel_options: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """For logs and errors (no password)."""
+        if self.sentinels:
+            return f"sentinel service {self.service!r} (db {self.db}) via " + ", ".join(f"{h}:{p}" for h, p in self.sentinels)
+        return _without_password(self.url or "")
+
+
+def _without_password(url: str) -> str:
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+_URL_KEYS = {"LOCATION", "OPTIONS"}
+_SENTINEL_KEYS = {"SENTINELS", "SERVICE", "DB", "OPTIONS", "SENTINEL_OPTIONS"}
+
+
+def _check_options(opts: object, option: str) -> dict:
+    if opts is None:
+        return {}
+    if not isinstance(opts, Mapping) or not all(isinstance(k, str) for k in opts):
+        raise ValueError(f"invalid {option}: {opts!r}; give a dict of redis-py connection arguments")
+    refused = sorted(set(opts) & set(_L2_REFUSED))
+    if refused:
+        raise ValueError(f"invalid {option}: {', '.join(refused)} not supported (L2 keeps RedisCache's own format)")
+    return dict(opts)
+
+
+def _check_url(value: object, option: str) -> str:
+    if isinstance(value, str) and value.startswith(_CLUSTER_SCHEMES):
+        raise ValueError(
+            f"invalid {option}: {value!r}: Redis Cluster is not supported (docs/tiered.md, 'Redis Cluster'); give one "
+            "Redis server, or a primary behind sentinels (SENTINELS, SERVICE)"
+        )
     if not isinstance(value, str) or not value.startswith(_L2_SCHEMES):
         raise ValueError(
-            f"invalid {option}: {value!r}; give a Redis URL (redis://host:port/db, rediss://..., unix:///path) "
-            "or a dict with LOCATION and OPTIONS"
+            f"invalid {option}: {value!r}; give a Redis URL (redis://host:port/db, rediss://..., unix:///path), "
+            "a dict with LOCATION and OPTIONS, or one with SENTINELS and SERVICE"
         )
-    return value, opts
+    return value
+
+
+def _check_sentinels(value: Mapping, option: str) -> L2Spec:
+    unknown = set(value) - _SENTINEL_KEYS
+    if unknown:
+        raise ValueError(
+            f"invalid {option}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; a Sentinel L2 takes "
+            f"{', '.join(sorted(_SENTINEL_KEYS))}"
+        )
+    nodes = value.get("SENTINELS")
+    if (
+        not isinstance(nodes, (list, tuple))
+        or not nodes
+        or not all(
+            isinstance(n, (list, tuple)) and len(n) == 2 and isinstance(n[0], str) and n[0]
+            and isinstance(n[1], int) and not isinstance(n[1], bool) and 0 < n[1] < 65536
+            for n in nodes
+        )
+    ):  # fmt: skip
+        raise ValueError(
+            f"invalid {option} SENTINELS: {nodes!r}; give a list of [host, port] pairs, e.g. "
+            "[['10.0.0.7', 26379], ['10.0.0.8', 26379], ['10.0.0.9', 26379]]"
+        )
+    service = value.get("SERVICE")
+    if not isinstance(service, str) or not service:
+        raise ValueError(f"invalid {option} SERVICE: {service!r}; give the name the sentinels monitor, e.g. 'mymaster'")
+    db = value.get("DB", 0)
+    if isinstance(db, bool) or not isinstance(db, int) or db < 0:
+        raise ValueError(f"invalid {option} DB: {db!r}; give a database number (0 or more)")
+    opts = _check_options(value.get("OPTIONS"), f"{option} OPTIONS")
+    if "db" in opts:
+        raise ValueError(f"invalid {option} OPTIONS: db; give the database as {option} DB")
+    return L2Spec(
+        None, opts, tuple((h, p) for h, p in nodes), service, db, _check_options(value.get("SENTINEL_OPTIONS"), f"{option} SENTINEL_OPTIONS")
+    )
+
+
+def parse_l2(value: object, option: str = "L2") -> L2Spec:
+    """L2 from a Redis URL, a dict like Django's RedisCache settings
+    ({"LOCATION": url, "OPTIONS": {...}}), or a Sentinel dict ({"SENTINELS":
+    [[host, port], ...], "SERVICE": name, "DB": 0, "OPTIONS": {...},
+    "SENTINEL_OPTIONS": {...}}); each error names the key to change."""
+    if not isinstance(value, Mapping):
+        return L2Spec(_check_url(value, option), {})
+    if "SENTINELS" in value or "SERVICE" in value:
+        return _check_sentinels(value, option)
+    unknown = set(value) - _URL_KEYS
+    if unknown:
+        raise ValueError(
+            f"invalid {option}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; give LOCATION and OPTIONS "
+            "(or SENTINELS, SERVICE, DB, OPTIONS and SENTINEL_OPTIONS for a primary behind sentinels)"
+        )
+    loc = value.get("LOCATION")
+    if isinstance(loc, (list, tuple)):
+        if len(loc) != 1:
+            raise ValueError(
+                f"invalid {option} LOCATION: {loc!r}; give one Redis server (read replicas would break the "
+                "staleness bound, and Redis Cluster is not supported: docs/tiered.md, 'Redis Cluster')"
+            )
+        loc = loc[0]
+    return L2Spec(_check_url(loc, option), _check_options(value.get("OPTIONS"), f"{option} OPTIONS"))
 
 
 def parse_max_staleness(value: object, option: str = "MAX_STALENESS") -> float:
@@ -122,8 +209,7 @@ def parse_django(location: object, options: Mapping[str, Any], key_prefix: objec
 class TierOptions(NamedTuple):
     """The tier's own options, checked."""
 
-    url: str  # L2's Redis URL
-    l2_options: dict  # redis-py connection-pool arguments
+    l2: L2Spec  # where L2 is, and how to connect
     key_prefix: str  # the tracking PREFIX (Django's KEY_PREFIX)
     max_staleness: float
     l1_max_timeout: float | None
@@ -143,10 +229,8 @@ def parse_tier(
     names = (*TIER_OPTIONS, "KEY_PREFIX") if django else ("l2", "max_staleness", "l1_max_timeout", "l1_exclude", "key_prefix")
     if not isinstance(key_prefix, str):
         raise ValueError(f"invalid {names[4]}: {key_prefix!r}; give a str")
-    url, l2_options = parse_l2(l2, names[0])
     return TierOptions(
-        url,
-        l2_options,
+        parse_l2(l2, names[0]),
         key_prefix,
         parse_max_staleness(max_staleness, names[1]),
         parse_l1_max_timeout(l1_max_timeout, names[2]),

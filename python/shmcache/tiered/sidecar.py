@@ -7,6 +7,7 @@ process's death."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -18,11 +19,22 @@ from .client import TieredClient
 from .listener import TRY_EVERY, lock_path, log, try_lock
 
 
+def _l2_arg(value: str) -> object:
+    """A Redis URL, or a JSON object: the same forms as OPTIONS L2."""
+    if not value.lstrip().startswith("{"):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--l2 is not valid JSON: {e}") from None
+
+
 def main(argv: list[str]) -> int:
     """Run the listener of LOCATION's L1 in the foreground until SIGTERM/SIGINT."""
     p = argparse.ArgumentParser(prog="shmcache listen", description=__doc__)
     p.add_argument("location", help="the TieredCache's LOCATION")
-    p.add_argument("--l2", required=True, help="the Redis URL (OPTIONS L2)")
+    p.add_argument("--l2", required=True, type=_l2_arg,
+                   help="OPTIONS L2: a Redis URL, or its dict form as JSON (LOCATION/OPTIONS, or SENTINELS/SERVICE/...)")
     p.add_argument("--prefix", default="", help="the KEY_PREFIX (default '')")
     p.add_argument("--max-staleness", type=float, default=1.0, help="seconds (OPTIONS MAX_STALENESS; default 1.0)")
     p.add_argument("--size", default="64MB", help="SIZE, if this process creates the L1 segment (default 64MB)")
