@@ -204,7 +204,7 @@ def production_targets(res: dict, t) -> None:
     seconds of the first successful write; Valkey's staleness as Redis's."""
     pr = res.get("production")
     names = ("TieredCache L1 live again ≤ 5 s after writes succeed again (Sentinel failover)",
-             "TieredCache staleness p99 ≤ 5 ms on loopback, idle, on Valkey")
+             "TieredCache staleness on Valkey as on Redis (p99 ≤ 2× Redis's, or within 2 ms of it, same run)")
     if not pr:
         for n in names:
             t(n, None, (res.get("skipped") or {}).get("production", "not measured"))
@@ -221,7 +221,8 @@ def production_targets(res: dict, t) -> None:
     if v is None:
         t(names[1], None, "valkey-server not installed")
     else:
-        t(names[1], v["p99_ms"] <= 5, f"Valkey p50 {v['p50_ms']:.3f} ms, p99 {v['p99_ms']:.3f} ms, max {v['max_ms']:.3f} ms; "
+        ok = v["p99_ms"] <= max(2 * r["p99_ms"], r["p99_ms"] + 2)
+        t(names[1], ok, f"Valkey p50 {v['p50_ms']:.3f} ms, p99 {v['p99_ms']:.3f} ms, max {v['max_ms']:.3f} ms; "
           f"Redis in the same run p50 {r['p50_ms']:.3f}, p99 {r['p99_ms']:.3f}, max {r['max_ms']:.3f} ms")
 
 
