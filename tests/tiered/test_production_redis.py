@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,6 +116,11 @@ def test_a_sentinel_failover_is_followed_with_the_bound_kept(sentinels, hosts, m
         assert a.core.listener_pid in {w.pid for w in alive}, "a surviving worker took the listener over"
 
 
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None,
+                                   reason="openssl not installed (make test-tools installs it as root)")
+
+
+@needs_openssl
 def test_sentinels_with_a_password_and_tls(tmp_path, hosts):
     tls = TLSFiles.make(str(tmp_path / "certs"))
     s = SentinelSet(str(tmp_path / "sentinel"), sentinel_password="s3ntinel", tls=tls)
@@ -248,6 +254,7 @@ def test_a_wrong_password_is_one_clear_error_within_seconds_and_the_listener_say
 # ---------------------------------------------------------------- TLS, Valkey, Cluster
 
 
+@needs_openssl
 def test_mutual_tls(tmp_path, hosts, location):
     tls = TLSFiles.make(str(tmp_path / "certs"))
     srv = RedisServer(str(tmp_path / "redis"), tls=tls)
