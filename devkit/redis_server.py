@@ -117,7 +117,7 @@ class RedisServer:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.exe} exited with {self.proc.returncode} (see {self.dir})")
+                raise RuntimeError(f"{self.exe} exited with {self.proc.returncode}: {self._log_tail()}")
             try:
                 if self._ping().startswith((b"+PONG", b"-NOAUTH", b"-NOPERM", b"-ERR")):
                     return
@@ -125,6 +125,14 @@ class RedisServer:
                 pass
             time.sleep(0.02)
         raise RuntimeError(f"{self.exe} did not answer on 127.0.0.1:{self.port}")
+
+    def _log_tail(self, lines: int = 3) -> str:
+        """The last lines of the server's log, where it says why it stopped."""
+        try:
+            with open(os.path.join(self.dir, "redis.log"), errors="replace") as f:
+                return " | ".join(line.strip() for line in f.readlines()[-lines:])
+        except OSError as e:
+            return f"no log in {self.dir} ({e})"
 
     def _ping(self) -> bytes:
         with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:

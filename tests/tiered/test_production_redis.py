@@ -21,6 +21,7 @@ import redis
 from tiered_hosts import PREFIX, Failed, Host, destroy_l1
 
 import shmcache
+from devkit.net import free_port
 from devkit.redis_server import RedisServer, SentinelSet, TLSFiles, redis_server_path
 from devkit.wait import wait_for
 from shmcache.tiered import TieredClient
@@ -306,7 +307,9 @@ def test_djangos_cache_suite_on_tiered_with_valkey(tmp_path):
 
 
 def test_a_cluster_node_is_refused_with_a_clear_error(tmp_path, location, caplog):
-    srv = RedisServer(str(tmp_path / "cluster"), ["--cluster-enabled", "yes",
+    # The bus port is given: by default it is the port + 10000, which an
+    # ephemeral port above 55535 leaves no room for (redis-server exits).
+    srv = RedisServer(str(tmp_path / "cluster"), ["--cluster-enabled", "yes", "--cluster-port", str(free_port()),
                                                   "--cluster-config-file", str(tmp_path / "nodes.conf")])  # fmt: skip
     c = TieredClient(location, srv.url, key_prefix=PREFIX, size="8MB")
     try:
