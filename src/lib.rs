@@ -32,7 +32,7 @@ mod python;
 pub use cache::keyscan::KeyScan;
 pub use cache::{ShmCache, Value, Wait};
 pub use error::{Error, Result};
-pub use mem::layout::Config;
+pub use mem::layout::{Config, LAYOUT_VERSION};
 pub use mem::segment::{destroy, segment_name};
 pub use migrate::MigrateStats;
 pub use shard::encoding::{Int, IntBytes, ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};

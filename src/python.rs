@@ -26,7 +26,7 @@ mod errors;
 mod scan;
 mod tier;
 
-use crate::shard::encoding::{ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
+use crate::{ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_PICKLE, ENC_STR};
 use errors::{LockTimeout, SegmentError, ShmCacheError, SnapshotError, ValueTooLarge};
 use pyo3::prelude::*;
 
@@ -58,7 +58,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ENC_INT", ENC_INT)?;
     m.add("ENC_STR", ENC_STR)?;
     m.add("ENC_BIGINT", ENC_BIGINT)?;
-    m.add("LAYOUT_VERSION", crate::mem::layout::LAYOUT_VERSION)?;
+    m.add("LAYOUT_VERSION", crate::LAYOUT_VERSION)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(admin::segment_name, m)?)?;
     m.add_function(wrap_pyfunction!(admin::destroy, m)?)?;

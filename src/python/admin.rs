@@ -6,8 +6,8 @@ use super::cache::Cache;
 use super::convert::lock_timeout_secs;
 use super::errors::to_py;
 use crate::cache::ShmCache;
-use crate::mem::layout::Config;
-use crate::mem::segment;
+use crate::Config;
+
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -135,14 +135,14 @@ impl Cache {
 /// The /dev/shm name a LOCATION maps to for this user.
 #[pyfunction]
 pub(super) fn segment_name(location: &str) -> PyResult<String> {
-    segment::segment_name(location).map_err(to_py)
+    crate::segment_name(location).map_err(to_py)
 }
 
 /// Unlink the segment of LOCATION; attached processes keep working on their
 /// mapping until they exit. Returns False if there was none.
 #[pyfunction]
 pub(super) fn destroy(location: &str) -> PyResult<bool> {
-    segment::destroy(&segment::segment_name(location).map_err(to_py)?).map_err(to_py)
+    crate::destroy(&crate::segment_name(location).map_err(to_py)?).map_err(to_py)
 }
 
 /// Migrate the existing cache LOCATION to a new geometry now, under live
@@ -173,7 +173,7 @@ pub(super) fn resize<'py>(
 #[cfg(feature = "test-hooks")]
 #[pyfunction]
 pub(super) fn _set_test_pause_ms(ms: u64) {
-    crate::shard::ops::set_test_pause_ms(ms);
+    crate::set_test_pause_ms(ms);
 }
 
 /// Test hook (feature `test-hooks`): shift this process's clock by `ms`.

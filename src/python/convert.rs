@@ -4,8 +4,8 @@
 
 use super::errors::to_py;
 use crate::error::Error;
-use crate::shard::encoding::{Int, IntBytes, ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_STR};
 use crate::time;
+use crate::{Int, IntBytes, ENC_BIGINT, ENC_BYTES, ENC_INT, ENC_STR};
 use num_bigint::BigInt;
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;

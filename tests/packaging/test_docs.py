@@ -65,3 +65,15 @@ def test_faces_call_only_the_client():
         src = (PKG / face).read_text()
         assert "_core" not in src, f"{face} calls the binding"
         assert not re.search(r"_cache\._[a-z]", src), f"{face} reaches into its client's private parts"
+
+
+def test_the_binding_calls_only_the_cores_api():
+    """The binding (src/python.rs, src/python/) names nothing of the layers
+    below the cache: no shard, its guard or its operations, no segment or
+    its layout. What it needs of them the crate root re-exports."""
+    files = [SRC / "python.rs", *sorted((SRC / "python").glob("*.rs"))]
+    assert len(files) > 3
+    for f in files:
+        src = f.read_text()
+        found = re.findall(r"crate::(?:shard|mem)\b|\bShard(?:Guard)?\s*[:<{(]", src)
+        assert not found, f"{f.relative_to(ROOT)} uses {sorted(set(found))}"
