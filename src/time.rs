@@ -80,8 +80,9 @@ impl Time for &LazyNow {
 }
 
 /// Coarse monotonic milliseconds (`CLOCK_MONOTONIC_COARSE`: a few ns, ticks
-/// every few ms). For periodic housekeeping (`handle.rs`) and a tiered L1's
-/// liveness (`tier.rs`, which adds the tick), never for expiry.
+/// every few ms, and may fall further behind). For periodic housekeeping
+/// (`handle.rs`) only: never for expiry, nor for a tiered L1's liveness
+/// (`tier.rs` reads the precise clock).
 #[inline]
 pub fn coarse_ms() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
