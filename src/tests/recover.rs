@@ -44,6 +44,7 @@ fn killed_writer_mid_set(in_place: bool) {
     if pid == 0 {
         crate::shard::ops::set_test_pause_ms(60_000);
         let _ = c.set(&victim, ENC_BYTES, &vec![b'x'; 50_000], 0);
+        // SAFETY: _exit in a forked child ends it without running the parent's destructors or atexit handlers.
         unsafe { libc::_exit(0) };
     }
     // Wait until the child holds shard 0's lock *and* has begun writing
@@ -67,6 +68,7 @@ fn killed_writer_mid_set(in_place: bool) {
     assert!(held, "child never began its write under the lock");
     assert_eq!(c.shard(0).log_head() == head0, in_place, "in place iff the record size is the same");
     assert_eq!(c.get(&victim), Err(Error::LockTimeout), "lock wait must be bounded");
+    // SAFETY: pid is our own child: killing and reaping it touches no memory of ours.
     unsafe {
         libc::kill(pid, libc::SIGKILL);
         libc::waitpid(pid, std::ptr::null_mut(), 0);
@@ -101,6 +103,7 @@ fn owner_killed_before_its_first_change_keeps_the_data() {
         let g = c.shard(0).lock(None);
         std::thread::sleep(Duration::from_secs(60));
         drop(g);
+        // SAFETY: _exit in a forked child ends it without running the parent's destructors or atexit handlers.
         unsafe { libc::_exit(0) };
     }
     let mut held = false;
@@ -117,6 +120,7 @@ fn owner_killed_before_its_first_change_keeps_the_data() {
     }
     assert!(held, "child never took the lock");
     assert!(!c.shard(0).write_in_progress());
+    // SAFETY: pid is our own child: killing and reaping it touches no memory of ours.
     unsafe {
         libc::kill(pid, libc::SIGKILL);
         libc::waitpid(pid, std::ptr::null_mut(), 0);
@@ -212,6 +216,7 @@ fn writers_killed_at_random_never_lose_untouched_items_or_tear_values() {
                     _ => c.add(k, ENC_BYTES, &self_checking(k, counter, 100), 0),
                 };
             }
+            // SAFETY: _exit in a forked child ends it without running the parent's destructors or atexit handlers.
             unsafe { libc::_exit(0) };
         }
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -297,8 +302,10 @@ fn a_writer_killed_at_each_crash_point_leaves_a_sound_shard() {
                 if gc == 0 {
                     crate::shard::CRASH_AT.store(3, Ordering::Relaxed);
                     crash_workload(&c, &keys, 1_000_000);
+                    // SAFETY: _exit in a forked child ends it without running the parent's destructors or atexit handlers.
                     unsafe { libc::_exit(0) };
                 }
+                // SAFETY: gc is this process's own child; a null status pointer is allowed.
                 unsafe { libc::waitpid(gc, std::ptr::null_mut(), 0) };
                 crate::shard::CRASH_AT.store(13, Ordering::Relaxed);
                 let _ = c.get(b"anything");
@@ -309,6 +316,7 @@ fn a_writer_killed_at_each_crash_point_leaves_a_sound_shard() {
                 crate::shard::CRASH_AT.store(point, Ordering::Relaxed);
                 crash_workload(&c, &keys, 200_000);
             }
+            // SAFETY: _exit in a forked child ends it without running the parent's destructors or atexit handlers.
             unsafe { libc::_exit(0) }; // the point was never reached
         }
         let mut status = 0;

@@ -127,6 +127,7 @@ fn verify_sees_stray_index_slots_and_unknown_record_kinds() {
         r => panic!("stray slot not seen: {r:?}"),
     }
     // verify() wiped shard 0 (its index too): the slot is empty again.
+    // SAFETY: the same index slot as above, inside our mapping.
     assert_eq!(unsafe { slot(empty).read() }, 0, "verify did not wipe the damaged shard");
     c.verify().unwrap();
     // A dead record whose kind byte was damaged, in a fresh cache (the wipe
@@ -148,6 +149,7 @@ fn verify_sees_stray_index_slots_and_unknown_record_kinds() {
             && unsafe { base.add((log + w * 8 + 4) as usize).cast::<u32>().read() } == crate::mem::layout::rec_size(4, 5) as u32)
         .collect();
     assert_eq!(kinds.len(), 1, "exactly one dead record");
+    // SAFETY: the kind byte of the dead record found above, inside the shard's log; a stray writer.
     unsafe { *base.add((log + kinds[0] * 8) as usize) = 9 };
     match c.verify() {
         Err(Error::Corrupt(m)) => assert!(m.contains("kind"), "{m}"),
@@ -178,6 +180,7 @@ fn verify_sees_a_damaged_sweep_cursor() {
         for k in &keys {
             c.set(k, ENC_BYTES, &[1u8; 100], 0).unwrap();
         }
+        // SAFETY: the words of `word` above, inside shard 0's header.
         let hdr = unsafe { (word(80).read(), word(88).read(), word(96).read()) };
         assert_eq!(hdr.0 - hdr.1, 20 * crate::mem::layout::rec_size(4, 100));
         hdr
@@ -185,6 +188,7 @@ fn verify_sees_a_damaged_sweep_cursor() {
     for which in 0..2 {
         let (head, tail, _) = fill();
         let bad = [head + 8, tail + 8][which];
+        // SAFETY: shard 0's sweep cursor word, inside our mapping; a stray writer.
         unsafe { word(96).write(bad) };
         let wipes = c.stats().counter(Counter::ShardWipes);
         match c.verify() {
@@ -194,6 +198,7 @@ fn verify_sees_a_damaged_sweep_cursor() {
         assert_eq!(c.stats().counter(Counter::ShardWipes), wipes + 1, "verify did not wipe the damaged shard");
     }
     let (_, _, cursor) = fill();
+    // SAFETY: as above: the cursor put back.
     unsafe { word(96).write(cursor) };
     c.verify().unwrap();
 }
