@@ -82,7 +82,8 @@ impl Time for &LazyNow {
 /// Coarse monotonic milliseconds (`CLOCK_MONOTONIC_COARSE`: a few ns, ticks
 /// every few ms, and may fall further behind). For periodic housekeeping
 /// (`handle.rs`) only: never for expiry, nor for a tiered L1's liveness
-/// (`tier.rs` reads the precise clock).
+/// (`tier.rs` reads the precise clock). Built where `handle.rs` is.
+#[cfg(any(test, feature = "python"))]
 #[inline]
 pub fn coarse_ms() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };

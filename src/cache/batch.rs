@@ -125,8 +125,8 @@ impl ShmCache {
     /// Store `values[i]` (encoding, bytes) under `keys[i]` until `expires`,
     /// one lock pass per shard: the positions not stored, in order (too
     /// large for MAX_ITEM_SIZE, or their shard's lock timed out).
-    pub fn set_many<K: AsRef<[u8]>>(&self, keys: &[K], values: &[(u8, &[u8])], expires: u64) -> Vec<usize> {
-        let (now, max) = (time::now_ms(), self.geo.max_item_size);
+    pub fn set_many<K: AsRef<[u8]>>(&self, keys: &[K], values: &[(u8, &[u8])], expires: u64, now: u64) -> Vec<usize> {
+        let max = self.geo.max_item_size;
         let plan = self.plan(keys);
         let (mut failed, mut locked_out) = (Vec::new(), Vec::new());
         self.batch(

@@ -74,17 +74,21 @@ impl ShmCache {
     /// Store `(encoding, value)` under `key` until `expires` (absolute ms;
     /// `NEVER`: no expiry), as `mode` says (`SetMode::Add`: only if absent);
     /// with `pin`, the stored item is also pinned against eviction (a held
-    /// lock), under the same lock hold. Whether it stored.
+    /// lock), under the same lock hold. Whether it stored. `now` is the
+    /// caller's reading of `time::now_ms()` (the one `expires` came from:
+    /// the clock is read once per call).
+    #[allow(clippy::too_many_arguments)]
     pub fn store(
         &self,
         key: &[u8],
         (enc, value): (u8, &[u8]),
         expires: u64,
+        now: u64,
         mode: SetMode,
         pin: bool,
         wait: Wait,
     ) -> Result<bool> {
-        let (h, now, max) = (self.hash(key), time::now_ms(), self.geo.max_item_size);
+        let (h, max) = (self.hash(key), self.geo.max_item_size);
         self.with_shard(h, wait, |g| {
             let stored = g.set(&Item { key, hash: h, enc, value, expires }, mode, now, max)?;
             pin_if(g, stored, pin, key, h, now)
@@ -93,12 +97,12 @@ impl ShmCache {
 
     /// `store`, unpinned, waiting.
     pub fn set(&self, key: &[u8], enc: u8, value: &[u8], expires: u64) -> Result<bool> {
-        self.store(key, (enc, value), expires, SetMode::Set, false, Wait::Bounded)
+        self.store(key, (enc, value), expires, time::now_ms(), SetMode::Set, false, Wait::Bounded)
     }
 
     /// `store` only if absent, unpinned, waiting.
     pub fn add(&self, key: &[u8], enc: u8, value: &[u8], expires: u64) -> Result<bool> {
-        self.store(key, (enc, value), expires, SetMode::Add, false, Wait::Bounded)
+        self.store(key, (enc, value), expires, time::now_ms(), SetMode::Add, false, Wait::Bounded)
     }
 
     /// Pin a live key against eviction (`ShardGuard::pin`), waiting.
@@ -114,17 +118,19 @@ impl ShmCache {
 
     /// Store `new` (encoding, bytes) until `expires` only if `key` is live
     /// with the value `expected` (encoding, bytes), atomically
-    /// (`ShardGuard::compare_and_set`); `pin` as for `store`.
+    /// (`ShardGuard::compare_and_set`); `now` and `pin` as for `store`.
+    #[allow(clippy::too_many_arguments)]
     pub fn compare_and_set(
         &self,
         key: &[u8],
         expected: (u8, &[u8]),
         (enc, value): (u8, &[u8]),
         expires: u64,
+        now: u64,
         pin: bool,
         wait: Wait,
     ) -> Result<bool> {
-        let (h, now, max) = (self.hash(key), time::now_ms(), self.geo.max_item_size);
+        let (h, max) = (self.hash(key), self.geo.max_item_size);
         self.with_shard(h, wait, |g| {
             let stored = g.compare_and_set(&Item { key, hash: h, enc, value, expires }, expected, now, max)?;
             pin_if(g, stored, pin, key, h, now)
@@ -137,9 +143,9 @@ impl ShmCache {
         self.with_shard(h, wait, |g| g.compare_and_delete(key, h, expected, now))
     }
 
-    /// Give a live key the expiry `expires` (`NEVER`: none).
-    pub fn touch(&self, key: &[u8], expires: u64, wait: Wait) -> Result<bool> {
-        let (h, now) = (self.hash(key), time::now_ms());
+    /// Give a live key the expiry `expires` (`NEVER`: none); `now` as for `store`.
+    pub fn touch(&self, key: &[u8], expires: u64, now: u64, wait: Wait) -> Result<bool> {
+        let h = self.hash(key);
         self.with_shard(h, wait, |g| g.touch(key, h, expires, now))
     }
 

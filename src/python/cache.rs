@@ -112,11 +112,12 @@ impl Cache {
     ) -> PyResult<bool> {
         let k = self::key(key)?;
         let v = val(value)?;
-        let exp = expires(timeout, time::now_ms())?;
+        let now = time::now_ms();
+        let exp = expires(timeout, now)?;
         let mode = if add { SetMode::Add } else { SetMode::Set };
         let c = self.cache();
         let (key, c) = (&*k, &*c);
-        attempt(py, |wait| c.store(key, v.parts(), exp, mode, pin, wait))
+        attempt(py, |wait| c.store(key, v.parts(), exp, now, mode, pin, wait))
     }
 
     /// Store many `(key, value)`; returns the indexes that were not stored
@@ -127,13 +128,14 @@ impl Cache {
         items: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)>,
         timeout: Option<f64>,
     ) -> PyResult<Vec<usize>> {
-        let exp = expires(timeout, time::now_ms())?;
+        let now = time::now_ms();
+        let exp = expires(timeout, now)?;
         let vals: Vec<Val> = items.iter().map(|(_, v)| val(v)).collect::<PyResult<_>>()?;
         let keys: Vec<Cow<[u8]>> = items.iter().map(|(k, _)| key(k)).collect::<PyResult<_>>()?;
         let values: Vec<(u8, &[u8])> = vals.iter().map(Val::parts).collect();
         let c = self.cache();
         let c = &*c;
-        Ok(py.detach(|| c.set_many(&keys, &values, exp)))
+        Ok(py.detach(|| c.set_many(&keys, &values, exp, now)))
     }
 
     /// `(values, timed_out)`: a list, per key, of the value (as `get`
@@ -175,11 +177,12 @@ impl Cache {
         pin: bool,
     ) -> PyResult<bool> {
         let (want, v) = (val(expected)?, val(new)?);
-        let exp = expires(timeout, time::now_ms())?;
+        let now = time::now_ms();
+        let exp = expires(timeout, now)?;
         let k = self::key(key)?;
         let c = self.cache();
         let (key, c) = (&*k, &*c);
-        attempt(py, |wait| c.compare_and_set(key, want.parts(), v.parts(), exp, pin, wait))
+        attempt(py, |wait| c.compare_and_set(key, want.parts(), v.parts(), exp, now, pin, wait))
     }
 
     /// Delete `key` only if it is live and holds exactly `expected`.
@@ -213,11 +216,12 @@ impl Cache {
 
     #[pyo3(signature = (key, timeout))]
     fn touch(&self, py: Python<'_>, key: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<bool> {
-        let exp = expires(timeout, time::now_ms())?;
+        let now = time::now_ms();
+        let exp = expires(timeout, now)?;
         let k = self::key(key)?;
         let c = self.cache();
         let (key, c) = (&*k, &*c);
-        attempt(py, |wait| c.touch(key, exp, wait))
+        attempt(py, |wait| c.touch(key, exp, now, wait))
     }
 
     /// Atomically add `delta` (any int) to an integer of any size; returns

@@ -212,7 +212,10 @@ fn writers_killed_at_random_never_lose_untouched_items_or_tear_values() {
                     },
                     4 => c.incr(b"counter", &Int::Small(1), true, Wait::Bounded).map(|_| true),
                     5 => c.delete(k, Wait::Bounded),
-                    6 => c.touch(k, time::now_ms() + 60_000, Wait::Bounded),
+                    6 => {
+                        let now = time::now_ms();
+                        c.touch(k, now + 60_000, now, Wait::Bounded)
+                    }
                     _ => c.add(k, ENC_BYTES, &self_checking(k, counter, 100), 0),
                 };
             }
@@ -265,7 +268,10 @@ fn crash_workload(c: &ShmCache, keys: &[Vec<u8>], ops: u64) {
             },
             3 => c.delete(k, Wait::Bounded),
             4 => c.incr(b"n", &Int::Small(1), true, Wait::Bounded).map(|_| true),
-            _ => c.touch(k, time::now_ms() + 60_000, Wait::Bounded),
+            _ => {
+                let now = time::now_ms();
+                c.touch(k, now + 60_000, now, Wait::Bounded)
+            }
         };
     }
 }

@@ -105,26 +105,28 @@ fn compare_and_set_and_delete() {
     let mine = (ENC_BYTES, &b"owner-1"[..]);
     let theirs = (ENC_BYTES, &b"owner-2"[..]);
     // Missing: nothing stored, nothing deleted.
-    assert!(!c.compare_and_set(k, mine, (ENC_BYTES, b"x"), 0, false, Wait::Bounded).unwrap());
+    assert!(!c.compare_and_set(k, mine, (ENC_BYTES, b"x"), 0, time::now_ms(), false, Wait::Bounded).unwrap());
     assert!(!c.compare_and_delete(k, mine, Wait::Bounded).unwrap());
     assert_eq!(get(&c, k), None);
     c.set(k, ENC_BYTES, b"owner-1", 0).unwrap();
     // Unequal bytes, or equal bytes under another encoding: refused.
-    assert!(!c.compare_and_set(k, theirs, (ENC_BYTES, b"x"), 0, false, Wait::Bounded).unwrap());
-    assert!(!c.compare_and_set(k, (ENC_STR, b"owner-1"), (ENC_BYTES, b"x"), 0, false, Wait::Bounded).unwrap());
+    assert!(!c.compare_and_set(k, theirs, (ENC_BYTES, b"x"), 0, time::now_ms(), false, Wait::Bounded).unwrap());
+    assert!(!c
+        .compare_and_set(k, (ENC_STR, b"owner-1"), (ENC_BYTES, b"x"), 0, time::now_ms(), false, Wait::Bounded)
+        .unwrap());
     assert!(!c.compare_and_delete(k, theirs, Wait::Bounded).unwrap());
     assert_eq!(get(&c, k), Some(b"owner-1".to_vec()));
     // Equal, same record size: written in place (no log space), expiry set.
     let sh = c.shard_for(h);
     let head = sh.log_head();
     let far = time::now_ms() + 100_000;
-    assert!(c.compare_and_set(k, mine, (ENC_BYTES, b"owner-2"), far, false, Wait::Bounded).unwrap());
+    assert!(c.compare_and_set(k, mine, (ENC_BYTES, b"owner-2"), far, time::now_ms(), false, Wait::Bounded).unwrap());
     assert_eq!(sh.log_head(), head, "a same-size compare-and-set used log space");
     assert_eq!(get(&c, k), Some(b"owner-2".to_vec()));
     assert!(matches!(c.ttl(k, Wait::Bounded).unwrap(), Ttl::Ms(ms) if ms > 99_000));
     // Equal, another size: appended, the old record dead, the value new, expiry never.
     let long = vec![b'z'; 500];
-    assert!(c.compare_and_set(k, theirs, (ENC_INT, &long), 0, false, Wait::Bounded).unwrap());
+    assert!(c.compare_and_set(k, theirs, (ENC_INT, &long), 0, time::now_ms(), false, Wait::Bounded).unwrap());
     assert!(sh.log_head() > head);
     assert_eq!(c.get(k).unwrap(), Some((ENC_INT, long.clone())));
     assert_eq!(c.ttl(k, Wait::Bounded).unwrap(), Ttl::Never);
@@ -133,11 +135,11 @@ fn compare_and_set_and_delete() {
     // Too large a new value: refused whether or not it matches, nothing changed.
     let huge = vec![0u8; 64 << 10];
     assert!(matches!(
-        c.compare_and_set(k, (ENC_INT, &long), (ENC_BYTES, &huge), 0, false, Wait::Bounded),
+        c.compare_and_set(k, (ENC_INT, &long), (ENC_BYTES, &huge), 0, time::now_ms(), false, Wait::Bounded),
         Err(Error::TooLarge { .. })
     ));
     assert!(matches!(
-        c.compare_and_set(k, mine, (ENC_BYTES, &huge), 0, false, Wait::Bounded),
+        c.compare_and_set(k, mine, (ENC_BYTES, &huge), 0, time::now_ms(), false, Wait::Bounded),
         Err(Error::TooLarge { .. })
     ));
     assert_eq!(c.get(k).unwrap(), Some((ENC_INT, long.clone())));
