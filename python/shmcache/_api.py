@@ -43,7 +43,11 @@ def on_error(fallback: Any = None, *, answer: Callable[..., Any] | None = None) 
     `ShmCacheError` (a lock not had within LOCK_TIMEOUT, an unusable
     segment) is raised when the client's ``on_error`` is "raise", or logged,
     and the method answers as an empty cache would: `fallback`, or
-    ``answer(*args, **kwargs)`` (e.g. a get's ``default``)."""
+    ``answer(*args, **kwargs)`` (e.g. ``set_many``'s keys, all unstored).
+    A fallback is one object returned to every caller, so a mutable one is
+    refused: build it with ``answer`` (``answer=lambda keys: {}``)."""
+    if isinstance(fallback, (dict, list, set, bytearray)):
+        raise TypeError(f"on_error: a mutable fallback ({type(fallback).__name__}) would be shared by every caller; use answer=")
 
     def decorate(method: Callable) -> Callable:
         @functools.wraps(method)

@@ -414,7 +414,7 @@ class Cache(ClientBase):
 
     # -- many keys --
 
-    @on_error({})
+    @on_error(answer=lambda keys: {})
     def get_many(self, keys: Iterable[str | bytes]) -> dict:
         """The keys found, with their values; missing keys are left out."""
         keys = _key_list(keys)

@@ -239,3 +239,26 @@ def test_incr_and_decr_check_delta_alike(cache, delta):
         with pytest.raises(TypeError, match="delta"):
             op("n", delta)
     assert cache.get("n") == 5
+
+
+def test_the_error_policy_refuses_a_fallback_every_caller_would_share():
+    """A fallback is one object returned on every failure: a mutable one
+    (a dict a caller then fills) would leak into the next caller's answer."""
+    from shmcache._api import on_error
+
+    with pytest.raises(TypeError, match="mutable fallback .dict. would be shared by every caller; use answer="):
+        on_error({})
+    fresh = on_error(answer=lambda keys: {})
+
+    class Failing:
+        def _failed(self, e, answer):
+            return answer
+
+        @fresh
+        def get_many(self, keys):
+            raise shmcache.ShmCacheError("unusable segment")
+
+    c = Failing()
+    first = c.get_many(["a"])
+    first["a"] = 1
+    assert c.get_many(["a"]) == {} and c.get_many(["a"]) is not first
