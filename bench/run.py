@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """shmcache benchmark: the Django cache backends side by side, one run.
 
-    make bench                       # = .venv/bin/python -m bench.run, ~8 minutes on 2 cores
+    make bench                       # = .venv/bin/python -m bench.run, ~10 minutes on 2 cores
     .venv/bin/python -m bench.run --quick   # smoke run in seconds (tiny op counts)
 
 Writes docs/benchmarks.md, docs/benchmarks.png and bench/results/latest.json

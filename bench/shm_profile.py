@@ -265,7 +265,7 @@ def callgrind_python(python: str, alias: str, op: str, n: int) -> dict | None:
 def _area(path: str) -> str:
     """What a source file of the core's get loop is about."""
     if "time.rs" in path or "clock_gettime" in path or "vdso" in path or path.endswith("/clock.rs"):
-        return "reading the wall clock (clock::now_ms: SystemTime::now, clock_gettime)"
+        return "reading the wall clock (time::now_ms: SystemTime::now, clock_gettime)"
     if "xxh3" in path or "xxhash" in path:
         return "hashing the key (xxh3)"
     if "memcmp" in path or "slice/cmp.rs" in path:
