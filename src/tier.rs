@@ -227,9 +227,18 @@ impl ShmCache {
     }
 
     /// Store `key` only if nothing invalidated it (nor flushed the cache)
-    /// since `token` was taken; counts a fill or a rejected fill.
-    pub fn set_if_token(&self, key: &[u8], enc: u8, value: &[u8], expires: u64, token: FillToken) -> Result<bool> {
-        let (h, now, max) = (self.hash(key), time::now_ms(), self.geometry().max_item_size);
+    /// since `token` was taken; counts a fill or a rejected fill. `now` as
+    /// for `store` (the reading `expires` came from).
+    pub fn set_if_token(
+        &self,
+        key: &[u8],
+        enc: u8,
+        value: &[u8],
+        expires: u64,
+        now: u64,
+        token: FillToken,
+    ) -> Result<bool> {
+        let (h, max) = (self.hash(key), self.geometry().max_item_size);
         let stored = self.with_shard(h, crate::cache::Wait::Bounded, |g| {
             // Under the shard lock: a flush bumps the epoch before it clears
             // this shard (under this lock), so either we see its epoch or it
@@ -367,6 +376,7 @@ mod tests {
     use crate::mem::segment;
     use crate::shard::encoding::ENC_BYTES;
     use crate::shard::stripe_of;
+    use crate::time;
     use std::time::Duration;
 
     fn open(tag: &str) -> ShmCache {
@@ -383,7 +393,7 @@ mod tests {
     fn a_fill_with_an_unchanged_token_stores() {
         let c = open("store");
         let t = c.fill_token(b"k");
-        assert!(c.set_if_token(b"k", ENC_BYTES, b"v", 0, t).unwrap());
+        assert!(c.set_if_token(b"k", ENC_BYTES, b"v", 0, time::now_ms(), t).unwrap());
         assert_eq!(c.get(b"k").unwrap().unwrap().1, b"v");
         assert_eq!(stat(&c, "fills"), 1);
         segment::destroy(c.name()).unwrap();
@@ -395,12 +405,12 @@ mod tests {
         let t = c.fill_token(b"k");
         // The key is absent from L1: the invalidation must still count.
         assert!(!c.invalidate(b"k").unwrap());
-        assert!(!c.set_if_token(b"k", ENC_BYTES, b"old", 0, t).unwrap());
+        assert!(!c.set_if_token(b"k", ENC_BYTES, b"old", 0, time::now_ms(), t).unwrap());
         assert!(c.get(b"k").unwrap().is_none());
         assert_eq!(stat(&c, "fills_rejected"), 1);
         // A token taken after the invalidation fills.
         let t = c.fill_token(b"k");
-        assert!(c.set_if_token(b"k", ENC_BYTES, b"new", 0, t).unwrap());
+        assert!(c.set_if_token(b"k", ENC_BYTES, b"new", 0, time::now_ms(), t).unwrap());
         assert!(c.invalidate_many(&[b"k".as_slice(), b"other"]).unwrap() == 1);
         assert!(c.get(b"k").unwrap().is_none());
         assert_eq!(stat(&c, "invalidations"), 3);
@@ -414,7 +424,7 @@ mod tests {
         let t = c.fill_token(b"k");
         c.flush().unwrap();
         assert!(c.get(b"a").unwrap().is_none());
-        assert!(!c.set_if_token(b"k", ENC_BYTES, b"v", 0, t).unwrap());
+        assert!(!c.set_if_token(b"k", ENC_BYTES, b"v", 0, time::now_ms(), t).unwrap());
         assert_eq!(stat(&c, "flushes"), 1);
         segment::destroy(c.name()).unwrap();
     }
@@ -435,7 +445,7 @@ mod tests {
             .collect();
         assert!(!unrelated.is_empty());
         c.invalidate_many(&unrelated).unwrap();
-        assert!(c.set_if_token(b"k", ENC_BYTES, b"v", 0, t).unwrap());
+        assert!(c.set_if_token(b"k", ENC_BYTES, b"v", 0, time::now_ms(), t).unwrap());
         let d = open("other2");
         let t2 = d.fill_token(b"k");
         assert_ne!(t.epoch, t2.epoch, "epochs are salted by the segment's seed");

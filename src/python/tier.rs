@@ -63,10 +63,11 @@ impl Cache {
         let k = self::key(key)?;
         let v = val(value)?;
         let (e, bytes) = v.parts();
-        let exp = expires(timeout, time::now_ms())?;
+        let now = time::now_ms();
+        let exp = expires(timeout, now)?;
         let c = self.cache();
         let (key, tok) = (&*k, FillToken { epoch: token.0, stripe: token.1 });
-        py.detach(|| c.set_if_token(key, e, bytes, exp, tok)).map_err(to_py)
+        py.detach(|| c.set_if_token(key, e, bytes, exp, now, tok)).map_err(to_py)
     }
 
     /// Delete `key` and refuse fills of it in flight; whether it was present.
