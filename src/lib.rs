@@ -2,8 +2,10 @@
 //! process of a host. No Python here; `python.rs` (feature `python`) is the
 //! thin PyO3 layer.
 //!
-//! The public API is what `examples/`, `fuzz/` and `python.rs` use: the
-//! re-exports below. The modules are internal, a one-way stack of folders
+//! The public API is what `examples/` and `fuzz/` use: the re-exports
+//! below. The binding (`python.rs`, inside the crate) uses them too, and
+//! besides only `handle` (the attachment it holds) and
+//! `snapshot::VERSION`, never `shard` or `mem`. The modules are internal, a one-way stack of folders
 //! (docs/architecture.md): `mem` ← `shard` ← `cache` ← the features
 //! (`rank` ← `snapshot`, `migrate`; `tier`) ← `handle` ← `python`, over
 //! the leaves `error` and `time`.

@@ -10,7 +10,9 @@
 //! is released and the operation runs again detached with
 //! `Wait::Bounded`, copying into a Rust buffer (`cache::attempt`,
 //! `cache::read`); calls that may wait longer (batches, clear, verify,
-//! snapshots, scans) run detached. So the GIL is never awaited while a
+//! snapshots, scans) and the tier's fills and invalidations
+//! (`set_if_token`, `invalidate`: after a Redis round trip, rare) run
+//! detached from the start. So the GIL is never awaited while a
 //! shard lock is held and a shard lock is never awaited with the GIL held.
 //!
 //! By concern: `errors.rs` (the exceptions, and core errors mapped to

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         from .top import main as top_main
 
         return top_main(args[1:])
-    if args[:1] == ["listen"]:  # its own options: shmcache._listener
+    if args[:1] == ["listen"]:  # its own options: shmcache.tiered.sidecar
         from .tiered.sidecar import main as listen_main
 
         return listen_main(args[1:])

@@ -1,4 +1,6 @@
-"""The one client: everything that is not a Django rule lives here once.
+"""The plain client: everything of a shmcache cache that is not a Django
+rule (the tier's client, `shmcache.tiered.client`, is the other client;
+what both share, argument checks and the error policy, is in `_api`).
 
 ``shmcache.Cache`` (this module's `Cache`) is the plain Python API and the
 engine behind the Django backend, as redis-py's client is behind Django's

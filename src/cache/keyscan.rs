@@ -164,7 +164,7 @@ impl KeyScan {
 
 impl ShmCache {
     /// A scan of the keys starting with `prefix`, at most `count` log steps
-    /// per lock (`scan.rs`: exactly once for keys live throughout).
+    /// per lock (this module's doc: exactly once for keys live throughout).
     pub fn scan(&self, prefix: &[u8], count: usize) -> KeyScan {
         KeyScan::new(prefix, count)
     }

@@ -169,7 +169,8 @@ def parse_l1_exclude(value: object, option: str = "L1_EXCLUDE") -> tuple[str, ..
 
 def l1_location(location: str, key_prefix: str) -> str:
     """The L1 segment's LOCATION: LOCATION itself, or ``LOCATION#KEY_PREFIX``
-    (one segment, and one listener, per tracked prefix)."""
+    (one segment, and one listener, per tracked prefix; a prefix over 64
+    bytes is replaced by its SHA-1 in hex)."""
     if not key_prefix:
         return location
     tail = key_prefix if len(key_prefix.encode("utf-8", "surrogatepass")) <= 64 else hashlib.sha1(key_prefix.encode("utf-8", "surrogatepass")).hexdigest()
