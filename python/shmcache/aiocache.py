@@ -45,9 +45,7 @@ class SharedMemoryCache(BaseCache):
 
     def __init__(self, location: str = "aiocache", size: int | str = DEFAULT_SIZE, **kwargs: Any) -> None:
         base = {k: kwargs.pop(k) for k in _AIOCACHE_ARGS if k in kwargs}
-        settings = Settings.for_face(
-            FACE, {"size": size, **kwargs}, refused={"serializer": "aiocache's serializer= is taken instead"}
-        )
+        settings = Settings.for_face(FACE, {"size": size, **kwargs})  # serializer= is aiocache's (taken above)
         base["serializer"] = base.get("serializer") or NullSerializer()
         # No asyncio timeout by default: an operation never waits on I/O and
         # cannot be interrupted, and aiocache's timeout (5 s by default) wraps

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_key_func, get_key_func
 from django.core.serializers.json import DjangoJSONEncoder
 
-from ._api import FLIGHT_WAIT
+from ._api import FLIGHT_WAIT, _check_pattern
 from ._glob import glob_escape
 from .client import Cache
 from .memoize import memoize
@@ -183,8 +183,7 @@ class SharedMemoryCache(BaseCache):
 
     def _pattern(self, pattern: str, version, prefix) -> str:
         """The glob over made keys, as django-redis's make_pattern."""
-        if not isinstance(pattern, str):
-            raise TypeError(f"pattern must be a str (a glob such as 'user:*'), not {type(pattern).__name__}")
+        _check_pattern(pattern)
         prefix = self.key_prefix if prefix is None else prefix
         version = self.version if version is None else version
         return self.key_func(pattern, glob_escape(prefix), glob_escape(str(version)))

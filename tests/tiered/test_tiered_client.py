@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import pickle
 import time
 
@@ -264,3 +265,31 @@ def test_a_redis_that_refuses_tracking_is_logged_once_and_L2_answers(redis_serve
     assert len(errors) == 1, [r.getMessage() for r in caplog.records]
     st = c.stats()
     assert not st["live"] and st["not_live_reads"] >= 5 and st["l1_hits"] == 0 and st["fills"] == 0
+
+
+def test_an_unknown_option_is_named_before_anything_is_made(location):
+    with pytest.raises(TypeError, match="TieredClient: unknown option.s. 'sise'; known: .*size"):
+        TieredClient(location, "redis://127.0.0.1:1/0", sise="8MB")
+    assert not os.path.exists("/dev/shm/" + shmcache.segment_name(location)), "nothing made"
+
+
+def test_without_redis_py_the_error_names_the_extra_and_no_l1_is_made(location):
+    """redis-py hidden from a fresh interpreter: TieredClient says which
+    extra to install, before the L1 segment is created."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['redis'] = None\n"
+        "import shmcache\n"
+        "from shmcache.tiered import TieredClient, l1_location\n"
+        "try:\n"
+        f"    TieredClient({location!r}, 'redis://127.0.0.1:1/0', key_prefix='p', size='8MB')\n"
+        "except ImportError as e:\n"
+        "    print('ImportError:', e)\n"
+        "import os\n"
+        f"print('segment' if os.path.exists('/dev/shm/' + shmcache.segment_name(l1_location({location!r}, 'p'))) else 'no segment')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "ImportError: shmcache's TieredCache needs redis-py: pip install 'shmcache[tiered]'" in out.stdout, out
+    assert out.stdout.rstrip().endswith("no segment"), out

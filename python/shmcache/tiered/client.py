@@ -7,8 +7,9 @@ coherent by Redis's server-assisted client-side caching; the engine behind
     whatever failed (listener killed or stopped, connection dropped, Redis
     restarted).
 
-It holds an L1 (a `shmcache.Cache`, on_error="log": L1's errors are logged
-and L2 answers) and an L2 (`l2.L2`), and decides every method itself:
+It holds an L1 (a `shmcache.Cache`, whose segment it reaches through the
+binding directly, under its own policy: L1's errors are logged and L2
+answers) and an L2 (`l2.L2`), and decides every method itself:
 
 - Reads (``get``, ``get_many``, ``has_key``): L1 while it is live (the
   listener's watermark younger than MAX_STALENESS); otherwise L2 and no
@@ -57,7 +58,7 @@ from .._options import Settings, check_location, parse_default_timeout
 from ..client import Cache
 from . import listener
 from .flight import flight
-from .l2 import INCR_EXISTING, L2, Request, cmd, dump, import_redis, load, pipe, px, set_cmd
+from .l2 import INCR_EXISTING, L2, Request, cmd, dump, load, pipe, px, set_cmd
 from .options import (
     DEFAULT_L1_MAX_TIMEOUT,
     DEFAULT_MAX_STALENESS,
@@ -92,13 +93,9 @@ class TieredClient(AsyncClientBase):
         default_timeout: float | None = None,
         **l1_options: Any,
     ) -> None:
-        settings = Settings.from_kwargs(**l1_options)
-        unknown = set(l1_options) - set(Settings.__dataclass_fields__)
-        if unknown:
-            raise TypeError(f"unknown option(s) for TieredClient: {', '.join(sorted(unknown))}")
+        settings = Settings.for_face("TieredClient", l1_options)
         exclude = l1_exclude if isinstance(l1_exclude, str) else list(l1_exclude)
         tier = parse_tier(l2, key_prefix, max_staleness, l1_max_timeout, exclude)  # before L1 is created
-        import_redis()
         l1 = l1_location(check_location(name, "name"), key_prefix)
         self._compose(l1, settings, tier, parse_default_timeout(default_timeout, "default_timeout"), None)
 
@@ -108,7 +105,6 @@ class TieredClient(AsyncClientBase):
     ) -> TieredClient:
         """From a Django CACHES entry (errors name the OPTIONS keys)."""
         l1, settings, tier = parse_django(location, options, key_prefix)
-        import_redis()
         self = cls.__new__(cls)
         self._compose(l1, settings, tier, None, json_encoder)
         return self
@@ -116,13 +112,12 @@ class TieredClient(AsyncClientBase):
     def _compose(
         self, name: str, settings: Settings, tier: TierOptions, default_timeout: float | None, json_encoder: type | None
     ) -> None:
+        self.l2 = L2(tier.l2)  # first: without redis-py, an ImportError naming the extra, and no L1 made
         self.l1 = Cache.from_settings(name, settings, default_timeout, "log", json_encoder)
-        self.l2 = L2(tier.l2)
         self.name = self.l1.name
         self.default_timeout = default_timeout
         self._raise = False  # L1's errors are logged, and L2 answers (`_api.on_error`)
         self.pickle_protocol = settings.pickle_protocol
-        self.l2_spec = tier.l2
         self._core = self.l1.core  # the tier's L1 words live beside the items
         self.key_prefix = tier.key_prefix
         self.max_staleness = tier.max_staleness
@@ -207,15 +202,15 @@ class TieredClient(AsyncClientBase):
     def _l1_many(self, keys: list) -> tuple[bool, list | None]:
         """(live, L1's values or None) for `keys`."""
         live = self._core.live(self._max_ms)
-        if live and self._core.lag_due():  # see `_l1_rest`
+        if live and self._core.lag_due():  # a lagging listener: see `_get_live` and `_checked`
             self.listen()
         return live, (self._core.get_many(keys)[0] if live else None)
 
     def _invalidate(self, *keys: Any) -> None:
         """This host's L1 forgets `keys` (after an L2 write: read your
         writes); if it cannot, L1 is flushed, or else not live."""
-        if keys and not self._try_invalidate(keys) and not self._try_flush():
-            self._core.set_watermark_ms(0)  # not live until the listener has flushed
+        if keys and not self._try_invalidate(keys):
+            self._invalidate_all()
 
     @on_error(False)
     def _try_invalidate(self, keys: tuple) -> bool:
@@ -442,6 +437,8 @@ class TieredClient(AsyncClientBase):
         self._invalidate_all()
 
     def _invalidate_all(self) -> None:
+        """This host's L1 is flushed, or else not live until the listener
+        has flushed it."""
         if not self._try_flush():
             self._core.set_watermark_ms(0)
 
@@ -639,7 +636,7 @@ class TieredClient(AsyncClientBase):
             "watermark_age_ms": None if not wm else monotonic_ms() - wm,
             "listener_pid": self._core.listener_pid,
             "listener_here": listener.running_here(self.segment),
-            "l2": self.l2_spec.describe(),
+            "l2": self.l2.spec.describe(),
             "l2_primary": state.get("primary"),
             "failovers": int(state.get("failovers", 0)),
             "redis_commands": self.l2.commands,

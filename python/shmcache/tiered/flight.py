@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Generator
 from typing import Any
 
-from .._api import _MISSING, _check_wait, log
+from .._api import _MISSING, _check_wait, _flight_key, log
 from .l2 import cmd, set_cmd
 
 FLIGHT_LEASE = 2.0
@@ -92,12 +92,10 @@ def marker_key(prefix: str, key: Any) -> Any:
     """The marker of `key`'s computation: under the tracking prefix, so an
     ACL that allows the prefix's keys (``~site*``) allows it, but never a
     made key (a NUL follows the prefix where a made key has ':'), so no key
-    iteration lists it."""
-    if isinstance(key, bytes):
-        return prefix.encode("utf-8", "surrogatepass") + b"\0shmcache-flight\0" + key
-    if isinstance(key, str):
-        return f"{prefix}\0shmcache-flight\0{key}"
-    raise TypeError(f"cache keys must be str or bytes, not {type(key).__name__}")
+    iteration lists it): the plain client's marker (`_flight_key`) under
+    the prefix."""
+    m = _flight_key(key)
+    return (prefix.encode("utf-8", "surrogatepass") if type(m) is bytes else prefix) + m
 
 
 def _store_then_get(tier: Any, key: Any, value: Any, timeout: Any) -> Generator[Any, Any, Any]:
