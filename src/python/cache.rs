@@ -30,13 +30,28 @@ impl Cache {
     pub(super) fn cache(&self) -> Current<'_> {
         self.inner.cache()
     }
+
+    /// `f` on the cache in use and `key`'s bytes, run as `attempt` runs it:
+    /// the one shape of every operation on one key.
+    #[inline]
+    fn on_key<R: Send>(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        f: impl Fn(&ShmCache, &[u8], Wait) -> Result<R, Error> + Sync,
+    ) -> PyResult<R> {
+        let k = self::key(key)?;
+        let c = self.cache();
+        let (key, c) = (&*k, &*c);
+        attempt(py, |wait| f(c, key, wait))
+    }
 }
 
 /// Run `f` without waiting for a shard lock, with the GIL held (the common,
 /// uncontended case); if a lock was busy, run it again detached (the GIL
 /// released), waiting at most LOCK_TIMEOUT.
 #[inline]
-pub(super) fn attempt<R: Send>(py: Python<'_>, f: impl Fn(Wait) -> Result<R, Error> + Sync) -> PyResult<R> {
+fn attempt<R: Send>(py: Python<'_>, f: impl Fn(Wait) -> Result<R, Error> + Sync) -> PyResult<R> {
     match f(Wait::No) {
         Err(Error::WouldBlock) => py.detach(|| f(Wait::Bounded)).map_err(to_py),
         r => r.map_err(to_py),
@@ -110,14 +125,11 @@ impl Cache {
         add: bool,
         pin: bool,
     ) -> PyResult<bool> {
-        let k = self::key(key)?;
         let v = val(value)?;
         let now = time::now_ms();
         let exp = expires(timeout, now)?;
         let mode = if add { SetMode::Add } else { SetMode::Set };
-        let c = self.cache();
-        let (key, c) = (&*k, &*c);
-        attempt(py, |wait| c.store(key, v.parts(), exp, now, mode, pin, wait))
+        self.on_key(py, key, |c, key, wait| c.store(key, v.parts(), exp, now, mode, pin, wait))
     }
 
     /// Store many `(key, value)`; returns the indexes that were not stored
@@ -153,10 +165,7 @@ impl Cache {
     /// expires), or None if missing.
     fn get_with_ttl<'py>(&self, py: Python<'py>, key: &Bound<'_, PyAny>) -> PyResult<Option<(Bound<'py, PyAny>, i64)>> {
         let now = time::now_ms();
-        let k = self::key(key)?;
-        let c = self.cache();
-        let (key, c) = (&*k, &*c);
-        let got = attempt(py, |wait| c.get_entry(key, now, wait, |e, v, exp| (e, v.to_vec(), exp)))?;
+        let got = self.on_key(py, key, |c, key, wait| c.get_entry(key, now, wait, |e, v, exp| (e, v.to_vec(), exp)))?;
         Ok(got.map(|(e, v, exp)| {
             let ms = if exp == time::NEVER { -1 } else { exp.saturating_sub(now).min(i64::MAX as u64) as i64 };
             (out(py, e, &v), ms)
@@ -179,10 +188,7 @@ impl Cache {
         let (want, v) = (val(expected)?, val(new)?);
         let now = time::now_ms();
         let exp = expires(timeout, now)?;
-        let k = self::key(key)?;
-        let c = self.cache();
-        let (key, c) = (&*k, &*c);
-        attempt(py, |wait| c.compare_and_set(key, want.parts(), v.parts(), exp, now, pin, wait))
+        self.on_key(py, key, |c, key, wait| c.compare_and_set(key, want.parts(), v.parts(), exp, now, pin, wait))
     }
 
     /// Delete `key` only if it is live and holds exactly `expected`.
@@ -193,17 +199,11 @@ impl Cache {
         expected: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
         let want = val(expected)?;
-        let k = self::key(key)?;
-        let c = self.cache();
-        let (key, c) = (&*k, &*c);
-        attempt(py, |wait| c.compare_and_delete(key, want.parts(), wait))
+        self.on_key(py, key, |c, key, wait| c.compare_and_delete(key, want.parts(), wait))
     }
 
     fn delete(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let k = self::key(key)?;
-        let c = self.cache();
-        let (key, c) = (&*k, &*c);
-        attempt(py, |wait| c.delete(key, wait))
+        self.on_key(py, key, |c, key, wait| c.delete(key, wait))
     }
 
     /// Delete many keys; returns how many existed.
@@ -218,10 +218,7 @@ impl Cache {
     fn touch(&self, py: Python<'_>, key: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<bool> {
         let now = time::now_ms();
         let exp = expires(timeout, now)?;
-        let k = self::key(key)?;
-        let c = self.cache();
-        let (key, c) = (&*k, &*c);
-        attempt(py, |wait| c.touch(key, exp, now, wait))
+        self.on_key(py, key, |c, key, wait| c.touch(key, exp, now, wait))
     }
 
     /// Atomically add `delta` (any int) to an integer of any size; returns
@@ -238,26 +235,17 @@ impl Cache {
         create: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let delta = int(delta)?;
-        let k = self::key(key)?;
-        let c = self.cache();
-        let (key, c) = (&*k, &*c);
-        let r = attempt(py, |wait| c.incr(key, &delta, create, wait))?;
+        let r = self.on_key(py, key, |c, key, wait| c.incr(key, &delta, create, wait))?;
         Ok(int_out(py, &r))
     }
 
     fn has(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let k = self::key(key)?;
-        let c = self.cache();
-        let (key, c) = (&*k, &*c);
-        attempt(py, |wait| c.contains(key, wait))
+        self.on_key(py, key, |c, key, wait| c.contains(key, wait))
     }
 
     /// Milliseconds left; -1 if it never expires; -2 if missing (like Redis TTL).
     fn ttl_ms(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<i64> {
-        let k = self::key(key)?;
-        let c = self.cache();
-        let (key, c) = (&*k, &*c);
-        Ok(match attempt(py, |wait| c.ttl(key, wait))? {
+        Ok(match self.on_key(py, key, |c, key, wait| c.ttl(key, wait))? {
             Ttl::Missing => -2,
             Ttl::Never => -1,
             Ttl::Ms(ms) => ms.min(i64::MAX as u64) as i64,
