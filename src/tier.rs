@@ -266,16 +266,9 @@ impl ShmCache {
     /// caller must then flush: an invalidation may not be lost).
     pub fn invalidate_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<usize> {
         let now = time::now_ms();
-        let mut err = None;
-        let n = self.count_many(
-            keys,
-            |g, k, h| g.invalidate(k, h, now),
-            |_, e| {
-                err.get_or_insert(e.clone());
-            },
-        );
+        let r = self.count_many(keys, |g, k, h| g.invalidate(k, h, now));
         self.tier_add(TierCounter::Invalidations, keys.len() as u64);
-        err.map_or(Ok(n), Err)
+        r
     }
 
     /// Drop everything and refuse every fill in flight: the epoch first,

@@ -1,6 +1,7 @@
 //! `ShmCache`'s operations on many keys: grouped by shard, so that each
 //! shard's lock is taken once per batch.
 
+use super::ops::copy;
 use super::{ShmCache, Value, Wait};
 use crate::error::{Error, Result};
 use crate::shard::ops::{Item, SetMode};
@@ -68,14 +69,12 @@ impl ShmCache {
         let now = &LazyNow::new();
         let mut out = vec![None; keys.len()];
         let mut plan = self.plan(keys);
-        plan.retain(|&(s, h, i)| {
-            match self.shards.shard(s).get_optimistic(keys[i].as_ref(), h, now, |e, v| (e, v.to_vec())) {
-                Some(r) => {
-                    out[i] = r;
-                    false
-                }
-                None => true,
+        plan.retain(|&(s, h, i)| match self.shards.shard(s).get_optimistic(keys[i].as_ref(), h, now, copy) {
+            Some(r) => {
+                out[i] = r;
+                false
             }
+            None => true,
         });
         if self.moved() {
             // Moved during the lock-free pass: what it read may be stale.
@@ -85,7 +84,7 @@ impl ShmCache {
         self.batch(
             &plan,
             |g, h, i| {
-                out[i] = g.get(keys[i].as_ref(), h, now, |e, v| (e, v.to_vec()))?;
+                out[i] = g.get(keys[i].as_ref(), h, now, copy)?;
                 Ok(())
             },
             // A timed-out shard's keys stay None (`f` never ran for them).
@@ -101,25 +100,27 @@ impl ShmCache {
     }
 
     /// Run `f(guard, key, hash)` for each of `keys` (one lock pass per
-    /// shard, as `batch`): how many times it returned true. The keys of a
-    /// shard it could not run in go to `on_err`.
+    /// shard, as `batch`): how many times it returned true, or the first
+    /// error (a shard it could not run in: its lock timed out), after every
+    /// other shard has been done.
     pub(crate) fn count_many<K: AsRef<[u8]>>(
         &self,
         keys: &[K],
         mut f: impl FnMut(&mut ShardGuard, &[u8], u64) -> Result<bool>,
-        on_err: impl FnMut(usize, &Error),
-    ) -> usize {
+    ) -> Result<usize> {
         let plan = self.plan(keys);
-        let mut n = 0;
+        let (mut n, mut err) = (0, None);
         self.batch(
             &plan,
             |g, h, i| {
                 n += f(g, keys[i].as_ref(), h)? as usize;
                 Ok(())
             },
-            on_err,
+            |_, e| {
+                err.get_or_insert_with(|| e.clone());
+            },
         );
-        n
+        err.map_or(Ok(n), Err)
     }
 
     /// Store `values[i]` (encoding, bytes) under `keys[i]` until `expires`,
@@ -153,8 +154,6 @@ impl ShmCache {
     /// error (a shard's lock timed out) fails the call.
     pub fn delete_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<usize> {
         let now = time::now_ms();
-        let mut err = None;
-        let n = self.count_many(keys, |g, k, h| g.delete(k, h, now), |_, e| err = Some(e.clone()));
-        err.map_or(Ok(n), Err)
+        self.count_many(keys, |g, k, h| g.delete(k, h, now))
     }
 }

@@ -18,7 +18,7 @@ use crate::shard::ShardGuard;
 use crate::time::{self, LazyNow, Time};
 
 /// A stored value's (encoding, bytes), copied out.
-fn copy(enc: u8, v: &[u8]) -> Value {
+pub(super) fn copy(enc: u8, v: &[u8]) -> Value {
     (enc, v.to_vec())
 }
 
