@@ -49,7 +49,7 @@ class SharedMemoryCache(BaseCache):
         base["serializer"] = base.get("serializer") or NullSerializer()
         # No asyncio timeout by default: an operation never waits on I/O and
         # cannot be interrupted, and aiocache's timeout (5 s by default) wraps
-        # every call in asyncio.wait_for, a task per call (10x the cost of
+        # every call in asyncio.wait_for, a task per call (about 5x the cost of
         # the operation). timeout= still sets one.
         base.setdefault("timeout", None)
         super().__init__(**base)

@@ -269,9 +269,10 @@ class Cache(ClientBase):
 
     @property
     def core(self) -> _core.Cache:
-        """The segment's handle (``shmcache._core.Cache``), shared by every
-        client of this LOCATION in the process: for a layer built on this
-        client (the tier's L1 words), not for applications."""
+        """The segment's handle (``shmcache._core.Cache``), shared by the
+        clients of this process with the same LOCATION, geometry and
+        LOCK_TIMEOUT: for a layer built on this client (the tier's L1 words,
+        `Lock`), not for applications."""
         return self._core
 
     def decode(self, key: Any, item: tuple, default: Any) -> Any:

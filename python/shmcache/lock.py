@@ -70,7 +70,7 @@ class Lock:
         self.blocking_timeout = _seconds(blocking_timeout, "blocking_timeout", True)
         self.name = name
         self._cache = cache
-        self._core = cache._core
+        self._core = cache.core
         self.local: Any = threading.local() if thread_local else SimpleNamespace()
         self.local.token = None
 
